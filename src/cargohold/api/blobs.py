@@ -1,0 +1,190 @@
+"""Blob and upload endpoints: ``/v2/<name>/blobs/...``."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from cargohold.api.common import (
+    body_stream,
+    empty,
+    has_body,
+    parse_content_range,
+    registry_of,
+)
+from cargohold.digest import Digest, check_name
+from cargohold.errors import ErrorCode, RegistryError
+from cargohold.registry.uploads import check_upload_id
+from cargohold.storage import paths
+
+
+def _blob_headers(digest: Digest, size: int) -> dict[str, str]:
+    return {
+        "Docker-Content-Digest": str(digest),
+        "Content-Type": "application/octet-stream",
+        "Accept-Ranges": "bytes",
+        "ETag": f'"{digest}"',
+        "Cache-Control": "max-age=31536000",
+        "Content-Length": str(size),
+    }
+
+
+async def head_blob(request: web.Request, name: str, digest_s: str) -> web.StreamResponse:
+    reg = registry_of(request)
+    digest = Digest.parse(digest_s)
+    info = await reg.blobs.describe(name, digest)
+    return web.Response(status=200, headers=_blob_headers(digest, info.size))
+
+
+async def get_blob(request: web.Request, name: str, digest_s: str) -> web.StreamResponse:
+    reg = registry_of(request)
+    digest = Digest.parse(digest_s)
+    info = await reg.blobs.describe(name, digest)
+    if not reg.config.storage.redirect_disable:
+        url = await reg.driver.url_for(paths.blob_data(digest))
+        if url is not None:
+            return web.Response(status=307, headers={"Location": url, "Content-Length": "0"})
+    headers = _blob_headers(digest, info.size)
+    if info.local_path is not None:
+        # FileResponse does Range, conditional requests and zero-copy sendfile; it sets its own
+        # ETag and Content-Length from the file.
+        del headers["Content-Length"], headers["ETag"]
+        return web.FileResponse(info.local_path, headers=headers)
+    return await _stream_blob(request, digest, info.size, headers)
+
+
+async def _stream_blob(
+    request: web.Request, digest: Digest, size: int, headers: dict[str, str]
+) -> web.StreamResponse:
+    """Bodies from drivers without a local file: streamed, with single-range support."""
+    start, end = 0, size - 1
+    status = 200
+    rng = request.http_range
+    if request.headers.get("Range") and size > 0:
+        s = rng.start or 0
+        e = size if rng.stop is None else min(rng.stop, size)
+        if rng.start is not None and rng.start < 0:
+            s, e = max(size + rng.start, 0), size
+        if s >= size or e <= s:
+            raise RegistryError(
+                ErrorCode.RANGE_INVALID, headers={"Content-Range": f"bytes */{size}"}
+            )
+        start, end, status = s, e - 1, 206
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    headers["Content-Length"] = str(end - start + 1 if size else 0)
+    response = web.StreamResponse(status=status, headers=headers)
+    await response.prepare(request)
+    if request.method == "HEAD" or size == 0:
+        return response
+    remaining = end - start + 1
+    async for chunk in registry_of(request).driver.reader(paths.blob_data(digest), start):
+        if len(chunk) > remaining:
+            chunk = chunk[:remaining]
+        await response.write(chunk)
+        remaining -= len(chunk)
+        if remaining <= 0:
+            break
+    await response.write_eof()
+    return response
+
+
+async def delete_blob(request: web.Request, name: str, digest_s: str) -> web.StreamResponse:
+    reg = registry_of(request)
+    reg.require_writable()
+    reg.require_delete()
+    digest = Digest.parse(digest_s)
+    await reg.blobs.unlink(name, digest)
+    return empty(202, {"Docker-Content-Digest": str(digest)})
+
+
+def _upload_location(request: web.Request, name: str, upload_id: str) -> str:
+    return f"/v2/{name}/blobs/uploads/{upload_id}"
+
+
+def _progress_headers(request: web.Request, name: str, upload_id: str, size: int) -> dict[str, str]:
+    return {
+        "Location": _upload_location(request, name, upload_id),
+        "Range": f"0-{size - 1 if size > 0 else 0}",
+        "Docker-Upload-UUID": upload_id,
+    }
+
+
+def _created(name: str, digest: Digest) -> web.Response:
+    return empty(
+        201, {"Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": str(digest)}
+    )
+
+
+async def start_upload(request: web.Request, name: str) -> web.StreamResponse:
+    reg = registry_of(request)
+    reg.require_writable()
+    mount = request.query.get("mount")
+    source = request.query.get("from")
+    if mount and source:
+        digest = Digest.try_parse(mount)
+        if digest is not None and source != name:
+            try:
+                check_name(source)
+            except RegistryError:
+                source = ""
+            if source and await reg.blobs.mount(name, source, digest) is not None:
+                return _created(name, digest)
+        elif digest is not None and await reg.blobs.is_linked(name, digest):
+            return _created(name, digest)
+        # Not mountable: the spec says fall back to an ordinary upload session.
+    digest_s = request.query.get("digest")
+    if digest_s is not None:
+        digest = Digest.parse(digest_s)
+        upload_id = await reg.uploads.start(name)
+        stream = body_stream(request) if has_body(request) else None
+        info = await reg.uploads.finish(name, upload_id, digest, stream)
+        return _created(name, info.digest)
+    upload_id = await reg.uploads.start(name)
+    return empty(202, _progress_headers(request, name, upload_id, 0))
+
+
+async def upload_status(request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
+    reg = registry_of(request)
+    size = await reg.uploads.offset(name, check_upload_id(upload_id))
+    return empty(204, _progress_headers(request, name, upload_id, size))
+
+
+async def patch_upload(request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
+    reg = registry_of(request)
+    reg.require_writable()
+    check_upload_id(upload_id)
+    content_range = parse_content_range(request.headers.get("Content-Range"))
+    start: int | None = None
+    length: int | None = None
+    if content_range is not None:
+        start, end = content_range
+        length = end - start + 1
+        if request.content_length is not None and request.content_length != length:
+            raise RegistryError(
+                ErrorCode.RANGE_INVALID,
+                f"Content-Range covers {length} bytes, Content-Length is {request.content_length}",
+            )
+    size = await reg.uploads.append(name, upload_id, body_stream(request), start, length)
+    return empty(202, _progress_headers(request, name, upload_id, size))
+
+
+async def finish_upload(request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
+    reg = registry_of(request)
+    reg.require_writable()
+    check_upload_id(upload_id)
+    digest_s = request.query.get("digest")
+    if not digest_s:
+        raise RegistryError(ErrorCode.DIGEST_INVALID, "the digest parameter is required")
+    digest = Digest.parse(digest_s)
+    start: int | None = None
+    content_range = parse_content_range(request.headers.get("Content-Range"))
+    if content_range is not None:
+        start = content_range[0]
+    stream = body_stream(request) if has_body(request) else None
+    info = await reg.uploads.finish(name, upload_id, digest, stream, start)
+    return _created(name, info.digest)
+
+
+async def cancel_upload(request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
+    reg = registry_of(request)
+    await reg.uploads.cancel(name, check_upload_id(upload_id))
+    return empty(204, {})

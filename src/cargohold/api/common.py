@@ -1,0 +1,77 @@
+"""What every handler shares: the request context, body streaming and response helpers."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Final
+
+from aiohttp import web
+
+from cargohold.errors import ErrorCode, RegistryError
+from cargohold.registry.registry import Registry
+
+API_VERSION_HEADER: Final = {"Docker-Distribution-API-Version": "registry/2.0"}
+BUFFER = 1 << 20
+REGISTRY_KEY: Final = web.AppKey("registry", Registry)
+_RANGE_RE = re.compile(r"^(?:bytes=)?(\d+)-(\d+)$")
+
+
+def registry_of(request: web.Request) -> Registry:
+    return request.app[REGISTRY_KEY]
+
+
+async def body_stream(request: web.Request) -> AsyncIterator[bytes]:
+    """The request body in buffers of about 1 MiB: big enough that hashing and writing in a
+    thread pay for the hop, small enough that memory stays flat however large the blob."""
+    content = request.content
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await content.readany()
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+        if size >= BUFFER:
+            yield parts[0] if len(parts) == 1 else b"".join(parts)
+            parts, size = [], 0
+    if parts:
+        yield b"".join(parts)
+
+
+def has_body(request: web.Request) -> bool:
+    if request.content_length is not None:
+        return request.content_length > 0
+    return request.headers.get("Transfer-Encoding", "").lower() == "chunked"
+
+
+def parse_content_range(value: str | None) -> tuple[int, int] | None:
+    """``Content-Range: <start>-<end>`` (inclusive; ``bytes=`` tolerated) or 416."""
+    if value is None:
+        return None
+    m = _RANGE_RE.match(value.strip())
+    if not m:
+        raise RegistryError(ErrorCode.RANGE_INVALID, f"malformed Content-Range {value[:100]!r}")
+    start, end = int(m.group(1)), int(m.group(2))
+    if end < start:
+        raise RegistryError(ErrorCode.RANGE_INVALID, "Content-Range ends before it starts")
+    return start, end
+
+
+def parse_n(request: web.Request) -> int | None:
+    raw = request.query.get("n")
+    if raw is None or raw == "":
+        return None
+    try:
+        n = int(raw)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise RegistryError(ErrorCode.PAGINATION_NUMBER_INVALID, detail={"n": raw[:50]})
+    return n
+
+
+def empty(status: int, headers: dict[str, str]) -> web.Response:
+    headers.setdefault("Content-Length", "0")
+    return web.Response(status=status, headers=headers)

@@ -1,0 +1,192 @@
+"""Manifest, tag-list, catalog and referrers endpoints."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from cargohold.api.common import empty, parse_n, registry_of
+from cargohold.digest import Digest, is_digest_reference
+from cargohold.errors import ErrorCode, RegistryError
+from cargohold.registry import mediatypes as mt
+from cargohold.registry.catalog import order_key
+from cargohold.registry.manifests import MAX_MANIFEST_SIZE, Manifest, referrer_artifact_type
+
+CATALOG_DEFAULT_N = 100
+CATALOG_MAX_N = 1000
+
+
+def _accepted(request: web.Request) -> set[str] | None:
+    """The manifest media types the client named, or None when it named none (serve anything)."""
+    accepted: set[str] = set()
+    for header in request.headers.getall("Accept", []):
+        for part in header.split(","):
+            media = part.split(";", 1)[0].strip().lower()
+            if media in ("*/*", "application/*"):
+                return None
+            if media in mt.SUPPORTED or media in mt.SCHEMA1:
+                accepted.add(media)
+    return accepted or None
+
+
+async def _negotiate(request: web.Request, name: str, m: Manifest) -> Manifest:
+    accepted = _accepted(request)
+    if accepted is None or m.media_type in accepted:
+        return m
+    if m.media_type in mt.INDEXES and accepted & mt.IMAGE_MANIFESTS:
+        # Like registry:2, a client that cannot read indexes gets the linux/amd64 image.
+        reg = registry_of(request)
+        for child in m.children:
+            p = child.platform or {}
+            if (
+                p.get("os") == "linux"
+                and p.get("architecture") == "amd64"
+                and child.media_type in accepted
+                and await reg.manifests.exists(name, child.digest)
+            ):
+                return await reg.manifests.load(child.digest)
+    raise RegistryError(
+        ErrorCode.MANIFEST_UNKNOWN,
+        f"manifest is {m.media_type}, which the Accept header does not allow",
+        {"mediaType": m.media_type, "accept": sorted(accepted)},
+    )
+
+
+async def get_manifest(request: web.Request, name: str, reference: str) -> web.StreamResponse:
+    reg = registry_of(request)
+    m = await _negotiate(request, name, await reg.manifests.get(name, reference))
+    etag = f'"{m.digest}"'
+    headers = {
+        "Content-Type": m.media_type,
+        "Docker-Content-Digest": str(m.digest),
+        "ETag": etag,
+        "Content-Length": str(len(m.data)),
+    }
+    if etag in request.headers.getall("If-None-Match", []):
+        return web.Response(
+            status=304, headers={k: v for k, v in headers.items() if k != "Content-Length"}
+        )
+    if request.method == "HEAD":
+        return web.Response(status=200, headers=headers)
+    return web.Response(status=200, body=m.data, headers=headers)
+
+
+async def _read_manifest_body(request: web.Request) -> bytes:
+    if request.content_length is not None and request.content_length > MAX_MANIFEST_SIZE:
+        raise RegistryError(
+            ErrorCode.MANIFEST_INVALID,
+            f"manifest is larger than {MAX_MANIFEST_SIZE} bytes",
+            status=413,
+        )
+    data = bytearray()
+    while chunk := await request.content.readany():
+        data += chunk
+        if len(data) > MAX_MANIFEST_SIZE:
+            raise RegistryError(
+                ErrorCode.MANIFEST_INVALID,
+                f"manifest is larger than {MAX_MANIFEST_SIZE} bytes",
+                status=413,
+            )
+    return bytes(data)
+
+
+async def put_manifest(request: web.Request, name: str, reference: str) -> web.StreamResponse:
+    reg = registry_of(request)
+    reg.require_writable()
+    data = await _read_manifest_body(request)
+    m = await reg.manifests.put(name, reference, data, request.headers.get("Content-Type"))
+    headers = {
+        "Location": f"/v2/{name}/manifests/{m.digest}",
+        "Docker-Content-Digest": str(m.digest),
+    }
+    if m.subject is not None:
+        headers["OCI-Subject"] = str(m.subject.digest)
+    return empty(201, headers)
+
+
+async def delete_manifest(request: web.Request, name: str, reference: str) -> web.StreamResponse:
+    reg = registry_of(request)
+    reg.require_writable()
+    reg.require_delete()
+    if is_digest_reference(reference):
+        digest = Digest.try_parse(reference)
+        if digest is None:
+            raise RegistryError(ErrorCode.DIGEST_INVALID, detail={"digest": reference[:200]})
+        await reg.manifests.delete(name, digest)
+    else:
+        await reg.manifests.untag(name, reference)
+    return empty(202, {})
+
+
+def _paginate(
+    request: web.Request,
+    items: list[str],
+    default_n: int | None,
+    max_n: int | None,
+    key: Any = None,
+) -> tuple[list[str], str | None]:
+    n = parse_n(request)
+    if n is None:
+        n = default_n
+    if n is not None and max_n is not None and n > max_n:
+        n = max_n
+    last = request.query.get("last")
+    if last:
+        if key is None:
+            items = [i for i in items if i > last]
+        else:
+            last_key = key(last)
+            items = [i for i in items if key(i) > last_key]
+    if n is None or len(items) <= n:
+        return items, None
+    page = items[:n]
+    link = f'<{request.path}?n={n}&last={page[-1]}>; rel="next"' if page else None
+    return page, link
+
+
+async def list_tags(request: web.Request, name: str) -> web.StreamResponse:
+    reg = registry_of(request)
+    tags, link = _paginate(request, await reg.manifests.tags(name), None, None)
+    response = web.json_response({"name": name, "tags": tags})
+    if link:
+        response.headers["Link"] = link
+    return response
+
+
+async def catalog(request: web.Request) -> web.StreamResponse:
+    reg = registry_of(request)
+    repos, link = _paginate(
+        request, await reg.repositories(), CATALOG_DEFAULT_N, CATALOG_MAX_N, key=order_key
+    )
+    response = web.json_response({"repositories": repos})
+    if link:
+        response.headers["Link"] = link
+    return response
+
+
+async def referrers(request: web.Request, name: str, digest_s: str) -> web.StreamResponse:
+    reg = registry_of(request)
+    subject = Digest.parse(digest_s)
+    wanted = request.query.get("artifactType")
+    descriptors = []
+    for m in await reg.manifests.referrers(name, subject):
+        artifact_type = referrer_artifact_type(m)
+        if wanted and artifact_type != wanted:
+            continue
+        d: dict[str, Any] = {
+            "mediaType": m.media_type,
+            "digest": str(m.digest),
+            "size": len(m.data),
+        }
+        if artifact_type:
+            d["artifactType"] = artifact_type
+        if m.annotations:
+            d["annotations"] = m.annotations
+        descriptors.append(d)
+    body = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": descriptors}
+    headers = {"Content-Type": mt.OCI_INDEX}
+    if wanted:
+        headers["OCI-Filters-Applied"] = "artifactType"
+    return web.Response(status=200, body=json.dumps(body).encode(), headers=headers)

@@ -1,0 +1,87 @@
+"""The ``cargohold`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from cargohold import __version__
+from cargohold.config import ConfigError, load_config
+
+
+def default_data_dir() -> str:
+    """Where the no-config registry keeps images: a per-user directory, printed at start."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
+    return os.path.join(base, "cargohold")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cargohold",
+        description="A fast, self-hosted container image registry; a drop-in for registry:2.",
+    )
+    parser.add_argument("--version", action="version", version=f"cargohold {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the registry",
+        description="Run the registry. With no CONFIG it listens on :5000 and stores images "
+        "under a local data directory; CONFIG is a registry:2 YAML file, and REGISTRY_* "
+        "environment variables override it exactly as they do for registry:2.",
+    )
+    serve.add_argument(
+        "config",
+        nargs="?",
+        help="registry:2-format YAML config file "
+        "(default: $REGISTRY_CONFIGURATION_PATH, else the embedded default)",
+    )
+    serve.add_argument(
+        "--addr", help="listen address, e.g. :5000 or 127.0.0.1:5000 (overrides http.addr)"
+    )
+    serve.add_argument(
+        "--root", help="storage directory (overrides storage.filesystem.rootdirectory)"
+    )
+    serve.add_argument(
+        "--workers", type=int, default=1, help="worker processes sharing the port (default 1)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    parser.print_help()
+    return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from cargohold.server import serve
+
+    path = args.config or os.environ.get("REGISTRY_CONFIGURATION_PATH") or None
+    try:
+        config = load_config(path, os.environ, default_root=args.root or default_data_dir())
+    except (ConfigError, OSError) as e:
+        print(f"cargohold: configuration error: {e}", file=sys.stderr)
+        return 2
+    if args.addr:
+        config.http.addr = args.addr
+    if args.root:
+        if config.storage.driver != "filesystem":
+            print("cargohold: --root only applies to filesystem storage", file=sys.stderr)
+            return 2
+        config.storage.params["rootdirectory"] = args.root
+    if args.workers < 1:
+        print("cargohold: --workers must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        return serve(config, args.workers)
+    except OSError as e:
+        print(f"cargohold: cannot start: {e}", file=sys.stderr)
+        return 1

@@ -1,0 +1,96 @@
+"""Blobs: one content-addressed store shared by all repositories, seen through per-repo links.
+
+A repository can only read a blob it links to in its ``_layers`` directory, exactly as in
+registry:2; that is what keeps one tenant from fetching another's layers by guessing digests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from cargohold.digest import Digest
+from cargohold.errors import ErrorCode, RegistryError
+from cargohold.storage import paths
+from cargohold.storage.driver import PathNotFoundError, StorageDriver
+
+EMPTY_JSON = b"{}"
+EMPTY_JSON_DIGEST = Digest("sha256", hashlib.sha256(EMPTY_JSON).hexdigest())
+
+
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    digest: Digest
+    size: int
+    local_path: str | None
+
+
+class BlobStore:
+    def __init__(self, driver: StorageDriver) -> None:
+        self.driver = driver
+
+    async def stat(self, digest: Digest) -> int | None:
+        """Size of the blob in the global store, or None."""
+        try:
+            return (await self.driver.stat(paths.blob_data(digest))).size
+        except PathNotFoundError:
+            return None
+
+    async def is_linked(self, name: str, digest: Digest) -> bool:
+        try:
+            await self.driver.stat(paths.layer_link(name, digest))
+        except PathNotFoundError:
+            return False
+        return True
+
+    async def describe(self, name: str, digest: Digest) -> BlobInfo:
+        """The blob as repository ``name`` sees it; BLOB_UNKNOWN unless linked *and* present."""
+        if not await self.is_linked(name, digest):
+            raise RegistryError(ErrorCode.BLOB_UNKNOWN, detail={"digest": str(digest)})
+        data_path = paths.blob_data(digest)
+        try:
+            info = await self.driver.stat(data_path)
+        except PathNotFoundError:
+            raise RegistryError(ErrorCode.BLOB_UNKNOWN, detail={"digest": str(digest)}) from None
+        return BlobInfo(digest, info.size, self.driver.local_path(data_path))
+
+    async def link(self, name: str, digest: Digest) -> None:
+        await self.driver.put_content(paths.layer_link(name, digest), str(digest).encode())
+
+    async def unlink(self, name: str, digest: Digest) -> None:
+        try:
+            await self.driver.delete(f"{paths.layers(name)}/{digest.algorithm}/{digest.hex}")
+        except PathNotFoundError:
+            raise RegistryError(ErrorCode.BLOB_UNKNOWN, detail={"digest": str(digest)}) from None
+
+    async def get(self, digest: Digest) -> bytes:
+        return await self.driver.get_content(paths.blob_data(digest))
+
+    async def put(self, data: bytes, algorithm: str = "sha256") -> Digest:
+        """Store small content (manifests) by digest; writing identical bytes twice is harmless."""
+        digest = Digest.of(data, algorithm)
+        path = paths.blob_data(digest)
+        try:
+            info = await self.driver.stat(path)
+            if info.size == len(data):
+                return digest
+        except PathNotFoundError:
+            pass
+        await self.driver.put_content(path, data)
+        return digest
+
+    async def mount(self, name: str, source: str, digest: Digest) -> BlobInfo | None:
+        """Cross-repository mount: link ``digest`` into ``name`` if ``source`` has it."""
+        if not await self.is_linked(source, digest):
+            return None
+        size = await self.stat(digest)
+        if size is None:
+            return None
+        await self.link(name, digest)
+        return BlobInfo(digest, size, None)
+
+    async def ensure_empty_json(self, name: str) -> None:
+        """The OCI empty descriptor's ``{}``: created on demand so artifacts never miss it."""
+        if await self.stat(EMPTY_JSON_DIGEST) is None:
+            await self.put(EMPTY_JSON)
+        await self.link(name, EMPTY_JSON_DIGEST)

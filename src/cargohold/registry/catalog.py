@@ -1,0 +1,69 @@
+"""The repository catalog, found by walking ``repositories/`` the way registry:2 does.
+
+A directory is a repository when it has a ``_manifests`` child; nothing below a ``_``-prefixed
+directory is ever a repository. Names are ordered component by component (``a/b`` before ``a-c``),
+as registry:2 orders them, and pagination's ``last`` compares the same way.
+"""
+
+from __future__ import annotations
+
+import os
+
+from cargohold.storage import paths
+from cargohold.storage.driver import PathNotFoundError, StorageDriver
+from cargohold.storage.filesystem import TMP_PREFIX, FilesystemDriver
+
+
+async def list_repositories(driver: StorageDriver, marker: str = "_manifests") -> list[str]:
+    """Repositories having a ``marker`` child (``_uploads`` finds those with uploads)."""
+    if isinstance(driver, FilesystemDriver):
+        local = driver.local_path(paths.REPOSITORIES)
+        assert local is not None
+        return _walk_local(local, marker)
+    found: list[str] = []
+    await _walk(driver, paths.REPOSITORIES, "", found, marker)
+    return sorted(found, key=order_key)
+
+
+def order_key(name: str) -> list[str]:
+    return name.split("/")
+
+
+def _walk_local(root: str, marker: str) -> list[str]:
+    found: list[str] = []
+    stack = [("", root)]
+    while stack:
+        prefix, directory = stack.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        is_repo = False
+        for entry in entries:
+            if entry.name.startswith("_"):
+                is_repo = is_repo or entry.name == marker
+            elif not entry.name.startswith((".", TMP_PREFIX)) and entry.is_dir(
+                follow_symlinks=False
+            ):
+                stack.append((f"{prefix}{entry.name}/", entry.path))
+        if is_repo and prefix:
+            found.append(prefix[:-1])
+    found.sort(key=order_key)
+    return found
+
+
+async def _walk(
+    driver: StorageDriver, path: str, prefix: str, found: list[str], marker: str
+) -> None:
+    try:
+        children = await driver.list(path)
+    except PathNotFoundError:
+        return
+    names = [c.rsplit("/", 1)[-1] for c in children]
+    if prefix and marker in names:
+        found.append(prefix[:-1])
+    for child, n in zip(children, names, strict=True):
+        if not n.startswith(("_", ".")):
+            info = await driver.stat(child)
+            if info.is_dir:
+                await _walk(driver, child, f"{prefix}{n}/", found, marker)

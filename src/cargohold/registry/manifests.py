@@ -1,0 +1,386 @@
+"""Manifests: parsing, validation, storage by digest, tags and the referrers index.
+
+Manifests are stored as blobs and linked under ``_manifests/revisions`` as registry:2 does; the
+media type is not stored but read back from the content, so a store stays readable by registry:2.
+Content by digest never changes, which lets every process keep a bounded cache of parsed
+manifests without any cross-process invalidation: only the *links* (revisions, tags) are re-read
+on each request, and those are tiny files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from cargohold.config import ValidationConfig
+from cargohold.digest import Digest, check_tag, is_digest_reference
+from cargohold.errors import ErrorCode, RegistryError
+from cargohold.registry import mediatypes as mt
+from cargohold.registry.blobs import EMPTY_JSON_DIGEST, BlobStore
+from cargohold.storage import paths
+from cargohold.storage.driver import PathNotFoundError, StorageDriver
+
+MAX_MANIFEST_SIZE = 4 * 1024 * 1024
+CACHE_ENTRIES = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Descriptor:
+    media_type: str
+    digest: Digest
+    size: int
+    urls: tuple[str, ...] = ()
+    platform: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """A parsed, validated manifest and everything the registry needs to know about it."""
+
+    data: bytes
+    digest: Digest
+    media_type: str
+    blobs: tuple[Descriptor, ...] = ()  # config + layers of an image manifest
+    children: tuple[Descriptor, ...] = ()  # manifests of an index
+    subject: Descriptor | None = None
+    artifact_type: str | None = None
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+def _fail(
+    message: str, code: ErrorCode = ErrorCode.MANIFEST_INVALID, **detail: Any
+) -> RegistryError:
+    return RegistryError(code, message, detail or None)
+
+
+def _descriptor(raw: Any, where: str) -> Descriptor:
+    if not isinstance(raw, dict):
+        raise _fail(f"{where}: descriptor must be an object")
+    media_type = raw.get("mediaType")
+    digest = raw.get("digest")
+    size = raw.get("size")
+    if not isinstance(media_type, str) or not media_type:
+        raise _fail(f"{where}: mediaType missing")
+    if not isinstance(digest, str) or (parsed := Digest.try_parse(digest)) is None:
+        raise _fail(f"{where}: invalid digest {str(digest)[:150]!r}")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise _fail(f"{where}: size must be a non-negative integer")
+    urls = raw.get("urls") or ()
+    if not isinstance(urls, list | tuple) or not all(isinstance(u, str) for u in urls):
+        raise _fail(f"{where}: urls must be a list of strings")
+    platform = raw.get("platform")
+    if platform is not None and not isinstance(platform, dict):
+        raise _fail(f"{where}: platform must be an object")
+    return Descriptor(media_type, parsed, size, tuple(urls), platform)
+
+
+def parse_manifest(data: bytes, content_type: str | None, digest: Digest | None = None) -> Manifest:
+    """Parse and check a manifest's own structure (not yet whether what it references exists)."""
+    if len(data) > MAX_MANIFEST_SIZE:
+        raise RegistryError(
+            ErrorCode.MANIFEST_INVALID,
+            f"manifest is larger than {MAX_MANIFEST_SIZE} bytes",
+            status=413,
+        )
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise _fail(f"manifest is not valid JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise _fail("manifest must be a JSON object")
+    content_type = (content_type or "").split(";", 1)[0].strip().lower()
+    declared = doc.get("mediaType")
+    if doc.get("schemaVersion") == 1 or content_type in mt.SCHEMA1 - {"application/json"}:
+        raise _fail(
+            "Docker schema 1 manifests are not supported; push with a current client",
+            ErrorCode.MANIFEST_INVALID,
+        )
+    if doc.get("schemaVersion") != 2:
+        raise _fail("schemaVersion must be 2")
+    if declared is not None and not isinstance(declared, str):
+        raise _fail("mediaType must be a string")
+    if declared and content_type in mt.SUPPORTED and declared != content_type:
+        raise _fail(f"mediaType {declared!r} does not match Content-Type {content_type!r}")
+    media_type = declared or (content_type if content_type in mt.SUPPORTED else None)
+    if media_type is None:
+        media_type = mt.OCI_INDEX if "manifests" in doc else mt.OCI_MANIFEST
+    if media_type not in mt.SUPPORTED:
+        raise _fail(f"unsupported manifest media type {media_type!r}")
+    if digest is None:
+        digest = Digest.of(data)
+    else:
+        actual = Digest.of(data, digest.algorithm)
+        if actual != digest:
+            raise RegistryError(
+                ErrorCode.DIGEST_INVALID, detail={"expected": str(digest), "actual": str(actual)}
+            )
+    subject = _descriptor(doc["subject"], "subject") if doc.get("subject") is not None else None
+    artifact_type = doc.get("artifactType")
+    if artifact_type is not None and not isinstance(artifact_type, str):
+        raise _fail("artifactType must be a string")
+    annotations = doc.get("annotations") or {}
+    if not isinstance(annotations, dict):
+        raise _fail("annotations must be an object")
+    if media_type in mt.IMAGE_MANIFESTS:
+        if "config" not in doc:
+            raise _fail("image manifest has no config")
+        config = _descriptor(doc["config"], "config")
+        layers = doc.get("layers")
+        if layers is None and media_type == mt.OCI_MANIFEST:
+            layers = []
+        if not isinstance(layers, list):
+            raise _fail("layers must be a list")
+        blobs = (config, *(_descriptor(x, f"layers[{i}]") for i, x in enumerate(layers)))
+        return Manifest(
+            data,
+            digest,
+            media_type,
+            blobs=blobs,
+            subject=subject,
+            artifact_type=artifact_type,
+            annotations=annotations,
+        )
+    children_raw = doc.get("manifests")
+    if not isinstance(children_raw, list):
+        raise _fail("index must have a manifests list")
+    children = tuple(_descriptor(x, f"manifests[{i}]") for i, x in enumerate(children_raw))
+    return Manifest(
+        data,
+        digest,
+        media_type,
+        children=children,
+        subject=subject,
+        artifact_type=artifact_type,
+        annotations=annotations,
+    )
+
+
+def referrer_artifact_type(m: Manifest) -> str | None:
+    """The spec's rule: ``artifactType`` if set, else the config's media type for images."""
+    if m.artifact_type:
+        return m.artifact_type
+    if m.blobs:
+        return m.blobs[0].media_type
+    return None
+
+
+class ManifestStore:
+    def __init__(
+        self, driver: StorageDriver, blobs: BlobStore, validation: ValidationConfig
+    ) -> None:
+        self.driver = driver
+        self.blobs = blobs
+        self.validation = validation
+        self._cache: OrderedDict[Digest, Manifest] = OrderedDict()
+        self._allow = [re.compile(p) for p in validation.urls_allow]
+        self._deny = [re.compile(p) for p in validation.urls_deny]
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def resolve(self, name: str, reference: str) -> Digest:
+        """Tag or digest → digest, MANIFEST_UNKNOWN when this repository does not have it."""
+        if is_digest_reference(reference):
+            digest = Digest.try_parse(reference)
+            if digest is None:
+                raise RegistryError(
+                    ErrorCode.MANIFEST_UNKNOWN,
+                    "invalid digest reference",
+                    {"reference": reference[:200]},
+                    status=404,
+                )
+            if not await self.exists(name, digest):
+                raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"digest": reference})
+            return digest
+        check_tag(reference)
+        try:
+            raw = await self.driver.get_content(paths.tag_current_link(name, reference))
+        except PathNotFoundError:
+            await self._raise_unknown(name, reference)
+        digest = Digest.try_parse(raw.decode("ascii", "replace").strip())
+        if digest is None or not await self.exists(name, digest):
+            raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"tag": reference})
+        return digest
+
+    async def _raise_unknown(self, name: str, reference: str) -> Any:
+        try:
+            await self.driver.stat(paths.repository(name))
+        except PathNotFoundError:
+            raise RegistryError(ErrorCode.NAME_UNKNOWN, detail={"name": name}) from None
+        raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"tag": reference})
+
+    async def exists(self, name: str, digest: Digest) -> bool:
+        try:
+            await self.driver.stat(paths.revision_link(name, digest))
+        except PathNotFoundError:
+            return False
+        return True
+
+    async def load(self, digest: Digest) -> Manifest:
+        cached = self._cache.get(digest)
+        if cached is not None:
+            self._cache.move_to_end(digest)
+            return cached
+        try:
+            data = await self.blobs.get(digest)
+        except PathNotFoundError:
+            raise RegistryError(
+                ErrorCode.MANIFEST_UNKNOWN, detail={"digest": str(digest)}
+            ) from None
+        manifest = parse_manifest(data, None, digest)
+        self._cache[digest] = manifest
+        if len(self._cache) > CACHE_ENTRIES:
+            self._cache.popitem(last=False)
+        return manifest
+
+    async def get(self, name: str, reference: str) -> Manifest:
+        return await self.load(await self.resolve(name, reference))
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def put(
+        self, name: str, reference: str, data: bytes, content_type: str | None
+    ) -> Manifest:
+        expected: Digest | None = None
+        if is_digest_reference(reference):
+            expected = Digest.parse(reference)
+        else:
+            check_tag(reference)
+        manifest = parse_manifest(data, content_type, expected)
+        await self._verify_references(name, manifest)
+        await self.blobs.put(data, manifest.digest.algorithm)
+        await self.driver.put_content(
+            paths.revision_link(name, manifest.digest), str(manifest.digest).encode()
+        )
+        if manifest.subject is not None:
+            await self.driver.put_content(
+                paths.referrer_link(name, manifest.subject.digest, manifest.digest),
+                str(manifest.digest).encode(),
+            )
+        if expected is None:
+            await self.tag(name, reference, manifest.digest)
+        self._cache[manifest.digest] = manifest
+        return manifest
+
+    async def tag(self, name: str, tag: str, digest: Digest) -> None:
+        await self.driver.put_content(paths.tag_index_link(name, tag, digest), str(digest).encode())
+        await self.driver.put_content(paths.tag_current_link(name, tag), str(digest).encode())
+
+    async def _verify_references(self, name: str, m: Manifest) -> None:
+        if self.validation.disabled:
+            return
+        missing: list[str] = []
+        for d in m.blobs:
+            if d.urls:
+                self._check_urls(d)
+                continue
+            if d.digest == EMPTY_JSON_DIGEST:
+                await self.blobs.ensure_empty_json(name)
+            if not await self.blobs.is_linked(name, d.digest):
+                missing.append(str(d.digest))
+                continue
+            size = await self.blobs.stat(d.digest)
+            if size is None:
+                missing.append(str(d.digest))
+            elif size != d.size:
+                raise _fail(f"descriptor of {d.digest} says {d.size} bytes, the blob has {size}")
+        for d in m.children:
+            if not self._index_child_required(d):
+                continue
+            if not await self.exists(name, d.digest):
+                missing.append(str(d.digest))
+        if missing:
+            raise RegistryError(ErrorCode.MANIFEST_BLOB_UNKNOWN, detail={"missing": missing})
+
+    def _index_child_required(self, d: Descriptor) -> bool:
+        mode = self.validation.indexes_platforms
+        if mode == "none":
+            return False
+        if mode == "list":
+            p = d.platform or {}
+            return any(
+                p.get("architecture") == want.get("architecture") and p.get("os") == want.get("os")
+                for want in self.validation.indexes_platformlist
+            )
+        return True
+
+    def _check_urls(self, d: Descriptor) -> None:
+        for url in d.urls:
+            allowed = any(r.search(url) for r in self._allow) if self._allow else True
+            if not allowed or any(r.search(url) for r in self._deny):
+                raise _fail(f"layer URL not allowed: {url[:200]}")
+
+    # -- deleting ----------------------------------------------------------------------------
+
+    async def untag(self, name: str, tag: str) -> None:
+        check_tag(tag)
+        try:
+            await self.driver.stat(paths.tag_current_link(name, tag))
+            await self.driver.delete(paths.tag_dir(name, tag))
+        except PathNotFoundError:
+            await self._raise_unknown(name, tag)
+
+    async def delete(self, name: str, digest: Digest) -> None:
+        """Remove a revision and every tag pointing at it, as registry:2 does."""
+        if not await self.exists(name, digest):
+            raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"digest": str(digest)})
+        for tag in await self.tags(name):
+            try:
+                raw = await self.driver.get_content(paths.tag_current_link(name, tag))
+            except PathNotFoundError:
+                continue
+            if raw.decode("ascii", "replace").strip() == str(digest):
+                with contextlib.suppress(PathNotFoundError):
+                    await self.driver.delete(paths.tag_dir(name, tag))
+        try:
+            manifest = await self.load(digest)
+        except RegistryError:
+            manifest = None
+        if manifest is not None and manifest.subject is not None:
+            with contextlib.suppress(PathNotFoundError):
+                await self.driver.delete(
+                    paths.referrer_link(name, manifest.subject.digest, digest).rsplit("/", 1)[0]
+                )
+        with contextlib.suppress(PathNotFoundError):
+            await self.driver.delete(paths.revision_dir(name, digest))
+
+    # -- listing -----------------------------------------------------------------------------
+
+    async def tags(self, name: str) -> list[str]:
+        try:
+            entries = await self.driver.list(paths.tags(name))
+        except PathNotFoundError:
+            try:
+                await self.driver.stat(paths.repository(name))
+            except PathNotFoundError:
+                raise RegistryError(ErrorCode.NAME_UNKNOWN, detail={"name": name}) from None
+            return []
+        return sorted(e.rsplit("/", 1)[-1] for e in entries)
+
+    async def referrers(self, name: str, subject: Digest) -> list[Manifest]:
+        base = paths.referrers_dir(name, subject)
+        found: list[Manifest] = []
+        try:
+            algorithms = await self.driver.list(base)
+        except PathNotFoundError:
+            return found
+        for alg_path in algorithms:
+            try:
+                entries = await self.driver.list(alg_path)
+            except PathNotFoundError:
+                continue
+            for entry in entries:
+                digest = Digest.try_parse(
+                    f"{alg_path.rsplit('/', 1)[-1]}:{entry.rsplit('/', 1)[-1]}"
+                )
+                if digest is None or not await self.exists(name, digest):
+                    continue
+                try:
+                    found.append(await self.load(digest))
+                except RegistryError:
+                    continue
+        found.sort(key=lambda m: str(m.digest))
+        return found

@@ -1,0 +1,260 @@
+"""Blob uploads: resumable, chunked or monolithic, verified before anything becomes visible.
+
+Python cannot serialise a ``hashlib`` state, so registry:2's trick of saving hash states next to
+the upload is not available. Instead each process keeps the running hash of the uploads it is
+receiving, keyed by upload id and tagged with the offset it covers. When the next chunk (or the
+final PUT) lands on the same process, hashing simply continues; when it lands on another worker or
+replica, that process finds no state or a stale offset and re-hashes the bytes already stored
+before continuing. Clients keep their connection alive through an upload, and ``SO_REUSEPORT``
+keeps a connection on one worker, so the common case never re-reads anything, and the rare case
+costs one sequential read of the partial upload — always correct, never trusting a cached state
+whose offset does not match the stored size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import re
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from cargohold.digest import Digest
+from cargohold.errors import ErrorCode, RegistryError
+from cargohold.registry.blobs import BlobInfo, BlobStore
+from cargohold.storage import paths
+from cargohold.storage.driver import FileWriter, PathNotFoundError, StorageDriver
+
+log = logging.getLogger("cargohold.uploads")
+
+UPLOAD_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+INLINE_LIMIT = 64 * 1024  # below this, hashing on the loop is cheaper than a thread hop
+MAX_HASH_STATES = 1024
+
+ByteStream = AsyncIterator[bytes]
+
+
+@dataclass
+class _HashState:
+    hasher: Any
+    offset: int
+
+
+def check_upload_id(upload_id: str) -> str:
+    if not UPLOAD_ID_RE.match(upload_id):
+        raise RegistryError(ErrorCode.BLOB_UPLOAD_UNKNOWN, detail={"uuid": upload_id[:100]})
+    return upload_id
+
+
+class UploadManager:
+    def __init__(self, driver: StorageDriver, blobs: BlobStore) -> None:
+        self.driver = driver
+        self.blobs = blobs
+        self._states: OrderedDict[str, _HashState] = OrderedDict()
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self, name: str) -> str:
+        upload_id = str(uuid.uuid4())
+        started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        await self.driver.put_content(paths.upload_startedat(name, upload_id), started.encode())
+        writer = await self.driver.writer(paths.upload_data(name, upload_id))
+        await writer.commit()
+        await writer.close()
+        return upload_id
+
+    async def offset(self, name: str, upload_id: str) -> int:
+        """Bytes received so far; BLOB_UPLOAD_UNKNOWN for an unknown or finished upload."""
+        check_upload_id(upload_id)
+        try:
+            await self.driver.stat(paths.upload_startedat(name, upload_id))
+            return (await self.driver.stat(paths.upload_data(name, upload_id))).size
+        except PathNotFoundError:
+            raise RegistryError(ErrorCode.BLOB_UPLOAD_UNKNOWN, detail={"uuid": upload_id}) from None
+
+    async def cancel(self, name: str, upload_id: str) -> None:
+        await self.offset(name, upload_id)
+        self._states.pop(upload_id, None)
+        with contextlib.suppress(PathNotFoundError):
+            await self.driver.delete(paths.upload_dir(name, upload_id))
+
+    async def append(
+        self,
+        name: str,
+        upload_id: str,
+        stream: ByteStream,
+        start: int | None = None,
+        length: int | None = None,
+    ) -> int:
+        """Append a chunk; ``start`` (from Content-Range) must equal the bytes already received.
+
+        A stale or out-of-order chunk answers 416 and writes nothing, so a client that retries a
+        chunk it already sent cannot corrupt the upload.
+        """
+        async with self._lock(upload_id):
+            current = await self.offset(name, upload_id)
+            if start is not None and start != current:
+                raise RegistryError(
+                    ErrorCode.RANGE_INVALID,
+                    f"chunk starts at {start} but the upload has {current} bytes",
+                    headers={"Range": f"0-{current - 1}" if current else "0-0"},
+                )
+            writer = await self.driver.writer(paths.upload_data(name, upload_id), append=True)
+            try:
+                state = await self._state_at(name, upload_id, writer.size)
+                received = await self._ingest(stream, writer, state)
+                await writer.commit()
+            finally:
+                await writer.close()
+            if length is not None and received != length:
+                raise RegistryError(
+                    ErrorCode.SIZE_INVALID,
+                    f"chunk declared {length} bytes but {received} arrived",
+                )
+            return writer.size
+
+    async def finish(
+        self,
+        name: str,
+        upload_id: str,
+        digest: Digest,
+        stream: ByteStream | None = None,
+        start: int | None = None,
+    ) -> BlobInfo:
+        """Append an optional final chunk, verify the digest, then publish the blob atomically."""
+        if stream is not None:
+            size = await self.append(name, upload_id, stream, start)
+        else:
+            size = await self.offset(name, upload_id)
+        async with self._lock(upload_id):
+            actual = await self._final_digest(name, upload_id, size, digest.algorithm)
+            data_path = paths.upload_data(name, upload_id)
+            if actual != digest:
+                await self._discard(name, upload_id)
+                raise RegistryError(
+                    ErrorCode.DIGEST_INVALID,
+                    detail={"expected": str(digest), "actual": str(actual)},
+                )
+            existing = await self.blobs.stat(digest)
+            if existing is None:
+                await self.driver.move(data_path, paths.blob_data(digest))
+            await self.blobs.link(name, digest)
+            await self._discard(name, upload_id)
+            return BlobInfo(digest, size, None)
+
+    async def purge(self, repositories: list[str], older_than: float, dry_run: bool = False) -> int:
+        """Delete uploads started more than ``older_than`` seconds ago (registry:2's purging)."""
+        cutoff = time.time() - older_than
+        purged = 0
+        for name in repositories:
+            try:
+                ids = await self.driver.list(paths.uploads(name))
+            except PathNotFoundError:
+                continue
+            for path in ids:
+                upload_id = path.rsplit("/", 1)[-1]
+                try:
+                    raw = (await self.driver.get_content(f"{path}/startedat")).decode().strip()
+                    started = datetime.strptime(raw[:19], "%Y-%m-%dT%H:%M:%S")
+                    started_ts = started.replace(tzinfo=UTC).timestamp()
+                except (PathNotFoundError, ValueError):
+                    started_ts = (await self.driver.stat(path)).mtime
+                if started_ts < cutoff:
+                    purged += 1
+                    log.info("purging upload %s/%s%s", name, upload_id, " (dry run)" * dry_run)
+                    if not dry_run:
+                        self._states.pop(upload_id, None)
+                        with contextlib.suppress(PathNotFoundError):
+                            await self.driver.delete(path)
+        return purged
+
+    # -- hashing -----------------------------------------------------------------------------
+
+    def _lock(self, upload_id: str) -> asyncio.Lock:
+        lock = self._locks.get(upload_id)
+        if lock is None:
+            if len(self._locks) > MAX_HASH_STATES:
+                for key in [k for k, v in self._locks.items() if not v.locked()]:
+                    del self._locks[key]
+            lock = self._locks[upload_id] = asyncio.Lock()
+        return lock
+
+    async def _state_at(self, name: str, upload_id: str, size: int) -> _HashState:
+        state = self._states.get(upload_id)
+        if state is None or state.offset != size:
+            hasher = hashlib.sha256()
+            await self._hash_stored(paths.upload_data(name, upload_id), hasher)
+            state = _HashState(hasher, size)
+        self._states[upload_id] = state
+        self._states.move_to_end(upload_id)
+        while len(self._states) > MAX_HASH_STATES:
+            self._states.popitem(last=False)
+        return state
+
+    async def _final_digest(self, name: str, upload_id: str, size: int, algorithm: str) -> Digest:
+        state = self._states.get(upload_id)
+        if algorithm == "sha256" and state is not None and state.offset == size:
+            return Digest("sha256", state.hasher.hexdigest())
+        hasher = hashlib.new(algorithm)
+        await self._hash_stored(paths.upload_data(name, upload_id), hasher)
+        return Digest(algorithm, hasher.hexdigest())
+
+    async def _hash_stored(self, path: str, hasher: Any) -> None:
+        local = self.driver.local_path(path)
+        if local is not None:
+            await asyncio.to_thread(_hash_file, local, hasher)
+            return
+        loop = asyncio.get_running_loop()
+        async for chunk in self.driver.reader(path):
+            await loop.run_in_executor(None, hasher.update, chunk)
+
+    async def _ingest(self, stream: ByteStream, writer: FileWriter, state: _HashState) -> int:
+        """Write and hash each buffer in worker threads while the next one is being received."""
+        loop = asyncio.get_running_loop()
+        pending: asyncio.Future[Any] | None = None
+        received = 0
+        try:
+            async for buf in stream:
+                if not buf:
+                    continue
+                if pending is not None:
+                    await pending
+                    pending = None
+                received += len(buf)
+                if len(buf) < INLINE_LIMIT:
+                    state.hasher.update(buf)
+                    await writer.write(buf)
+                else:
+                    pending = asyncio.gather(
+                        writer.write(buf), loop.run_in_executor(None, state.hasher.update, buf)
+                    )
+                state.offset += len(buf)
+            if pending is not None:
+                await pending
+                pending = None
+        finally:
+            if pending is not None:
+                # The client went away mid-chunk: let the last write land so the stored size and
+                # the hash offset agree, or the next request re-hashes from storage.
+                with contextlib.suppress(Exception):
+                    await pending
+        return received
+
+    async def _discard(self, name: str, upload_id: str) -> None:
+        self._states.pop(upload_id, None)
+        with contextlib.suppress(PathNotFoundError):
+            await self.driver.delete(paths.upload_dir(name, upload_id))
+
+
+def _hash_file(path: str, hasher: Any) -> None:
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            hasher.update(chunk)

@@ -1,0 +1,218 @@
+"""Running the API: logging, sockets, the worker processes and background maintenance.
+
+``--workers N`` starts N processes that each bind the same port with ``SO_REUSEPORT``, so the
+kernel spreads connections across them with no proxy in between. Workers share nothing but the
+storage: every piece of state that must survive a request landing on another worker lives there
+(see :mod:`cargohold.registry.uploads` for how upload hashing copes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+from aiohttp import web
+
+from cargohold import __version__
+from cargohold.api.app import create_app
+from cargohold.config import Config, parse_addr
+from cargohold.registry.registry import Registry
+
+log = logging.getLogger("cargohold")
+
+ACCESS_LOG_FORMAT = '%a "%r" %s %b "%{User-Agent}i" %Tfs'
+LEVELS = {
+    "error": logging.ERROR,
+    "warn": logging.WARNING,
+    "warning": logging.WARNING,
+    "info": logging.INFO,
+    "debug": logging.DEBUG,
+}
+
+
+class JsonFormatter(logging.Formatter):
+    """registry:2's ``log.formatter: json``: one object per line, with ``log.fields`` merged in."""
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        super().__init__()
+        self.fields = fields
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+            **self.fields,
+        }
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def setup_logging(config: Config) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if config.log.formatter == "json":
+        handler.setFormatter(JsonFormatter(dict(config.log.fields)))
+    else:
+        suffix = "".join(f" {k}={v}" for k, v in config.log.fields.items())
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s %(levelname)s %(name)s: %(message)s{suffix}")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(LEVELS.get(config.log.level, logging.INFO))
+
+
+def make_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+    """One listening socket; an empty host means every interface, IPv4 and IPv6."""
+    family = socket.AF_INET6 if (":" in host or host == "") and socket.has_ipv6 else socket.AF_INET
+    bind_host = host or ("::" if family == socket.AF_INET6 else "0.0.0.0")
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6 and not host:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((bind_host, port))
+    except OSError:
+        sock.close()
+        if family == socket.AF_INET6 and not host:
+            return make_socket("0.0.0.0", port, reuse_port)
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+async def _maintenance(registry: Registry) -> None:
+    purging = registry.config.storage.purging
+    if not purging.enabled:
+        return
+    await asyncio.sleep(1.0)
+    while True:
+        try:
+            purged = await registry.purge_uploads()
+            if purged:
+                log.info("upload purging removed %d stale uploads", purged)
+        except Exception:
+            log.exception("upload purging failed")
+        await asyncio.sleep(max(purging.interval, 1.0))
+
+
+async def run_worker(config: Config, sock: socket.socket, index: int) -> None:
+    registry = Registry(config)
+    app = create_app(registry, config.http.headers)
+    access_log = None if config.log.accesslog_disabled else logging.getLogger("cargohold.access")
+    runner = web.AppRunner(
+        app, access_log=access_log, access_log_format=ACCESS_LOG_FORMAT, handle_signals=False
+    )
+    await runner.setup()
+    site = web.SockSite(runner, sock, backlog=1024)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    maintenance = asyncio.create_task(_maintenance(registry)) if index == 0 else None
+    try:
+        await stop.wait()
+    finally:
+        if maintenance is not None:
+            maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await maintenance
+        await runner.cleanup()
+
+
+def _worker_main(config: Config, host: str, port: int, index: int) -> None:
+    setup_logging(config)
+    sock = make_socket(host, port, reuse_port=True)
+    sock.listen(1024)
+    asyncio.run(run_worker(config, sock, index))
+
+
+def serve(config: Config, workers: int = 1) -> int:
+    setup_logging(config)
+    Registry(config)  # fail fast on a bad storage config, before any process starts
+    host, port = parse_addr(config.http.addr)
+    probe = make_socket(host, port, reuse_port=True)
+    port = probe.getsockname()[1]
+    shown = host or "0.0.0.0"
+    where = (
+        config.storage.rootdirectory
+        if config.storage.driver == "filesystem"
+        else config.storage.driver
+    )
+    log.info(
+        "cargohold %s listening on http://%s:%d (%d worker%s), storage: %s %s",
+        __version__,
+        shown if ":" not in shown else f"[{shown}]",
+        port,
+        workers,
+        "s" * (workers != 1),
+        config.storage.driver,
+        where,
+    )
+    if workers <= 1:
+        probe.listen(1024)
+        asyncio.run(run_worker(config, probe, 0))
+        return 0
+    return _supervise(config, host, port, workers, probe)
+
+
+def _supervise(config: Config, host: str, port: int, workers: int, probe: socket.socket) -> int:
+    """Fork the workers and restart any that dies, until SIGINT or SIGTERM."""
+    children: dict[int, int] = {}
+
+    def spawn(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            probe.close()
+            code = 0
+            try:
+                _worker_main(config, host, port, index)
+            except BaseException:
+                logging.getLogger("cargohold").exception("worker %d failed", index)
+                code = 1
+            finally:
+                os._exit(code)
+        children[pid] = index
+
+    stopping = False
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    for i in range(workers):
+        spawn(i)
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        index = children.pop(pid, None)
+        if index is None or stopping:
+            continue
+        log.error("worker %d exited (status %d); restarting it", index, status)
+        time.sleep(0.5)
+        spawn(index)
+    probe.close()
+    return 0

@@ -1,0 +1,1 @@
+"""Storage drivers and the on-disk layout shared with registry:2."""

@@ -1,0 +1,111 @@
+"""The storage-driver interface, in the spirit of distribution's ``registry/storage/driver``.
+
+A driver knows nothing of images: it stores bytes under slash-separated paths. It is small on
+purpose so that another backend (S3) only has to implement these few operations. Paths are
+always absolute ("/docker/registry/v2/...") and built by :mod:`cargohold.storage.paths` from
+validated components; drivers still refuse ``..`` as a second line of defence.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+
+class StorageError(Exception):
+    """A backend failure that is not the caller's fault (disk full, permissions, network)."""
+
+
+class PathNotFoundError(StorageError):
+    def __init__(self, path: str) -> None:
+        super().__init__(f"path not found: {path}")
+        self.path = path
+
+
+class InvalidPathError(StorageError):
+    def __init__(self, path: str) -> None:
+        super().__init__(f"invalid path: {path!r}")
+        self.path = path
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    path: str
+    size: int
+    mtime: float
+    is_dir: bool
+
+
+def check_path(path: str) -> str:
+    if not path.startswith("/") or "\x00" in path:
+        raise InvalidPathError(path)
+    parts = path.split("/")[1:]
+    if any(p in ("", ".", "..") for p in parts) and path != "/":
+        raise InvalidPathError(path)
+    return path
+
+
+class FileWriter(abc.ABC):
+    """Appends to a file; nothing is visible at the final path until :meth:`commit`.
+
+    Writers for the upload area write in place (the upload's own ``data`` file is private to the
+    upload); ``commit`` makes the bytes durable for the next request, ``cancel`` throws them away.
+    """
+
+    @property
+    @abc.abstractmethod
+    def size(self) -> int: ...
+
+    @abc.abstractmethod
+    async def write(self, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    async def commit(self) -> None: ...
+
+    @abc.abstractmethod
+    async def cancel(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+
+class StorageDriver(abc.ABC):
+    name: str = "abstract"
+
+    @abc.abstractmethod
+    async def stat(self, path: str) -> FileInfo:
+        """Raise :class:`PathNotFoundError` when nothing is there."""
+
+    @abc.abstractmethod
+    async def get_content(self, path: str) -> bytes: ...
+
+    @abc.abstractmethod
+    async def put_content(self, path: str, data: bytes) -> None:
+        """Replace the whole file atomically: readers see the old or the new content, never half."""
+
+    @abc.abstractmethod
+    def reader(self, path: str, offset: int = 0) -> AsyncIterator[bytes]: ...
+
+    @abc.abstractmethod
+    async def writer(self, path: str, append: bool = False) -> FileWriter: ...
+
+    @abc.abstractmethod
+    async def list(self, path: str) -> list[str]:
+        """Full paths of the direct children; :class:`PathNotFoundError` if ``path`` is absent."""
+
+    @abc.abstractmethod
+    async def move(self, source: str, dest: str) -> None:
+        """Atomically replace ``dest`` with ``source``."""
+
+    @abc.abstractmethod
+    async def delete(self, path: str) -> None:
+        """Delete a file or a whole tree; :class:`PathNotFoundError` if absent."""
+
+    async def url_for(self, path: str, method: str = "GET") -> str | None:
+        """A URL the client can fetch directly (redirect), or None to stream through us."""
+        return None
+
+    def local_path(self, path: str) -> str | None:
+        """The local file behind ``path`` when the driver has one, so bodies can use sendfile."""
+        return None
