@@ -1,0 +1,1 @@
+"""Tests that drive real container clients (skopeo, docker, ctr, podman, oras)."""
