@@ -80,6 +80,9 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("cargohold: --workers must be at least 1", file=sys.stderr)
         return 2
+    if args.workers > 1 and config.storage.driver == "inmemory":
+        print("cargohold: inmemory storage cannot be shared by several workers", file=sys.stderr)
+        return 2
     try:
         return serve(config, args.workers)
     except OSError as e:

@@ -15,6 +15,7 @@ from cargohold.errors import ErrorCode, RegistryError
 
 ALGORITHMS: Final[dict[str, int]] = {"sha256": 64, "sha512": 128}
 
+_LOWER_HEX = re.compile(r"^[0-9a-f]+$")
 _DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
 # The spec's repository name grammar, path components separated by "/".
 NAME_RE = re.compile(
@@ -47,17 +48,13 @@ class Digest:
             return None
         alg, hexpart = m.group(1), m.group(2)
         length = ALGORITHMS.get(alg)
-        if length is None or len(hexpart) != length or not _is_lower_hex(hexpart):
+        if length is None or len(hexpart) != length or not _LOWER_HEX.match(hexpart):
             return None
         return cls(alg, hexpart)
 
     @classmethod
     def of(cls, data: bytes, algorithm: str = "sha256") -> Digest:
         return cls(algorithm, hashlib.new(algorithm, data).hexdigest())
-
-
-def _is_lower_hex(s: str) -> bool:
-    return all(c in "0123456789abcdef" for c in s)
 
 
 def check_name(name: str) -> str:

@@ -17,11 +17,14 @@ from cargohold.registry.manifests import ManifestStore
 from cargohold.registry.uploads import UploadManager
 from cargohold.storage.driver import StorageDriver
 from cargohold.storage.filesystem import FilesystemDriver
+from cargohold.storage.inmemory import InMemoryDriver
 
 
 def make_driver(name: str, params: dict[str, Any]) -> StorageDriver:
     if name == "filesystem":
         return FilesystemDriver.from_params(params)
+    if name == "inmemory":
+        return InMemoryDriver()
     raise RegistryError(ErrorCode.UNSUPPORTED, f"storage driver {name!r} is not supported yet")
 
 

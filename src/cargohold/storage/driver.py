@@ -38,10 +38,10 @@ class FileInfo:
 
 
 def check_path(path: str) -> str:
-    if not path.startswith("/") or "\x00" in path:
-        raise InvalidPathError(path)
-    parts = path.split("/")[1:]
-    if any(p in ("", ".", "..") for p in parts) and path != "/":
+    """Absolute, no empty, ``.`` or ``..`` component (nor any dot-file: the layout has none)."""
+    if path == "/":
+        return path
+    if path[:1] != "/" or "//" in path or "/." in path or path[-1] == "/" or "\x00" in path:
         raise InvalidPathError(path)
     return path
 

@@ -128,12 +128,12 @@ class FilesystemDriver(StorageDriver):
         except (FileNotFoundError, NotADirectoryError):
             raise PathNotFoundError(path) from None
         base = path.rstrip("/")
-        return [f"{base}/{n}" for n in names if not n.startswith(TMP_PREFIX)]
+        return [f"{base}/{n}" for n in names if not n.startswith(".")]
 
     def list_names(self, path: str) -> builtins.list[str]:
         """Child names only: the cheap form the tag and catalog listings need."""
         try:
-            return [n for n in os.listdir(self._full(path)) if not n.startswith(TMP_PREFIX)]
+            return [n for n in os.listdir(self._full(path)) if not n.startswith(".")]
         except (FileNotFoundError, NotADirectoryError):
             raise PathNotFoundError(path) from None
 
@@ -169,10 +169,10 @@ class FilesystemDriver(StorageDriver):
         full = self._full(path)
         out: builtins.list[str] = []
         for dirpath, dirnames, filenames in os.walk(full):
-            dirnames[:] = [d for d in dirnames if not d.startswith(TMP_PREFIX)]
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             rel = dirpath[len(self.root) :] or "/"
             for name in filenames:
-                if not name.startswith(TMP_PREFIX):
+                if not name.startswith("."):
                     out.append(f"{rel.rstrip('/')}/{name}")
         return out
 

@@ -1,0 +1,104 @@
+"""The storage drivers against one contract: what the domain layer relies on from any driver."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cargohold.storage.driver import InvalidPathError, PathNotFoundError, StorageDriver
+from cargohold.storage.filesystem import FilesystemDriver
+from cargohold.storage.inmemory import InMemoryDriver
+
+
+@pytest.fixture(params=["filesystem", "inmemory"])
+def driver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StorageDriver]:
+    if request.param == "filesystem":
+        yield FilesystemDriver(str(tmp_path / "root"))
+    else:
+        yield InMemoryDriver()
+
+
+def run(coro: object) -> object:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+async def _collect(driver: StorageDriver, path: str, offset: int = 0) -> bytes:
+    return b"".join([c async for c in driver.reader(path, offset)])
+
+
+def test_put_get_stat_list_delete(driver: StorageDriver) -> None:
+    async def go() -> None:
+        await driver.put_content("/a/b/c", b"hello")
+        await driver.put_content("/a/b/d", b"x" * 10)
+        assert await driver.get_content("/a/b/c") == b"hello"
+        info = await driver.stat("/a/b/c")
+        assert (info.size, info.is_dir) == (5, False)
+        assert (await driver.stat("/a/b")).is_dir
+        assert sorted(await driver.list("/a/b")) == ["/a/b/c", "/a/b/d"]
+        assert await driver.list("/a") == ["/a/b"]
+        await driver.put_content("/a/b/c", b"replaced")
+        assert await driver.get_content("/a/b/c") == b"replaced"
+        await driver.delete("/a/b")
+        with pytest.raises(PathNotFoundError):
+            await driver.stat("/a/b/c")
+        with pytest.raises(PathNotFoundError):
+            await driver.list("/a/b")
+        with pytest.raises(PathNotFoundError):
+            await driver.delete("/a/b")
+
+    run(go())
+
+
+def test_writer_append_commit_cancel_and_reader_offset(driver: StorageDriver) -> None:
+    async def go() -> None:
+        w = await driver.writer("/up/data")
+        await w.write(b"abc")
+        await w.write(b"d" * 100_000)
+        await w.commit()
+        await w.close()
+        w = await driver.writer("/up/data", append=True)
+        assert w.size == 100_003
+        await w.write(b"tail")
+        await w.commit()
+        await w.close()
+        assert await _collect(driver, "/up/data") == b"abc" + b"d" * 100_000 + b"tail"
+        assert await _collect(driver, "/up/data", 100_003) == b"tail"
+        await driver.move("/up/data", "/blobs/x/data")
+        with pytest.raises(PathNotFoundError):
+            await driver.stat("/up/data")
+        assert (await driver.stat("/blobs/x/data")).size == 100_007
+        w = await driver.writer("/up/other")
+        await w.write(b"zzz")
+        await w.cancel()
+        with pytest.raises(PathNotFoundError):
+            await driver.get_content("/up/other")
+        with pytest.raises(PathNotFoundError):
+            await driver.move("/nope", "/elsewhere")
+
+    run(go())
+
+
+@pytest.mark.parametrize(
+    "bad", ["relative", "/a/../../etc/passwd", "/a/./b", "/a//b", "/a/", "/a/.hidden", "/a\x00b"]
+)
+def test_paths_cannot_escape_the_root(driver: StorageDriver, bad: str, tmp_path: Path) -> None:
+    async def go() -> None:
+        with pytest.raises(InvalidPathError):
+            await driver.put_content(bad, b"x")
+        with pytest.raises(InvalidPathError):
+            await driver.stat(bad)
+
+    run(go())
+    outside = [p for p in tmp_path.rglob("*") if "root" not in p.parts]
+    assert outside == []
+
+
+def test_filesystem_layout_is_plain_files(tmp_path: Path) -> None:
+    """registry:2 must be able to read what we write: plain files at the plain paths."""
+    driver = FilesystemDriver(str(tmp_path))
+    run(driver.put_content("/docker/registry/v2/x/link", b"sha256:abc"))
+    assert (tmp_path / "docker/registry/v2/x/link").read_bytes() == b"sha256:abc"
+    assert [p.name for p in (tmp_path / "docker/registry/v2/x").iterdir()] == ["link"]
