@@ -134,8 +134,9 @@ def create_app(
 ) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=4 * 1024 * 1024 + 1)
     app[REGISTRY_KEY] = registry
-    app.router.add_route("*", "/v2/{tail:.*}", dispatch)
-    app.router.add_route("*", "/v2", _redirect_v2)
+    prefix = registry.config.http.prefix
+    app.router.add_route("*", prefix + "/v2/{tail:.*}", dispatch)
+    app.router.add_route("*", prefix + "/v2", _redirect_v2)
     app.router.add_get("/", _root)
     if extra_headers:
 
@@ -149,7 +150,7 @@ def create_app(
 
 
 async def _redirect_v2(request: web.Request) -> web.StreamResponse:
-    raise web.HTTPMovedPermanently("/v2/")
+    raise web.HTTPMovedPermanently(request.path + "/")
 
 
 async def _root(request: web.Request) -> web.StreamResponse:

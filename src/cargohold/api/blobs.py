@@ -8,6 +8,7 @@ from cargohold.api.common import (
     body_stream,
     empty,
     has_body,
+    location,
     parse_content_range,
     registry_of,
 )
@@ -97,7 +98,7 @@ async def delete_blob(request: web.Request, name: str, digest_s: str) -> web.Str
 
 
 def _upload_location(request: web.Request, name: str, upload_id: str) -> str:
-    return f"/v2/{name}/blobs/uploads/{upload_id}"
+    return location(request, f"/v2/{name}/blobs/uploads/{upload_id}")
 
 
 def _progress_headers(request: web.Request, name: str, upload_id: str, size: int) -> dict[str, str]:
@@ -108,9 +109,13 @@ def _progress_headers(request: web.Request, name: str, upload_id: str, size: int
     }
 
 
-def _created(name: str, digest: Digest) -> web.Response:
+def _created(request: web.Request, name: str, digest: Digest) -> web.Response:
     return empty(
-        201, {"Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": str(digest)}
+        201,
+        {
+            "Location": location(request, f"/v2/{name}/blobs/{digest}"),
+            "Docker-Content-Digest": str(digest),
+        },
     )
 
 
@@ -127,9 +132,9 @@ async def start_upload(request: web.Request, name: str) -> web.StreamResponse:
             except RegistryError:
                 source = ""
             if source and await reg.blobs.mount(name, source, digest) is not None:
-                return _created(name, digest)
+                return _created(request, name, digest)
         elif digest is not None and await reg.blobs.is_linked(name, digest):
-            return _created(name, digest)
+            return _created(request, name, digest)
         # Not mountable: the spec says fall back to an ordinary upload session.
     digest_s = request.query.get("digest")
     if digest_s is not None:
@@ -137,7 +142,7 @@ async def start_upload(request: web.Request, name: str) -> web.StreamResponse:
         upload_id = await reg.uploads.start(name)
         stream = body_stream(request) if has_body(request) else None
         info = await reg.uploads.finish(name, upload_id, digest, stream)
-        return _created(name, info.digest)
+        return _created(request, name, info.digest)
     upload_id = await reg.uploads.start(name)
     return empty(202, _progress_headers(request, name, upload_id, 0))
 
@@ -181,7 +186,7 @@ async def finish_upload(request: web.Request, name: str, upload_id: str) -> web.
         start = content_range[0]
     stream = body_stream(request) if has_body(request) else None
     info = await reg.uploads.finish(name, upload_id, digest, stream, start)
-    return _created(name, info.digest)
+    return _created(request, name, info.digest)
 
 
 async def cancel_upload(request: web.Request, name: str, upload_id: str) -> web.StreamResponse:

@@ -21,6 +21,13 @@ def registry_of(request: web.Request) -> Registry:
     return request.app[REGISTRY_KEY]
 
 
+def location(request: web.Request, path: str) -> str:
+    """A ``Location`` for ``/v2/...``: under ``http.prefix``, absolute when ``http.host`` is set
+    (registry:2's rule for registries behind a proxy that rewrites the host)."""
+    http = registry_of(request).config.http
+    return f"{http.host.rstrip('/')}{http.prefix}{path}"
+
+
 async def body_stream(request: web.Request) -> AsyncIterator[bytes]:
     """The request body in buffers of about 1 MiB: big enough that hashing and writing in a
     thread pay for the hop, small enough that memory stays flat however large the blob."""

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from cargohold.api.common import empty, parse_n, registry_of
+from cargohold.api.common import empty, location, parse_n, registry_of
 from cargohold.digest import Digest, is_digest_reference
 from cargohold.errors import ErrorCode, RegistryError
 from cargohold.registry import mediatypes as mt
@@ -98,7 +98,7 @@ async def put_manifest(request: web.Request, name: str, reference: str) -> web.S
     data = await _read_manifest_body(request)
     m = await reg.manifests.put(name, reference, data, request.headers.get("Content-Type"))
     headers = {
-        "Location": f"/v2/{name}/manifests/{m.digest}",
+        "Location": location(request, f"/v2/{name}/manifests/{m.digest}"),
         "Docker-Content-Digest": str(m.digest),
     }
     if m.subject is not None:
