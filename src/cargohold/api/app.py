@@ -138,6 +138,7 @@ def create_app(
     app.router.add_route("*", prefix + "/v2/{tail:.*}", dispatch)
     app.router.add_route("*", prefix + "/v2", _redirect_v2)
     app.router.add_get("/", _root)
+    app.on_response_prepare.append(_digest_etag)
     if extra_headers:
 
         async def _add_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -147,6 +148,14 @@ def create_app(
 
         app.on_response_prepare.append(_add_headers)
     return app
+
+
+async def _digest_etag(request: web.Request, response: web.StreamResponse) -> None:
+    """FileResponse sets an mtime-based ETag just before sending; a blob's ETag is its digest,
+    the same on GET and HEAD and on every replica."""
+    digest = response.headers.get("Docker-Content-Digest")
+    if digest is not None and isinstance(response, web.FileResponse):
+        response.headers["ETag"] = f'"{digest}"'
 
 
 async def _redirect_v2(request: web.Request) -> web.StreamResponse:
