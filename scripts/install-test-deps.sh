@@ -96,6 +96,7 @@ install_python_packages() {
     fi
     if ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
         log "pip missing for $PYTHON; installing python3-pip"
+        as_root apt-get update -q
         as_root apt-get install -y -q --no-install-recommends python3-pip </dev/null
     fi
     log "pip install -e '.[test]' in $REPO_ROOT"

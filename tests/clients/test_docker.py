@@ -6,6 +6,7 @@ without daemon configuration.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,3 +148,50 @@ def test_docker_pull_unknown_tag_fails(dockerd: DockerDaemon, server: RegistryPr
     proc = dockerd.docker("pull", ref, check=False)
     assert proc.returncode != 0
     assert "not found" in (proc.stderr + proc.stdout).lower()
+
+
+def test_docker_pull_multi_arch_index(
+    dockerd: DockerDaemon, sk: Skopeo, server: RegistryProcess, images: ImageCache
+) -> None:
+    """docker resolves an OCI image index (pushed by skopeo) to the linux/amd64 manifest."""
+    image = images.get(seed=22, multi_arch=True)
+    assert image.index is not None
+    repo = unique_repo("docker/multi")
+    ref = f"{server.host}/{repo}:v1"
+    sk.copy(image.oci_ref(), f"docker://{ref}", all_images=True)
+
+    pull = dockerd.docker("pull", ref, logs=[server])
+    assert image.index.digest in pull.stdout, pull.stdout
+    assert f"{server.host}/{repo}@{image.index.digest}" in dockerd.repo_digests(ref)
+    amd64 = next(p for p in image.platforms if p.architecture == "amd64")
+    image_id = dockerd.docker("inspect", "--format", "{{.Id}}", ref).stdout.strip()
+    assert image_id == amd64.config_digest
+    _purge(dockerd, image_id)
+
+
+def test_docker_push_pull_big_layers(
+    dockerd: DockerDaemon,
+    skopeo: Skopeo,
+    server: RegistryProcess,
+    images: ImageCache,
+    tmp_path: Path,
+) -> None:
+    """Multi-megabyte layers survive docker's streamed (chunked-encoding) PATCH uploads."""
+    image = images.get(seed=23, layer_count=2, payload_size=12 * 1024 * 1024)
+    archive = tmp_path / "big.tar"
+    local = "cargohold-test/big:loaded"
+    skopeo.copy(image.oci_ref(), f"docker-archive:{archive}:{local}")
+    dockerd.docker("load", "-i", str(archive))
+
+    name = f"{server.host}/{unique_repo('docker/big')}"
+    dockerd.docker("tag", local, f"{name}:v1")
+    digest = parse_docker_push_digest(dockerd.docker("push", f"{name}:v1", logs=[server]).stdout)
+    _purge(dockerd, image.config_digest)
+
+    by_digest = f"{name}@{digest}"
+    pull = dockerd.docker("pull", by_digest, logs=[server])
+    assert pull.stdout.count("Pull complete") == 2, pull.stdout
+    # docker checked each layer against the config's diff_ids while registering it
+    rootfs = dockerd.docker("inspect", "--format", "{{json .RootFS.Layers}}", by_digest).stdout
+    assert json.loads(rootfs) == list(image.platforms[0].diff_ids)
+    _purge(dockerd, image.config_digest)

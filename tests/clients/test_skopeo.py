@@ -12,6 +12,7 @@ import requests
 from support.clients import Skopeo
 from support.images import (
     DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
     OCI_INDEX,
     OCI_MANIFEST,
     ImageCache,
@@ -32,7 +33,8 @@ def assert_manifest_served(
     assert resp.status_code == 200, f"GET {repo}:{reference} -> {resp.status_code} {resp.text}"
     assert resp.headers.get("Docker-Content-Digest") == digest
     assert resp.headers.get("Content-Type", "").split(";")[0] == media_type
-    return resp.content
+    body: bytes = resp.content
+    return body
 
 
 def test_copy_single_image_roundtrip(
@@ -191,3 +193,31 @@ def test_concurrent_copies_to_multi_worker_server(
         for platform in image.platforms:
             for layer in platform.layers:
                 assert layout_blob(back, layer.digest) == layer.data
+
+
+def test_copy_as_docker_manifest_list(
+    sk: Skopeo, server: RegistryProcess, images: ImageCache, tmp_path: Path
+) -> None:
+    """``--format v2s2`` converts to Docker schema 2: a manifest list of v2 manifests."""
+    image = images.get(seed=18, multi_arch=True)
+    repo = unique_repo("skopeo/v2s2")
+    dest = f"docker://{server.host}/{repo}:v1"
+
+    pushed = sk.copy_with_digest(image.oci_ref(), dest, all_images=True, extra=["--format", "v2s2"])
+    top = json.loads(assert_manifest_served(server, repo, "v1", pushed, DOCKER_MANIFEST_LIST))
+    assert top["mediaType"] == DOCKER_MANIFEST_LIST
+    assert {m["platform"]["architecture"] for m in top["manifests"]} == {"amd64", "arm64"}
+    for child in top["manifests"]:
+        assert child["mediaType"] == DOCKER_MANIFEST
+        body = assert_manifest_served(
+            server, repo, child["digest"], child["digest"], DOCKER_MANIFEST
+        )
+        assert len(body) == child["size"]
+    assert sk.inspect_raw(dest) == get_manifest(server.url, repo, pushed).content
+
+    back = tmp_path / "back"
+    sk.copy(dest, f"oci:{back}:v1", all_images=True)
+    # only the manifests were rewritten: the gzip layers are the very same blobs
+    for platform in image.platforms:
+        for layer in platform.layers:
+            assert layout_blob(back, layer.digest) == layer.data

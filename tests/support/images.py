@@ -197,6 +197,7 @@ def build_layer_tar(
     *,
     platform: str = "linux/amd64",
     busybox: bool = False,
+    payload_size: int = 4096,
     extra_files: dict[str, bytes] | None = None,
 ) -> bytes:
     """An uncompressed, reproducible tar with a few files whose content depends on ``seed``."""
@@ -204,7 +205,7 @@ def build_layer_tar(
     files: dict[str, bytes] = {
         "etc/cargohold-seed": f"{seed}\n".encode(),
         "etc/cargohold-platform": f"{platform}\n".encode(),
-        "data/random.bin": rng.randbytes(4096),
+        "data/random.bin": rng.randbytes(payload_size),
         "data/hello.txt": f"hello from test image seed={seed}\n".encode(),
     }
     files.update(extra_files or {})
@@ -240,6 +241,7 @@ def build_platform_image(
     *,
     busybox: bool = False,
     layer_count: int = 1,
+    payload_size: int = 4096,
 ) -> PlatformImage:
     """Layers + config + OCI manifest for one platform (nothing written to disk)."""
     platform = f"{os_name}/{architecture}"
@@ -248,7 +250,12 @@ def build_platform_image(
     layers: list[Blob] = []
     diff_ids: list[str] = []
     for i in range(layer_count):
-        tar = build_layer_tar(seed * 1000 + i, platform=platform, busybox=busybox and i == 0)
+        tar = build_layer_tar(
+            seed * 1000 + i,
+            platform=platform,
+            busybox=busybox and i == 0,
+            payload_size=payload_size,
+        )
         diff_ids.append(sha256_digest(tar))
         layers.append(Blob(OCI_LAYER_GZIP, gzip_deterministic(tar)))
     config_obj: dict[str, Any] = {
@@ -322,20 +329,29 @@ def build_image(
     platforms: tuple[tuple[str, str], ...] | None = None,
     busybox: bool = False,
     layer_count: int = 1,
+    payload_size: int = 4096,
 ) -> TestImage:
     """Build a deterministic image and write it as an OCI layout at ``layout``.
 
     ``multi_arch=True`` (or several ``platforms``) makes an image index of one
     manifest per platform (default linux/amd64 + linux/arm64). ``busybox=True``
     puts ``/bin/busybox`` and a few applet symlinks into the amd64 layer so the
-    image can actually run (``docker run IMAGE echo hi``).
+    image can actually run (``docker run IMAGE echo hi``). Each layer carries
+    ``payload_size`` random bytes (``/data/random.bin``): raise it for big blobs.
     """
     if platforms is None:
         platforms = MULTI_ARCH_PLATFORMS if multi_arch else DEFAULT_PLATFORMS
     if len(platforms) > 1:
         multi_arch = True
     images = [
-        build_platform_image(seed, os_name, arch, busybox=busybox, layer_count=layer_count)
+        build_platform_image(
+            seed,
+            os_name,
+            arch,
+            busybox=busybox,
+            layer_count=layer_count,
+            payload_size=payload_size,
+        )
         for os_name, arch in platforms
     ]
     index = build_index(images) if multi_arch else None
@@ -349,7 +365,7 @@ class ImageCache:
 
     def __init__(self, base: Path) -> None:
         self.base = base
-        self._cache: dict[tuple[int, bool, bool, str, int], TestImage] = {}
+        self._cache: dict[tuple[int, bool, bool, str, int, int], TestImage] = {}
 
     def get(
         self,
@@ -359,11 +375,12 @@ class ImageCache:
         busybox: bool = False,
         tag: str = "latest",
         layer_count: int = 1,
+        payload_size: int = 4096,
     ) -> TestImage:
-        key = (seed, multi_arch, busybox, tag, layer_count)
+        key = (seed, multi_arch, busybox, tag, layer_count, payload_size)
         if key not in self._cache:
             name = f"s{seed}-{'multi' if multi_arch else 'single'}"
-            name += f"{'-busybox' if busybox else ''}-{tag}-l{layer_count}"
+            name += f"{'-busybox' if busybox else ''}-{tag}-l{layer_count}-p{payload_size}"
             self._cache[key] = build_image(
                 self.base / name,
                 tag=tag,
@@ -371,6 +388,7 @@ class ImageCache:
                 multi_arch=multi_arch,
                 busybox=busybox,
                 layer_count=layer_count,
+                payload_size=payload_size,
             )
         return self._cache[key]
 
