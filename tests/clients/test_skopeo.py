@@ -221,3 +221,25 @@ def test_copy_as_docker_manifest_list(
     for platform in image.platforms:
         for layer in platform.layers:
             assert layout_blob(back, layer.digest) == layer.data
+
+
+def test_copy_between_repositories(sk: Skopeo, server: RegistryProcess, images: ImageCache) -> None:
+    """Registry-to-registry copy on one host: skopeo mounts the blobs from the source repo."""
+    image = images.get(seed=19, multi_arch=True)
+    src_repo, dst_repo = unique_repo("skopeo/from"), unique_repo("skopeo/to")
+    src = f"docker://{server.host}/{src_repo}:v1"
+    sk.copy(image.oci_ref(), src, all_images=True)
+
+    for blob in image.all_blobs():
+        if blob.media_type in (OCI_MANIFEST, OCI_INDEX):
+            continue
+        head = requests.head(f"{server.url}/v2/{dst_repo}/blobs/{blob.digest}", timeout=30)
+        assert head.status_code == 404, "blob visible in a repository it was never pushed to"
+
+    pushed = sk.copy_with_digest(src, f"docker://{server.host}/{dst_repo}:v1", all_images=True)
+    assert pushed == image.digest
+    for platform in image.platforms:
+        for blob in platform.blobs:
+            got = requests.get(f"{server.url}/v2/{dst_repo}/blobs/{blob.digest}", timeout=30)
+            assert got.status_code == 200, f"{blob.digest}: {got.status_code}"
+            assert got.content == blob.data
