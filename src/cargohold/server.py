@@ -134,7 +134,15 @@ async def run_worker(config: Config, sock: socket.socket, index: int) -> None:
         await runner.cleanup()
 
 
+def _tune_interpreter() -> None:
+    """Hashing and file writes run in threads that release the GIL; with the default 5 ms switch
+    interval they then wait for the event loop to hand it back, which halves upload throughput.
+    A 0.5 ms interval keeps receive, hash and write overlapped (measured: ~2x on 1 GiB)."""
+    sys.setswitchinterval(0.0005)
+
+
 def _worker_main(config: Config, host: str, port: int, index: int) -> None:
+    _tune_interpreter()
     setup_logging(config)
     sock = make_socket(host, port, reuse_port=True)
     sock.listen(1024)
@@ -164,6 +172,7 @@ def serve(config: Config, workers: int = 1) -> int:
         where,
     )
     if workers <= 1:
+        _tune_interpreter()
         probe.listen(1024)
         asyncio.run(run_worker(config, probe, 0))
         return 0
