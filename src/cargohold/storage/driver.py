@@ -9,6 +9,7 @@ validated components; drivers still refuse ``..`` as a second line of defence.
 from __future__ import annotations
 
 import abc
+import builtins
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -35,6 +36,9 @@ class FileInfo:
     size: int
     mtime: float
     is_dir: bool
+    # Changes whenever the content is rewritten, where the driver can tell (S3: the writer's
+    # nonce or the ETag); None where it cannot. Lets a cached hash state prove it is current.
+    token: str | None = None
 
 
 def check_path(path: str) -> str:
@@ -68,6 +72,11 @@ class FileWriter(abc.ABC):
 
     @abc.abstractmethod
     async def close(self) -> None: ...
+
+    @property
+    def token(self) -> str | None:
+        """After :meth:`commit`, the :attr:`FileInfo.token` a stat of the file now reports."""
+        return None
 
 
 class StorageDriver(abc.ABC):
@@ -109,3 +118,37 @@ class StorageDriver(abc.ABC):
     def local_path(self, path: str) -> str | None:
         """The local file behind ``path`` when the driver has one, so bodies can use sendfile."""
         return None
+
+    @property
+    def identity(self) -> str:
+        """Names the stored data (driver, location, root): equal identities share one store."""
+        return f"{self.name}|{self.local_path('/') or ''}"
+
+    async def walk(self, path: str) -> builtins.list[str]:
+        """Every file below ``path`` (full paths, any order); [] if absent. Not for hot paths:
+        drivers with a flat namespace (S3) override this with one listing per 1000 keys."""
+        out: builtins.list[str] = []
+        try:
+            children = await self.list(path)
+        except PathNotFoundError:
+            return out
+        for child in children:
+            try:
+                info = await self.stat(child)
+            except PathNotFoundError:
+                continue
+            if info.is_dir:
+                out.extend(await self.walk(child))
+            else:
+                out.append(child)
+        return out
+
+    async def check_health(self) -> None:
+        """Raise :class:`StorageError` when the backend cannot be reached."""
+        try:
+            await self.stat("/")
+        except PathNotFoundError:
+            pass
+
+    async def close(self) -> None:
+        """Release connections (called once when the process stops)."""
