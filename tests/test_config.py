@@ -97,14 +97,18 @@ def test_env_overrides_apply_on_top_of_the_embedded_default(tmp_path: Path) -> N
 # --------------------------------------------------------------------------- the seed's variables
 
 
-def test_seed_tls_variables_fail_naming_http_tls(tmp_path: Path) -> None:
+def test_seed_tls_variables_configure_http_tls(tmp_path: Path) -> None:
     environ = {
         "REGISTRY_HTTP_TLS_CERTIFICATE": "/certs/server.crt",
         "REGISTRY_HTTP_TLS_KEY": "/certs/server.key",
     }
-    with pytest.raises(ConfigError, match=r"^http\.tls: .*not supported yet") as info:
-        load_config(None, environ, default_root=str(tmp_path))
-    assert info.value.key == "http.tls"
+    tls = load_config(None, environ, default_root=str(tmp_path)).http.tls
+    assert tls is not None
+    assert (tls.certificate, tls.key, tls.minimumtls) == (
+        "/certs/server.crt",
+        "/certs/server.key",
+        "tls1.2",
+    )
 
 
 def test_seed_s3_variables_replace_storage_then_fill_it_in() -> None:
@@ -133,7 +137,7 @@ def test_seed_s3_variables_are_refused_as_not_supported_yet(tmp_path: Path) -> N
         load_text(tmp_path, MINIMAL, environ)
 
 
-def test_seed_htpasswd_variables_build_auth_section_and_are_refused(tmp_path: Path) -> None:
+def test_seed_htpasswd_variables_build_auth_section(tmp_path: Path) -> None:
     environ = {
         "REGISTRY_AUTH": "htpasswd",
         "REGISTRY_AUTH_HTPASSWD_REALM": "Registry Realm",
@@ -142,8 +146,9 @@ def test_seed_htpasswd_variables_build_auth_section_and_are_refused(tmp_path: Pa
     raw: dict[str, Any] = yaml.safe_load(MINIMAL)
     apply_env_overrides(raw, environ)
     assert raw["auth"] == {"htpasswd": {"realm": "Registry Realm", "path": "/auth/htpasswd"}}
-    with pytest.raises(ConfigError, match=r"^auth: .*htpasswd.*not supported yet"):
-        load_text(tmp_path, MINIMAL, environ)
+    htpasswd = load_text(tmp_path, MINIMAL, environ).auth.htpasswd
+    assert htpasswd is not None
+    assert (htpasswd.realm, htpasswd.path) == ("Registry Realm", "/auth/htpasswd")
 
 
 # --------------------------------------------------------------------------- override rules
@@ -394,8 +399,6 @@ def test_invalid_value_from_environment_names_the_key(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "key"),
     [
-        ("auth:\n  htpasswd: {realm: r, path: /p}\n", "auth"),
-        ("auth:\n  token: {realm: r}\n", "auth"),
         (
             "notifications:\n  endpoints:\n    - {name: a, url: 'http://x/'}\n",
             "notifications.endpoints",
@@ -405,8 +408,7 @@ def test_invalid_value_from_environment_names_the_key(tmp_path: Path) -> None:
         ("middleware:\n  registry:\n    - name: cloudfront\n", "middleware.registry"),
         ("policy:\n  repository:\n    classes: [image]\n", "policy.repository"),
         ("log:\n  hooks:\n    - {type: mail, levels: [panic]}\n", "log.hooks"),
-        ("http:\n  tls:\n    certificate: /c.pem\n    key: /k.pem\n", "http.tls"),
-        ("http:\n  tls:\n    letsencrypt: {cachefile: /le}\n", "http.tls"),
+        ("http:\n  tls:\n    letsencrypt: {cachefile: /le}\n", "http.tls.letsencrypt"),
         ("http:\n  letsencrypt: {cachefile: /le}\n", "http.letsencrypt"),
         ("http:\n  debug:\n    addr: :5001\n", "http.debug"),
         ("http:\n  net: unix\n  addr: :5000\n", "http.net"),
@@ -663,10 +665,9 @@ def test_parse_addr_rejects(addr: str) -> None:
 
 @pytest.mark.skipif(not DEBIAN_CONFIG.exists(), reason="docker-registry package not installed")
 def test_debian_packaged_config(tmp_path: Path) -> None:
-    """registry:2's packaged config loads; its htpasswd auth is the one part refused for now."""
-    with pytest.raises(ConfigError) as info:
-        load_config(str(DEBIAN_CONFIG), {})
-    assert info.value.key == "auth", "the only unsupported part should be its auth section"
+    """registry:2's packaged config loads, its htpasswd auth included."""
+    packaged = load_config(str(DEBIAN_CONFIG), {})
+    assert packaged.auth.htpasswd is not None
 
     raw = yaml.safe_load(DEBIAN_CONFIG.read_text())
     raw.pop("auth", None)

@@ -43,7 +43,7 @@ _NOT_OVERRIDES = frozenset({"REGISTRY_CONFIGURATION_PATH"})
 _SECTIONS = frozenset({
     "version", "log", "loglevel", "storage", "auth", "middleware", "reporting", "http",
     "notifications", "redis", "health", "catalog", "proxy", "compatibility", "validation",
-    "policy",
+    "policy", "access",  # access: cargohold's repository access policy (see _access)
 })
 _LOG_KEYS = frozenset({"level", "formatter", "fields", "accesslog", "hooks", "reportcaller"})
 _HTTP_KEYS = frozenset({
@@ -132,6 +132,46 @@ class StorageConfig:
         return str(self.params.get("rootdirectory", DEFAULT_ROOT))
 
 
+# Go's names of the TLS 1.2 suites registry:2 accepts in http.tls.ciphersuites, in OpenSSL's
+# spelling. TLS 1.3 suites are always enabled, in Go and in OpenSSL alike.
+TLS12_CIPHER_SUITES = {
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256": "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256": "ECDHE-RSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384": "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384": "ECDHE-RSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305": "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305": "ECDHE-RSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-RSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256": "ECDHE-ECDSA-AES128-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256": "ECDHE-RSA-AES128-SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA": "ECDHE-ECDSA-AES128-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA": "ECDHE-RSA-AES128-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA": "ECDHE-ECDSA-AES256-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA": "ECDHE-RSA-AES256-SHA",
+    "TLS_RSA_WITH_AES_128_GCM_SHA256": "AES128-GCM-SHA256",
+    "TLS_RSA_WITH_AES_256_GCM_SHA384": "AES256-GCM-SHA384",
+    "TLS_RSA_WITH_AES_128_CBC_SHA256": "AES128-SHA256",
+    "TLS_RSA_WITH_AES_128_CBC_SHA": "AES128-SHA",
+    "TLS_RSA_WITH_AES_256_CBC_SHA": "AES256-SHA",
+}
+TLS13_CIPHER_SUITES = frozenset(
+    {"TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"}
+)
+TLS_VERSIONS = ("tls1.2", "tls1.3")
+
+
+@dataclass
+class TlsConfig:
+    """http.tls: serve HTTPS; with clientcas, require a client certificate signed by one."""
+
+    certificate: str
+    key: str
+    clientcas: list[str] = field(default_factory=list)
+    minimumtls: str = "tls1.2"  # tls1.2 | tls1.3
+    ciphersuites: list[str] = field(default_factory=list)  # Go names; [] = OpenSSL's defaults
+
+
 @dataclass
 class HttpConfig:
     addr: str = ":5000"
@@ -143,6 +183,7 @@ class HttpConfig:
     net: str = "tcp"
     draintimeout: float = 0.0  # seconds
     http2_disabled: bool = False
+    tls: TlsConfig | None = None
 
     @property
     def bind(self) -> tuple[str, int]:
@@ -160,6 +201,78 @@ class ValidationConfig:
     urls_deny: list[str] = field(default_factory=list)
 
 
+TOKEN_ALGORITHMS = (
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+)  # fmt: skip
+
+
+@dataclass
+class HtpasswdConfig:
+    """auth.htpasswd: HTTP Basic logins checked against a bcrypt htpasswd file."""
+
+    realm: str
+    path: str
+
+
+@dataclass
+class BuiltinTokenConfig:
+    """auth.token.builtin (cargohold): also be the token server, at /auth/token."""
+
+    htpasswd: str  # who may log in
+    key: str  # PEM signing key; generated (0600) on first start when missing
+    certificate: str  # self-signed certificate of the key, written next to it
+    expiration: float = 300.0  # token lifetime, seconds
+
+
+@dataclass
+class TokenConfig:
+    """auth.token: bearer tokens (Docker registry token spec) from a token server."""
+
+    realm: str  # "" (builtin only): the request's own https://HOST/auth/token
+    service: str
+    issuer: str
+    rootcertbundle: str = ""
+    jwks: str = ""
+    autoredirect: bool = False
+    autoredirectpath: str = "/auth/token"
+    signingalgorithms: list[str] = field(default_factory=lambda: list(TOKEN_ALGORITHMS))
+    builtin: BuiltinTokenConfig | None = None
+
+
+@dataclass
+class AuthConfig:
+    htpasswd: HtpasswdConfig | None = None
+    token: TokenConfig | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.htpasswd is not None or self.token is not None
+
+
+ACCESS_ACTIONS = ("pull", "push", "delete")
+
+
+@dataclass
+class AccessRule:
+    """Grants `actions` on repositories matching any of `repositories` to the named callers."""
+
+    repositories: list[str]  # globs: * and ? stay within a path segment, ** crosses them
+    actions: list[str]  # subset of ACCESS_ACTIONS; push implies pull
+    users: list[str] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
+    anonymous: bool = False  # anyone, without credentials
+    authenticated: bool = False  # anyone who logged in
+
+
+@dataclass
+class AccessConfig:
+    """access (cargohold): who may pull, push and delete what; absent = every user, everything."""
+
+    admins: list[str] = field(default_factory=list)
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    rules: list[AccessRule] = field(default_factory=list)
+
+
 @dataclass
 class Config:
     version: str = "0.1"
@@ -168,6 +281,8 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     raw: dict[str, Any] = field(default_factory=dict)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    access: AccessConfig | None = None
 
 
 # --------------------------------------------------------------------------- public helpers
@@ -582,7 +697,7 @@ def _storage(value: Any) -> StorageConfig:
 def _http(value: Any) -> HttpConfig:
     section = _mapping(value, "http")
     _warn_unknown(section, "http", _HTTP_KEYS)
-    features = {"tls": "TLS", "letsencrypt": "Let's Encrypt", "debug": "the debug server"}
+    features = {"letsencrypt": "Let's Encrypt", "debug": "the debug server"}
     for name, what in features.items():
         if _has_settings(section.get(name)):
             raise _unsupported(f"http.{name}", what)
@@ -624,6 +739,7 @@ def _http(value: Any) -> HttpConfig:
         net=net,
         draintimeout=_duration(section.get("draintimeout"), "http.draintimeout", 0.0),
         http2_disabled=_bool(http2.get("disabled"), "http.http2.disabled", False),
+        tls=_tls(section.get("tls")),
     )
 
 
@@ -691,11 +807,194 @@ def _validation(value: Any) -> ValidationConfig:
     )
 
 
+# --------------------------------------------------------------------------- tls, auth, access
+
+_TLS_KEYS = frozenset(
+    {"certificate", "key", "clientcas", "minimumtls", "ciphersuites", "letsencrypt"}
+)
+_TOKEN_KEYS = frozenset(
+    {
+        "realm", "service", "issuer", "rootcertbundle", "jwks", "autoredirect",
+        "autoredirectpath", "signingalgorithms", "builtin",
+    }
+)  # fmt: skip
+_RULE_KEYS = frozenset({"repositories", "actions", "users", "groups", "anonymous", "authenticated"})
+
+
+def _tls(value: Any) -> TlsConfig | None:
+    key = "http.tls"
+    section = _mapping(value, key)
+    _warn_unknown(section, key, _TLS_KEYS)
+    if _has_settings(section.get("letsencrypt")):
+        raise _unsupported(f"{key}.letsencrypt", "Let's Encrypt")
+    certificate = _str(section.get("certificate"), f"{key}.certificate")
+    private_key = _str(section.get("key"), f"{key}.key")
+    clientcas = _str_list(section.get("clientcas"), f"{key}.clientcas")
+    if not certificate and not private_key:
+        if clientcas:
+            raise ConfigError("needs http.tls.certificate and http.tls.key", key=f"{key}.clientcas")
+        return None
+    for name, path in (("certificate", certificate), ("key", private_key)):
+        if not path:
+            raise ConfigError("missing (TLS needs both certificate and key)", key=f"{key}.{name}")
+    minimum = (_str(section.get("minimumtls"), f"{key}.minimumtls") or "tls1.2").lower()
+    if minimum in ("tls1.0", "tls1.1"):
+        logger.warning("%s.minimumtls: %s is insecure, using tls1.2", key, minimum)
+        minimum = "tls1.2"
+    if minimum not in TLS_VERSIONS:
+        raise ConfigError(f"expected tls1.2 or tls1.3, got {minimum!r}", key=f"{key}.minimumtls")
+    suites = _str_list(section.get("ciphersuites"), f"{key}.ciphersuites")
+    for i, suite in enumerate(suites):
+        if suite not in TLS12_CIPHER_SUITES and suite not in TLS13_CIPHER_SUITES:
+            raise ConfigError(f"unknown cipher suite {suite!r}", key=f"{key}.ciphersuites[{i}]")
+    return TlsConfig(certificate, private_key, clientcas, minimum, suites)
+
+
+def _required(section: Mapping[str, Any], name: str, key: str, why: str) -> str:
+    value = _str(section.get(name), f"{key}.{name}")
+    if not value:
+        raise ConfigError(f"missing; {why}", key=f"{key}.{name}")
+    return value
+
+
+def _auth(value: Any) -> AuthConfig:
+    section = _mapping(value, "auth")
+    kinds = sorted(str(k) for k in section)
+    if not kinds:
+        return AuthConfig()
+    if len(kinds) > 1:
+        raise ConfigError(f"exactly one auth type expected, got {', '.join(kinds)}", key="auth")
+    kind = kinds[0]
+    if kind == "silly":
+        raise ConfigError(
+            "accepts any credentials and is not offered; use htpasswd or token", key="auth.silly"
+        )
+    if kind == "htpasswd":
+        key = "auth.htpasswd"
+        entry = _mapping(section[kind], key)
+        _warn_unknown(entry, key, {"realm", "path"})
+        realm = _required(entry, "realm", key, "the realm clients are asked to log in to")
+        path = _required(entry, "path", key, "the htpasswd file (cargohold htpasswd add FILE USER)")
+        return AuthConfig(htpasswd=HtpasswdConfig(realm=realm, path=path))
+    if kind == "token":
+        return AuthConfig(token=_token(section[kind]))
+    raise ConfigError(f"unknown auth type {kind!r} (supported: htpasswd, token)", key="auth")
+
+
+def _token(value: Any) -> TokenConfig:
+    key = "auth.token"
+    section = _mapping(value, key)
+    _warn_unknown(section, key, _TOKEN_KEYS)
+    builtin = None if section.get("builtin") is None else _builtin_token(section["builtin"])
+    algorithms = _str_list(section.get("signingalgorithms"), f"{key}.signingalgorithms")
+    for i, alg in enumerate(algorithms):
+        if alg not in TOKEN_ALGORITHMS:
+            raise ConfigError(
+                f"unsupported algorithm {alg!r} (expected one of {', '.join(TOKEN_ALGORITHMS)})",
+                key=f"{key}.signingalgorithms[{i}]",
+            )
+    config = TokenConfig(
+        realm=_str(section.get("realm"), f"{key}.realm"),
+        service=_str(section.get("service"), f"{key}.service"),
+        issuer=_str(section.get("issuer"), f"{key}.issuer"),
+        rootcertbundle=_str(section.get("rootcertbundle"), f"{key}.rootcertbundle"),
+        jwks=_str(section.get("jwks"), f"{key}.jwks"),
+        autoredirect=_bool(section.get("autoredirect"), f"{key}.autoredirect", False),
+        autoredirectpath=_str(section.get("autoredirectpath"), f"{key}.autoredirectpath")
+        or "/auth/token",
+        signingalgorithms=algorithms or list(TOKEN_ALGORITHMS),
+        builtin=builtin,
+    )
+    if builtin is not None:  # cargohold's own token server: everything has a default
+        config.service = config.service or "cargohold"
+        config.issuer = config.issuer or "cargohold"
+        return config
+    _required(section, "realm", key, "the URL of the token server clients are sent to")
+    _required(section, "service", key, "the service name tokens are issued for (their aud)")
+    _required(section, "issuer", key, "the iss of valid tokens")
+    if not config.rootcertbundle and not config.jwks:
+        raise ConfigError(
+            "missing; the certificates (or jwks) that token signatures are checked against",
+            key=f"{key}.rootcertbundle",
+        )
+    return config
+
+
+def _builtin_token(value: Any) -> BuiltinTokenConfig:
+    key = "auth.token.builtin"
+    section = _mapping(value, key)
+    _warn_unknown(section, key, {"htpasswd", "key", "certificate", "expiration"})
+    htpasswd = _required(section, "htpasswd", key, "the htpasswd file of the users who log in")
+    signing_key = _required(section, "key", key, "where the signing key is kept")
+    certificate = _str(section.get("certificate"), f"{key}.certificate")
+    if not certificate:
+        stem = signing_key[:-4] if signing_key.endswith(".key") else signing_key
+        certificate = f"{stem}.crt"
+    expiration = _duration(section.get("expiration"), f"{key}.expiration", 300.0)
+    if expiration <= 0:
+        raise ConfigError("must be a positive duration", key=f"{key}.expiration")
+    return BuiltinTokenConfig(htpasswd, signing_key, certificate, expiration)
+
+
+def _access(value: Any) -> AccessConfig | None:
+    if value is None:
+        return None
+    section = _mapping(value, "access")
+    for name in section:
+        if name not in ("admins", "groups", "rules"):  # a typo here must not pass unnoticed
+            raise ConfigError("unknown key (expected admins, groups, rules)", key=f"access.{name}")
+    groups = {
+        str(name): _str_list(members, f"access.groups.{name}")
+        for name, members in _mapping(section.get("groups"), "access.groups").items()
+    }
+    rules_value = section.get("rules")
+    if rules_value is not None and not isinstance(rules_value, list):
+        raise ConfigError(f"expected a list of rules, got {rules_value!r}", key="access.rules")
+    rules = [_access_rule(r, f"access.rules[{i}]", groups) for i, r in enumerate(rules_value or [])]
+    return AccessConfig(_str_list(section.get("admins"), "access.admins"), groups, rules)
+
+
+def _access_rule(value: Any, key: str, groups: Mapping[str, list[str]]) -> AccessRule:
+    entry = _mapping(value, key)
+    for name in entry:
+        if name not in _RULE_KEYS:
+            known = ", ".join(sorted(_RULE_KEYS))
+            raise ConfigError(f"unknown key (expected {known})", key=f"{key}.{name}")
+    repositories = _str_list(entry.get("repositories"), f"{key}.repositories")
+    if not repositories or not all(repositories):
+        raise ConfigError("expected repository patterns like team/**", key=f"{key}.repositories")
+    actions: list[str] = []
+    for i, action in enumerate(_str_list(entry.get("actions"), f"{key}.actions")):
+        if action == "*":
+            actions.extend(ACCESS_ACTIONS)
+        elif action in ACCESS_ACTIONS:
+            actions.append(action)
+        else:
+            raise ConfigError(
+                f"expected pull, push, delete or *, got {action!r}", key=f"{key}.actions[{i}]"
+            )
+    if not actions:
+        raise ConfigError("missing; some of pull, push, delete", key=f"{key}.actions")
+    rule = AccessRule(
+        repositories=repositories,
+        actions=sorted(set(actions), key=ACCESS_ACTIONS.index),
+        users=_str_list(entry.get("users"), f"{key}.users"),
+        groups=_str_list(entry.get("groups"), f"{key}.groups"),
+        anonymous=_bool(entry.get("anonymous"), f"{key}.anonymous", False),
+        authenticated=_bool(entry.get("authenticated"), f"{key}.authenticated", False),
+    )
+    for i, group in enumerate(rule.groups):
+        if group not in groups:
+            raise ConfigError(f"no group {group!r} in access.groups", key=f"{key}.groups[{i}]")
+    if not (rule.users or rule.groups or rule.anonymous or rule.authenticated):
+        raise ConfigError("names nobody: set users, groups, anonymous or authenticated", key=key)
+    if rule.anonymous and set(rule.actions) - {"pull"}:
+        logger.warning("%s lets anonymous callers %s", key, ", ".join(rule.actions))
+    return rule
+
+
 def _reject_unsupported_sections(raw: Mapping[str, Any]) -> None:
     """Sections that would change who may push or what happens on push: refuse, never ignore."""
-    auth = _mapping(raw.get("auth"), "auth")
-    if auth:
-        raise _unsupported("auth", f"authentication ({', '.join(map(str, auth))})")
     notifications = _mapping(raw.get("notifications"), "notifications")
     if _active_entries(notifications.get("endpoints"), "notifications.endpoints"):
         raise _unsupported("notifications.endpoints", "webhook notifications")
@@ -719,6 +1018,9 @@ def _build(raw: dict[str, Any]) -> Config:
     version = _version(raw)  # first: another version's keys would mean something else
     _warn_unknown(raw, "", _SECTIONS)
     _reject_unsupported_sections(raw)
+    auth, access = _auth(raw.get("auth")), _access(raw.get("access"))
+    if access is not None and not auth.enabled:
+        raise ConfigError("needs auth (htpasswd or token) to tell who is asking", key="access")
     return Config(
         version=version,
         log=_log(raw),
@@ -726,6 +1028,8 @@ def _build(raw: dict[str, Any]) -> Config:
         http=_http(raw.get("http")),
         validation=_validation(raw.get("validation")),
         raw=raw,
+        auth=auth,
+        access=access,
     )
 
 
