@@ -16,6 +16,14 @@ components (see :mod:`cargohold.digest`), so no path built here can leave the ro
     /docker/registry/v2/repositories/<name>/_referrers/<subject alg>/<subject hex>/<alg>/<hex>/link
 
 ``_referrers`` is cargohold's own (registry:2 has no referrers API); registry:2 ignores it.
+So are ``_pulls`` (when each tag was last pulled, for retention) and everything under
+``/docker/registry/v2/_cargohold`` (online garbage collection's bookkeeping)::
+
+    /docker/registry/v2/repositories/<name>/_pulls/<tag>
+    /docker/registry/v2/_cargohold/gc/lease
+    /docker/registry/v2/_cargohold/gc/condemned/<batch>
+    /docker/registry/v2/_cargohold/gc/claims/<batch>/<alg>/<hex>
+    /docker/registry/v2/_cargohold/gc/deleted/<batch>
 """
 
 from __future__ import annotations
@@ -101,3 +109,35 @@ def referrers_dir(name: str, subject: Digest) -> str:
 
 def referrer_link(name: str, subject: Digest, d: Digest) -> str:
     return f"{referrers_dir(name, subject)}/{d.algorithm}/{d.hex}/link"
+
+
+def pulls(name: str) -> str:
+    return f"{repository(name)}/_pulls"
+
+
+def pull_record(name: str, tag: str) -> str:
+    return f"{pulls(name)}/{tag}"
+
+
+CARGOHOLD = f"{ROOT}/_cargohold"
+GC = f"{CARGOHOLD}/gc"
+GC_LEASE = f"{GC}/lease"
+GC_CONDEMNED = f"{GC}/condemned"
+GC_CLAIMS = f"{GC}/claims"
+GC_DELETED = f"{GC}/deleted"
+
+
+def gc_condemned(batch: str) -> str:
+    return f"{GC_CONDEMNED}/{batch}"
+
+
+def gc_claims(batch: str) -> str:
+    return f"{GC_CLAIMS}/{batch}"
+
+
+def gc_claim(batch: str, d: Digest) -> str:
+    return f"{GC_CLAIMS}/{batch}/{d.algorithm}/{d.hex}"
+
+
+def gc_deleted(batch: str) -> str:
+    return f"{GC_DELETED}/{batch}"
