@@ -8,6 +8,9 @@ import sys
 from collections.abc import Sequence
 
 from cargohold import __version__
+from cargohold.auth.commands import COMMANDS as AUTH_COMMANDS
+from cargohold.auth.commands import register as register_auth
+from cargohold.auth.commands import run as run_auth
 from cargohold.config import ConfigError, load_config
 
 
@@ -49,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers", type=int, default=1, help="worker processes sharing the port (default 1)"
     )
+    register_auth(sub)  # cert, htpasswd
     return parser
 
 
@@ -57,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command in AUTH_COMMANDS:
+        return run_auth(args)
     parser.print_help()
     return 2
 
@@ -85,6 +91,6 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     try:
         return serve(config, args.workers)
-    except OSError as e:
+    except (OSError, ConfigError) as e:
         print(f"cargohold: cannot start: {e}", file=sys.stderr)
         return 1

@@ -23,8 +23,10 @@ from aiohttp import web
 
 from cargohold import __version__
 from cargohold.api.app import create_app
+from cargohold.auth.accesslog import AccessLog
 from cargohold.config import Config, parse_addr
 from cargohold.registry.registry import Registry
+from cargohold.tls import ServerTLS
 
 log = logging.getLogger("cargohold")
 
@@ -114,11 +116,17 @@ async def run_worker(config: Config, sock: socket.socket, index: int) -> None:
     app = create_app(registry, config.http.headers)
     access_log = None if config.log.accesslog_disabled else logging.getLogger("cargohold.access")
     runner = web.AppRunner(
-        app, access_log=access_log, access_log_format=ACCESS_LOG_FORMAT, handle_signals=False
+        app,
+        access_log=access_log,
+        access_log_class=AccessLog,  # ACCESS_LOG_FORMAT with secrets in query strings redacted
+        access_log_format=ACCESS_LOG_FORMAT,
+        handle_signals=False,
     )
     await runner.setup()
-    site = web.SockSite(runner, sock, backlog=1024)
+    tls = ServerTLS(config.http.tls) if config.http.tls is not None else None
+    site = web.SockSite(runner, sock, backlog=1024, ssl_context=tls.context if tls else None)
     await site.start()
+    tls_watch = asyncio.create_task(tls.watch()) if tls is not None else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -127,10 +135,11 @@ async def run_worker(config: Config, sock: socket.socket, index: int) -> None:
     try:
         await stop.wait()
     finally:
-        if maintenance is not None:
-            maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await maintenance
+        for task in (maintenance, tls_watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await runner.cleanup()
 
 
@@ -151,7 +160,10 @@ def _worker_main(config: Config, host: str, port: int, index: int) -> None:
 
 def serve(config: Config, workers: int = 1) -> int:
     setup_logging(config)
-    Registry(config)  # fail fast on a bad storage config, before any process starts
+    # fail fast on a bad storage, auth or TLS setup, before any process starts
+    create_app(Registry(config))
+    if config.http.tls is not None:
+        ServerTLS(config.http.tls)
     host, port = parse_addr(config.http.addr)
     probe = make_socket(host, port, reuse_port=True)
     port = probe.getsockname()[1]
@@ -162,8 +174,9 @@ def serve(config: Config, workers: int = 1) -> int:
         else config.storage.driver
     )
     log.info(
-        "cargohold %s listening on http://%s:%d (%d worker%s), storage: %s %s",
+        "cargohold %s listening on %s://%s:%d (%d worker%s), storage: %s %s",
         __version__,
+        "https" if config.http.tls is not None else "http",
         shown if ":" not in shown else f"[{shown}]",
         port,
         workers,

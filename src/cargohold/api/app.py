@@ -16,6 +16,7 @@ from aiohttp import web
 
 from cargohold.api import blobs, manifests
 from cargohold.api.common import API_VERSION_HEADER, REGISTRY_KEY
+from cargohold.auth.middleware import install_auth
 from cargohold.digest import check_name
 from cargohold.errors import ErrorCode, RegistryError
 from cargohold.registry.registry import Registry
@@ -138,6 +139,7 @@ def create_app(
     app.router.add_route("*", prefix + "/v2/{tail:.*}", dispatch)
     app.router.add_route("*", prefix + "/v2", _redirect_v2)
     app.router.add_get("/", _root)
+    install_auth(app, registry.config)  # after error_middleware: its errors become JSON
     app.on_response_prepare.append(_digest_etag)
     if extra_headers:
 

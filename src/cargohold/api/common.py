@@ -14,6 +14,8 @@ from cargohold.registry.registry import Registry
 API_VERSION_HEADER: Final = {"Docker-Distribution-API-Version": "registry/2.0"}
 BUFFER = 1 << 20
 REGISTRY_KEY: Final = web.AppKey("registry", Registry)
+# Set by the auth middleware on _catalog requests: repositories -> those the caller may pull.
+CATALOG_FILTER_KEY: Final = "cargohold.catalog_filter"
 _RANGE_RE = re.compile(r"^(?:bytes=)?(\d+)-(\d+)$")
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from cargohold.api.common import empty, location, parse_n, registry_of
+from cargohold.api.common import CATALOG_FILTER_KEY, empty, location, parse_n, registry_of
 from cargohold.digest import Digest, is_digest_reference
 from cargohold.errors import ErrorCode, RegistryError
 from cargohold.registry import mediatypes as mt
@@ -157,9 +157,11 @@ async def list_tags(request: web.Request, name: str) -> web.StreamResponse:
 
 async def catalog(request: web.Request) -> web.StreamResponse:
     reg = registry_of(request)
-    repos, link = _paginate(
-        request, await reg.repositories(), CATALOG_DEFAULT_N, CATALOG_MAX_N, key=order_key
-    )
+    visible = await reg.repositories()
+    allowed = request.get(CATALOG_FILTER_KEY)
+    if allowed is not None:  # auth with an access policy: only what the caller may pull
+        visible = allowed(visible)
+    repos, link = _paginate(request, visible, CATALOG_DEFAULT_N, CATALOG_MAX_N, key=order_key)
     response = web.json_response({"repositories": repos})
     if link:
         response.headers["Link"] = link

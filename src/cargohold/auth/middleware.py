@@ -1,0 +1,452 @@
+"""Who is asking, and may they: the auth middleware, and the built-in token endpoint.
+
+Every ``/v2/`` request is mapped to what it needs, as registry:2 does: ``GET``/``HEAD`` need
+``pull``, ``POST``/``PUT``/``PATCH`` need ``pull`` and ``push``, ``DELETE`` needs ``delete``
+(cancelling an upload needs ``push``), ``/v2/_catalog`` needs ``registry:catalog:*`` and
+``/v2/`` itself only valid credentials. Then:
+
+- no or wrong credentials: 401 ``UNAUTHORIZED`` with a ``WWW-Authenticate`` challenge (Basic
+  with htpasswd; Bearer with realm, service and the scope the request needs with tokens);
+- right credentials but not allowed: 403 ``DENIED`` (with tokens from another token server:
+  401 ``error="insufficient_scope"``, since only that server knows if a new token would do);
+- too many failed logins from one address for one user: 429 ``TOOMANYREQUESTS``, Retry-After.
+
+Each refusal is one line on the ``cargohold.audit`` logger (user, address, method, path,
+reason); passwords, tokens and Authorization headers are never logged. A cross-repository
+mount from a repository the caller may not pull becomes an ordinary upload session, as the
+spec prescribes for any mount that cannot happen. ``_catalog`` lists only repositories the
+caller may pull when an ``access`` policy is configured.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from multidict import MultiDict
+
+from cargohold.api.common import CATALOG_FILTER_KEY
+from cargohold.auth.accesslog import USER_KEY
+from cargohold.auth.htpasswd import HtpasswdFile, PasswordChecker
+from cargohold.auth.policy import ALL_ACTIONS, NOTHING, Policy
+from cargohold.auth.throttle import Throttle
+from cargohold.auth.tokens import (
+    Grants,
+    InvalidToken,
+    Scope,
+    TokenIssuer,
+    TokenVerifier,
+    load_or_create_signing_key,
+    parse_scopes,
+)
+from cargohold.config import Config, ConfigError, TokenConfig
+from cargohold.errors import ErrorCode, RegistryError
+
+log = logging.getLogger("cargohold.auth")
+audit = logging.getLogger("cargohold.audit")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+DEFAULT_TOKEN_PATH = "/auth/token"
+_ACTION_ORDER = ("pull", "push", "delete")
+
+
+def _clean(text: str, limit: int = 300) -> str:
+    """Safe for one log line: control characters and non-ASCII escaped, length capped."""
+    return text[:limit].encode("unicode_escape").decode("ascii").replace('"', '\\"')
+
+
+def _quote(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def parse_basic(value: str) -> tuple[str, str] | None:
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    if not sep or not user:
+        return None
+    return user, password
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a request touches and needs."""
+
+    kind: str  # base | catalog | repository | other
+    name: str = ""
+    actions: tuple[str, ...] = ()
+
+    @property
+    def scope(self) -> str:
+        if self.kind == "catalog":
+            return "registry:catalog:*"
+        if self.kind == "repository":
+            return f"repository:{self.name}:{','.join(self.actions)}"
+        return ""
+
+
+def _required_actions(method: str, upload: bool) -> tuple[str, ...]:
+    if method in ("GET", "HEAD"):
+        return ("pull",)
+    if method in ("POST", "PUT", "PATCH"):
+        return ("pull", "push")
+    if method == "DELETE":
+        return ("push",) if upload else ("delete",)
+    return _ACTION_ORDER
+
+
+def target_of(method: str, tail: str) -> Target:
+    if tail == "":
+        return Target("base")
+    if tail == "_catalog":
+        return Target("catalog")
+    from cargohold.api.app import ROUTES  # the same table dispatch uses, so names agree
+
+    for pattern, _methods in ROUTES:
+        m = pattern.match(tail)
+        if m is not None:
+            upload = "upload_id" in m.groupdict()
+            return Target("repository", m.group("name"), _required_actions(method, upload))
+    return Target("other")
+
+
+@dataclass(frozen=True)
+class Identity:
+    user: str | None  # None: anonymous (no credentials, or an anonymous token)
+    authenticated: bool = False  # valid credentials or a valid token were presented
+    grants: Grants | None = None  # what the bearer token allows (token auth only)
+    builtin: bool = False  # the token came from our own token server
+
+
+ANONYMOUS = Identity(None)
+
+
+def _open_htpasswd(path: str, key: str) -> PasswordChecker:
+    try:
+        return PasswordChecker(HtpasswdFile(path))
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the htpasswd file {path}: {exc.strerror or exc} "
+            f"(create it with: cargohold htpasswd add {path} USER)",
+            key=key,
+        ) from exc
+
+
+class Authenticator:
+    """The auth state of one worker: users, token keys, policy, failed-login counts."""
+
+    def __init__(self, config: Config) -> None:
+        auth = config.auth
+        self.policy = Policy(config.access)
+        self.throttle = Throttle()
+        self.http_host = config.http.host
+        self.prefix = config.http.prefix
+        self.passwords: PasswordChecker | None = None
+        self.verifier: TokenVerifier | None = None
+        self.issuer: TokenIssuer | None = None
+        self.token: TokenConfig | None = auth.token
+        self.realm = ""
+        if auth.htpasswd is not None:
+            self.bearer = False
+            self.realm = auth.htpasswd.realm
+            self.passwords = _open_htpasswd(auth.htpasswd.path, "auth.htpasswd.path")
+            return
+        token = auth.token
+        assert token is not None
+        self.bearer = True
+        own = None
+        if token.builtin is not None:
+            builtin = token.builtin
+            self.passwords = _open_htpasswd(builtin.htpasswd, "auth.token.builtin.htpasswd")
+            try:
+                own = load_or_create_signing_key(builtin.key, builtin.certificate)
+            except (OSError, ValueError) as exc:
+                message = f"cannot load or create: {exc}"
+                raise ConfigError(message, key="auth.token.builtin.key") from exc
+            self.issuer = TokenIssuer(token, own, builtin.expiration)
+        self.verifier = TokenVerifier(token, own)
+
+    # ------------------------------------------------------------------ the middleware
+
+    def middleware(self) -> Middleware:
+        @web.middleware
+        async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+            tail = request.match_info.get("tail")
+            if tail is None:  # not PREFIX/v2/...: /, /v2 (redirect), /auth/token, unknown paths
+                return await handler(request)
+            target = target_of(request.method, tail)
+            identity = await self.authenticate(request, target)
+            if identity.user is not None:
+                request[USER_KEY] = _clean(identity.user, 100)
+            self.authorize(request, identity, target)
+            if target.kind == "catalog" and self.policy.configured:
+                request[CATALOG_FILTER_KEY] = functools.partial(self.policy.may_list, identity.user)
+            elif target.kind == "repository" and request.method == "POST":
+                request = self._checked_mount(request, identity)
+            return await handler(request)
+
+        return auth_middleware
+
+    # ------------------------------------------------------------------ who is asking
+
+    async def authenticate(self, request: web.Request, target: Target) -> Identity:
+        header = request.headers.get("Authorization", "")
+        if not header:
+            return ANONYMOUS
+        scheme, _, credentials = header.strip().partition(" ")
+        scheme = scheme.lower()
+        if not self.bearer:
+            basic = parse_basic(credentials) if scheme == "basic" else None
+            if basic is None:
+                raise self.unauthorized(request, None, target, "malformed basic credentials")
+            await self.login(request, basic[0], basic[1], target)
+            return Identity(basic[0], authenticated=True)
+        if scheme != "bearer":
+            raise self.unauthorized(request, None, target, f"{scheme or 'empty'} credentials")
+        assert self.verifier is not None
+        try:
+            claims = self.verifier.verify(credentials.strip())
+        except InvalidToken as exc:
+            reason = f"invalid token: {exc}"
+            raise self.unauthorized(request, None, target, reason, error="invalid_token") from None
+        return Identity(claims.subject or None, True, claims.grants, claims.builtin)
+
+    async def login(
+        self, request: web.Request, user: str, password: str, target: Target | None
+    ) -> None:
+        """Check a user's password (throttled); raises 401 or 429."""
+        assert self.passwords is not None
+        key = (user, request.remote or "-")
+        wait = self.throttle.retry_after(key)
+        if wait is not None:
+            self._audit(request, user, f"too many failed logins, retry in {wait}s")
+            raise RegistryError(
+                ErrorCode.TOOMANYREQUESTS,
+                f"too many failed logins; retry in {wait} seconds",
+                headers={"Retry-After": str(wait)},
+            )
+        if not await self.passwords.check(user, password):
+            self.throttle.failure(key)
+            raise self.unauthorized(request, user, target, "wrong user name or password")
+        self.throttle.success(key)
+
+    # ------------------------------------------------------------------ may they
+
+    def granted(self, identity: Identity, repository: str) -> frozenset[str]:
+        if not self.bearer:
+            return self.policy.allowed(identity.user, repository)
+        everyone = self.policy.allowed(None, repository) if self.policy.configured else NOTHING
+        if identity.grants is None:
+            return everyone
+        return identity.grants.actions("repository", repository) | everyone
+
+    def authorize(self, request: web.Request, identity: Identity, target: Target) -> None:
+        if target.kind in ("base", "other"):
+            if not identity.authenticated:
+                quiet = target.kind == "base"  # every client's first request: no audit line
+                raise self.unauthorized(request, None, target, "no credentials", quiet=quiet)
+            return
+        if target.kind == "catalog":
+            if not identity.authenticated or identity.user is None:
+                raise self.unauthorized(request, identity.user, target, "login required")
+            if identity.grants is not None and "*" not in identity.grants.actions(
+                "registry", "catalog"
+            ):
+                reason = "token lacks registry:catalog:*"
+                error = "insufficient_scope"
+                raise self.unauthorized(request, identity.user, target, reason, error=error)
+            return
+        granted = self.granted(identity, target.name)
+        missing = [a for a in target.actions if a not in granted]
+        if not missing:
+            return
+        what = f"{'/'.join(missing)} on {target.name}"
+        if identity.user is None:
+            raise self.unauthorized(request, None, target, f"login required for {what}")
+        if self.bearer and not (
+            identity.builtin and set(missing) - self.policy.allowed(identity.user, target.name)
+        ):
+            raise self.unauthorized(
+                request, identity.user, target, f"token lacks {what}", error="insufficient_scope"
+            )
+        self._audit(request, identity.user, f"not allowed to {what}")
+        raise RegistryError(
+            ErrorCode.DENIED,
+            detail=[{"Type": "repository", "Name": target.name, "Action": a} for a in missing],
+        )
+
+    def _checked_mount(self, request: web.Request, identity: Identity) -> web.Request:
+        source = request.query.get("from")
+        if not source or "mount" not in request.query:
+            return request
+        if "pull" in self.granted(identity, source):
+            return request
+        audit.info(
+            "mount refused user=%s addr=%s path=%s from=%s reason=no pull access; "
+            "plain upload instead",
+            _clean(identity.user or "-"),
+            request.remote or "-",
+            _clean(request.path),
+            _clean(source),
+        )
+        query = MultiDict((k, v) for k, v in request.query.items() if k not in ("mount", "from"))
+        return request.clone(rel_url=request.rel_url.with_query(query))
+
+    # ------------------------------------------------------------------ refusals
+
+    def _audit(
+        self, request: web.Request, user: str | None, reason: str, level: int = logging.WARNING
+    ) -> None:
+        audit.log(
+            level,
+            "denied user=%s addr=%s method=%s path=%s reason=%s",
+            _clean(user or "-", 100),
+            request.remote or "-",
+            request.method,
+            _clean(request.path),
+            _clean(reason),
+        )
+
+    def token_realm(self, request: web.Request) -> str:
+        token = self.token
+        assert token is not None
+        if token.realm and not token.autoredirect:
+            return token.realm
+        if token.autoredirect:
+            return f"{request.scheme}://{request.host}{token.autoredirectpath}"
+        base = self.http_host or f"{request.scheme}://{request.host}"
+        return f"{base}{token_path(token, self.prefix)}"
+
+    def challenge(self, request: web.Request, target: Target | None, error: str = "") -> str:
+        if not self.bearer:
+            return f'Basic realm="{_quote(self.realm)}"'
+        assert self.token is not None
+        parts = [
+            f'realm="{_quote(self.token_realm(request))}"',
+            f'service="{_quote(self.token.service)}"',
+        ]
+        if target is not None and target.scope:
+            parts.append(f'scope="{_quote(target.scope)}"')
+        if error:
+            parts.append(f'error="{error}"')
+        return "Bearer " + ",".join(parts)
+
+    def unauthorized(
+        self,
+        request: web.Request,
+        user: str | None,
+        target: Target | None,
+        reason: str,
+        *,
+        error: str = "",
+        quiet: bool = False,
+    ) -> RegistryError:
+        """A 401 with the challenge; audited (anonymous requests at INFO, others at WARNING)."""
+        if quiet:
+            pass
+        elif user is None and not error and "wrong" not in reason and "malformed" not in reason:
+            self._audit(request, None, reason, logging.INFO)
+        else:
+            self._audit(request, user, reason)
+        if target is None:  # the token endpoint: credentials for it are Basic
+            assert self.token is not None
+            header = f'Basic realm="{_quote(self.token.service)}"'
+        else:
+            header = self.challenge(request, target, error)
+        return RegistryError(ErrorCode.UNAUTHORIZED, headers={"WWW-Authenticate": header})
+
+    # ------------------------------------------------------------------ the token server
+
+    def grant(self, user: str | None, scope: Scope) -> Scope:
+        """The part of ``scope`` that ``user`` (None: anonymous) may have."""
+        if scope.type == "repository":
+            wanted = set(ALL_ACTIONS) if "*" in scope.actions else set(scope.actions)
+            allowed = self.policy.allowed(user, scope.name)
+            return Scope(
+                scope.type, scope.name, tuple(a for a in _ACTION_ORDER if a in wanted & allowed)
+            )
+        if scope.type == "registry" and scope.name == "catalog" and user is not None:
+            return Scope(scope.type, scope.name, ("*",) if "*" in scope.actions else ())
+        return Scope(scope.type, scope.name, ())
+
+    async def token_endpoint(self, request: web.Request) -> web.StreamResponse:
+        """``GET /auth/token?service=...&scope=...`` with Basic credentials (or none, for an
+        anonymous token), or the OAuth2 ``POST`` form with ``grant_type=password``."""
+        assert self.issuer is not None
+        params: MultiDict[str] = MultiDict(request.query)
+        if request.method == "POST":
+            form = await request.post()
+            params.extend((k, v) for k, v in form.items() if isinstance(v, str))
+        service = params.get("service")
+        if service and service != self.issuer.service:
+            raise RegistryError(
+                ErrorCode.DENIED, f"this token server serves {self.issuer.service!r}", status=400
+            )
+        user: str | None = None
+        header = request.headers.get("Authorization", "")
+        grant_type = params.get("grant_type")
+        if header:
+            scheme, _, credentials = header.strip().partition(" ")
+            basic = parse_basic(credentials) if scheme.lower() == "basic" else None
+            if basic is None:
+                raise self.unauthorized(request, None, None, "token request: bad credentials")
+            user = basic[0]
+            await self.login(request, user, basic[1], None)
+        elif grant_type == "password":
+            user = params.get("username") or ""
+            if not user:
+                raise self.unauthorized(request, None, None, "token request: no username")
+            await self.login(request, user, params.get("password", ""), None)
+        elif grant_type is not None:
+            raise RegistryError(
+                ErrorCode.UNSUPPORTED,
+                f"grant_type {grant_type[:40]!r} is not supported",
+                status=400,
+            )
+        scopes = [self.grant(user, s) for s in parse_scopes(params.getall("scope", []))]
+        if user is not None:
+            request[USER_KEY] = _clean(user, 100)
+        body = self.issuer.issue(user or "", [s for s in scopes if s.actions])
+        log.debug("token issued user=%s scopes=%s", _clean(user or "-"), " ".join(map(str, scopes)))
+        return web.json_response(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+
+AUTH_KEY = web.AppKey("cargohold.auth", Authenticator)
+
+
+def token_path(token: TokenConfig, prefix: str = "") -> str:
+    """Where the built-in token server answers: the realm's path, else PREFIX/auth/token."""
+    if token.realm:
+        return urlsplit(token.realm).path or DEFAULT_TOKEN_PATH
+    return prefix + DEFAULT_TOKEN_PATH
+
+
+def install_auth(app: web.Application, config: Config) -> None:
+    """Add the auth middleware (and the token endpoint) when ``auth`` is configured.
+
+    Call before the app starts, after the error middleware is in place: the middleware runs
+    inside it, so its RegistryErrors become the spec's JSON errors with their headers.
+    Raises ConfigError when a file named by the configuration cannot be used.
+    """
+    if not config.auth.enabled:
+        return
+    auth = Authenticator(config)
+    app[AUTH_KEY] = auth
+    app.middlewares.append(auth.middleware())
+    if auth.issuer is not None and auth.token is not None:
+        path = token_path(auth.token, config.http.prefix)
+        app.router.add_route("GET", path, auth.token_endpoint)
+        app.router.add_route("POST", path, auth.token_endpoint)
+    if config.http.tls is None:
+        log.warning(
+            "auth is on but http.tls is not: passwords and tokens cross the network in clear "
+            "text unless a TLS proxy is in front (cargohold cert makes a certificate)"
+        )
