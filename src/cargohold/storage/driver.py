@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import builtins
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -124,10 +125,10 @@ class StorageDriver(abc.ABC):
         """Names the stored data (driver, location, root): equal identities share one store."""
         return f"{self.name}|{self.local_path('/') or ''}"
 
-    async def walk(self, path: str) -> builtins.list[str]:
-        """Every file below ``path`` (full paths, any order); [] if absent. Not for hot paths:
-        drivers with a flat namespace (S3) override this with one listing per 1000 keys."""
-        out: builtins.list[str] = []
+    async def walk(self, path: str) -> builtins.list[FileInfo]:
+        """Every file below ``path`` (any order); [] if absent. Not for hot paths: drivers with
+        a flat namespace (S3) override this with one listing per 1000 keys."""
+        out: builtins.list[FileInfo] = []
         try:
             children = await self.list(path)
         except PathNotFoundError:
@@ -140,15 +141,13 @@ class StorageDriver(abc.ABC):
             if info.is_dir:
                 out.extend(await self.walk(child))
             else:
-                out.append(child)
+                out.append(info)
         return out
 
     async def check_health(self) -> None:
         """Raise :class:`StorageError` when the backend cannot be reached."""
-        try:
+        with contextlib.suppress(PathNotFoundError):
             await self.stat("/")
-        except PathNotFoundError:
-            pass
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release connections (called once when the process stops)."""

@@ -317,16 +317,25 @@ class S3Driver(StorageDriver):
             raise PathNotFoundError(path)
         return out
 
-    async def walk(self, path: str) -> builtins.list[str]:
-        """Every key below ``path`` with flat listings: one request per 1000 keys."""
+    async def walk(self, path: str) -> builtins.list[FileInfo]:
+        """Every key below ``path`` with flat listings: one request per 1000 keys. Sizes are
+        the stored objects' (an upload in progress shows its append record's)."""
         prefix = self._dir_prefix(path)
-        out: builtins.list[str] = []
+        out: builtins.list[FileInfo] = []
         async for page in self._pages(path, Prefix=prefix):
-            out.extend(
-                self._path_of(obj["Key"])
-                for obj in page.get("Contents") or []
-                if obj["Key"] != prefix
-            )
+            for obj in page.get("Contents") or []:
+                if obj["Key"] == prefix:
+                    continue
+                modified = obj.get("LastModified")
+                out.append(
+                    FileInfo(
+                        self._path_of(obj["Key"]),
+                        int(obj.get("Size", 0)),
+                        modified.timestamp() if modified is not None else 0.0,
+                        False,
+                        obj.get("ETag"),
+                    )
+                )
         return out
 
     async def _pages(self, path: str, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:

@@ -1,0 +1,281 @@
+"""Shared backends for scale-out tests: an S3 endpoint (moto), Redis and an haproxy in front.
+
+Each runs as a real process on a port from :func:`free_port`, in its own process group, and is
+stopped with :func:`kill_process_group`, like the registry servers in :mod:`support.servers`.
+Used by ``tests/s3`` and ``tests/scale``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from .servers import free_port, kill_process_group
+
+MOTO_ACCESS_KEY = "cargohold-test"
+MOTO_SECRET_KEY = "cargohold-test-secret"
+REGION = "us-east-1"
+
+
+class _Process:
+    name = "process"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = workdir / f"{self.name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = free_port()
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 30.0) -> Any:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited early:\n{self.log_tail()}")
+            with contextlib.suppress(Exception):
+                if self.ready():
+                    return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"{self.name} not ready after {timeout}s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            kill_process_group(proc)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, max_chars: int = 4000) -> str:
+        try:
+            return self.log_path.read_bytes()[-max_chars:].decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def describe_log(self, max_chars: int = 4000) -> str:
+        return f"--- {self.name} log ({self.log_path}) ---\n{self.log_tail(max_chars)}"
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class MotoServer(_Process):
+    """``python -m moto.server``: the S3 wire protocol, multipart and presigned URLs included."""
+
+    name = "moto"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ready(self) -> bool:
+        return requests.get(f"{self.endpoint}/moto-api/", timeout=2).status_code < 500
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id=MOTO_ACCESS_KEY,
+            aws_secret_access_key=MOTO_SECRET_KEY,
+        )
+
+    def new_bucket(self, prefix: str = "cargohold") -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def s3_params(self, bucket: str, **extra: Any) -> dict[str, Any]:
+        """A registry:2 ``storage.s3`` section for this endpoint (cargohold and the reference)."""
+        return {
+            "region": REGION,
+            "regionendpoint": self.endpoint,
+            "forcepathstyle": True,
+            "bucket": bucket,
+            "accesskey": MOTO_ACCESS_KEY,
+            "secretkey": MOTO_SECRET_KEY,
+            "secure": False,
+            "v4auth": True,
+            **extra,
+        }
+
+    def storage_section(self, bucket: str, **extra: Any) -> dict[str, Any]:
+        """``config["storage"]`` for ``make_registry``: drops the default filesystem driver."""
+        return {"filesystem": None, "s3": self.s3_params(bucket, **extra)}
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        client = self.client()
+        keys: list[str] = []
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            keys.extend(obj["Key"] for obj in page.get("Contents", []))
+        return keys
+
+
+class RedisServer(_Process):
+    """``redis-server`` with persistence off, on its own port; restartable on the same port."""
+
+    name = "redis"
+
+    def command(self) -> list[str]:
+        return [
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.workdir),
+        ]
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def ready(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+
+    def command_line(self, *args: str) -> str:
+        out = subprocess.run(
+            ["redis-cli", "-p", str(self.port), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        return out.stdout
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which("redis-server") is not None
+
+
+def haproxy_binary() -> str | None:
+    return shutil.which("haproxy") or (
+        "/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None
+    )
+
+
+class Haproxy(_Process):
+    """haproxy round-robining *every request* (no keep-alive reuse) over the given backends."""
+
+    name = "haproxy"
+
+    def __init__(self, workdir: Path, backends: Sequence[int], retries: int = 0) -> None:
+        super().__init__(workdir)
+        self.backends = list(backends)
+        self.retries = retries
+        self.config_path = workdir / "haproxy.cfg"
+        self.stats_port = free_port()
+
+    def write_config(self) -> None:
+        servers = "\n".join(
+            f"    server r{i} 127.0.0.1:{port} check inter 500ms fall 2 rise 1"
+            for i, port in enumerate(self.backends)
+        )
+        self.config_path.write_text(
+            f"""global
+    maxconn 2000
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 120s
+    timeout server 120s
+    option http-server-close
+    http-reuse never
+    retries {self.retries}
+    option redispatch
+
+frontend registry
+    bind 127.0.0.1:{self.port}
+    default_backend replicas
+
+backend replicas
+    balance roundrobin
+    option httpchk GET /debug/health
+    http-check expect status 200
+{servers}
+
+listen stats
+    bind 127.0.0.1:{self.stats_port}
+    stats enable
+    stats uri /stats
+"""
+        )
+
+    def command(self) -> list[str]:
+        binary = haproxy_binary()
+        assert binary is not None
+        return [binary, "-db", "-f", str(self.config_path)]
+
+    def start(self, timeout: float = 30.0) -> Haproxy:
+        self.write_config()
+        check = subprocess.run(
+            [*self.command(), "-c"], capture_output=True, text=True, timeout=30, check=False
+        )
+        if check.returncode != 0:
+            raise RuntimeError(f"haproxy config invalid:\n{check.stdout}\n{check.stderr}")
+        super().start(timeout)
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def ready(self) -> bool:
+        return requests.get(f"{self.url}/v2/", timeout=2).status_code == 200
+
+    def backend_states(self) -> Mapping[str, str]:
+        """``{"r0": "UP", ...}`` from the stats CSV."""
+        text = requests.get(f"http://127.0.0.1:{self.stats_port}/stats;csv", timeout=5).text
+        states: dict[str, str] = {}
+        for line in text.splitlines():
+            cols = line.split(",")
+            if len(cols) > 17 and cols[0] == "replicas" and cols[1].startswith("r"):
+                states[cols[1]] = cols[17]
+        return states
