@@ -131,10 +131,13 @@ def test_seed_s3_variables_replace_storage_then_fill_it_in() -> None:
     }
 
 
-def test_seed_s3_variables_are_refused_as_not_supported_yet(tmp_path: Path) -> None:
+def test_seed_s3_variables_configure_the_s3_driver(tmp_path: Path) -> None:
     environ = {"REGISTRY_STORAGE": "s3", "REGISTRY_STORAGE_S3_BUCKET": "b"}
-    with pytest.raises(ConfigError, match="storage driver 's3' is not supported yet"):
+    with pytest.raises(ConfigError, match=r"^storage\.s3\.region: is required"):
         load_text(tmp_path, MINIMAL, environ)
+    environ["REGISTRY_STORAGE_S3_REGION"] = "eu-west-1"
+    storage = load_text(tmp_path, MINIMAL, environ).storage
+    assert (storage.driver, storage.params) == ("s3", {"bucket": "b", "region": "eu-west-1"})
 
 
 def test_seed_htpasswd_variables_build_auth_section(tmp_path: Path) -> None:
@@ -403,7 +406,6 @@ def test_invalid_value_from_environment_names_the_key(tmp_path: Path) -> None:
             "notifications:\n  endpoints:\n    - {name: a, url: 'http://x/'}\n",
             "notifications.endpoints",
         ),
-        ("redis:\n  addr: localhost:6379\n", "redis"),
         ("proxy:\n  remoteurl: https://registry-1.docker.io\n", "proxy"),
         ("middleware:\n  registry:\n    - name: cloudfront\n", "middleware.registry"),
         ("policy:\n  repository:\n    classes: [image]\n", "policy.repository"),
@@ -424,7 +426,6 @@ def test_unsupported_sections_are_refused_by_name(tmp_path: Path, text: str, key
 @pytest.mark.parametrize(
     ("storage", "message"),
     [
-        ("  s3: {bucket: b, region: r}\n", "storage driver 's3' is not supported yet"),
         ("  azure: {accountname: a}\n", "storage driver 'azure' is not supported yet"),
         ("  gcs: {bucket: b}\n", "storage driver 'gcs' is not supported yet"),
         ("  swift: {}\n", "storage driver 'swift' is not supported yet"),
@@ -434,7 +435,7 @@ def test_unsupported_sections_are_refused_by_name(tmp_path: Path, text: str, key
         ("  filesystem: {}\n  inmemory: {}\n", "exactly one storage driver expected, got "),
         (
             "  inmemory:\n  cache: {blobdescriptor: redis}\n",
-            "storage.cache.blobdescriptor: the redis blob descriptor cache is not supported yet",
+            "storage.cache: redis needs a redis section with an addr",
         ),
     ],
 )

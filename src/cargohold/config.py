@@ -55,8 +55,8 @@ _HTTP_KEYS = frozenset({
 _IGNORED_SECTIONS = ("health", "reporting", "compatibility", "catalog")
 # Keys of `storage` that configure the registry rather than name a driver.
 _STORAGE_OPTIONS = frozenset({"delete", "redirect", "cache", "maintenance", "tag"})
-_SUPPORTED_DRIVERS = ("filesystem", "inmemory")
-_KNOWN_DRIVERS = frozenset({"s3", "s3-aws", "azure", "gcs", "swift", "oss"})
+_SUPPORTED_DRIVERS = ("filesystem", "inmemory", "s3")
+_KNOWN_DRIVERS = frozenset({"s3-aws", "azure", "gcs", "swift", "oss"})
 _FS_MIN_THREADS, _FS_DEFAULT_THREADS = 25, 100  # registry:2's filesystem driver limits
 
 EMBEDDED_DEFAULT_YAML = f"""\
@@ -125,7 +125,7 @@ class StorageConfig:
     redirect_disable: bool = False
     readonly: bool = False
     purging: UploadPurging = field(default_factory=UploadPurging)
-    cache_blobdescriptor: str = ""  # "" (no cache) | inmemory
+    cache_blobdescriptor: str = ""  # "" (no cache) | inmemory | redis (needs Config.redis)
 
     @property
     def rootdirectory(self) -> str:
@@ -274,6 +274,26 @@ class AccessConfig:
 
 
 @dataclass
+class RedisConfig:
+    """registry:2's `redis` section (the blob descriptor cache's server); durations in seconds."""
+
+    addr: str
+    password: str = ""
+    username: str = ""
+    db: int = 0
+    dialtimeout: float = 0.0  # 0: the client's default
+    readtimeout: float = 0.0
+    writetimeout: float = 0.0
+    pool_maxidle: int = 0
+    pool_maxactive: int = 0  # 0: no limit
+    pool_idletimeout: float = 0.0
+    tls_enabled: bool = False
+    tls_certificate: str = ""  # client certificate, for servers that require one
+    tls_key: str = ""
+    tls_clientcas: list[str] = field(default_factory=list)  # CAs to verify the server with
+
+
+@dataclass
 class Config:
     version: str = "0.1"
     log: LogConfig = field(default_factory=LogConfig)
@@ -283,6 +303,7 @@ class Config:
     raw: dict[str, Any] = field(default_factory=dict)
     auth: AuthConfig = field(default_factory=AuthConfig)
     access: AccessConfig | None = None
+    redis: RedisConfig | None = None  # the `redis` section, None when absent or empty
 
 
 # --------------------------------------------------------------------------- public helpers
@@ -609,6 +630,14 @@ def _driver_params(driver: str, value: Any) -> dict[str, Any]:
             logger.warning("%s.maxthreads %d raised to %d", key, threads, _FS_MIN_THREADS)
             threads = _FS_MIN_THREADS
         params.update(rootdirectory=root, maxthreads=threads)
+    elif driver == "s3":
+        from cargohold.storage.s3params import KNOWN_KEYS, S3ParamError, parse_s3_params
+
+        _warn_unknown(params, key, KNOWN_KEYS)
+        try:
+            parse_s3_params(params)
+        except S3ParamError as exc:
+            raise ConfigError(exc.message, key=f"{key}.{exc.key}") from exc
     else:
         _warn_unknown(params, key, set())
     return params
@@ -671,9 +700,7 @@ def _storage(value: Any) -> StorageConfig:
     cache_field = "layerinfo" if old else "blobdescriptor"
     cache_key = f"storage.cache.{cache_field}"
     kind = _str(cache.get(cache_field), cache_key)
-    if kind == "redis":
-        raise _unsupported(cache_key, "the redis blob descriptor cache")
-    if kind not in ("", "inmemory"):
+    if kind not in ("", "inmemory", "redis"):
         logger.warning("%s: unknown cache type %r, caching disabled", cache_key, kind)
         kind = ""
     _int(cache.get("blobdescriptorsize"), "storage.cache.blobdescriptorsize", 0)
@@ -993,13 +1020,54 @@ def _access_rule(value: Any, key: str, groups: Mapping[str, list[str]]) -> Acces
     return rule
 
 
+def _redis(value: Any) -> RedisConfig | None:
+    """registry:2's redis section; `tls` also takes a client certificate and server CAs."""
+    if not _has_settings(value):
+        return None
+    section = _mapping(value, "redis")
+    _warn_unknown(
+        section,
+        "redis",
+        {"addr", "username", "password", "db", "dialtimeout", "readtimeout", "writetimeout"}
+        | {"pool", "tls"},
+    )
+    addr = _str(section.get("addr"), "redis.addr")
+    try:
+        parse_addr(addr)
+    except ValueError as exc:
+        raise ConfigError(f"{exc} (expected host:port)", key="redis.addr") from exc
+    pool = _mapping(section.get("pool"), "redis.pool")
+    _warn_unknown(pool, "redis.pool", {"maxidle", "maxactive", "idletimeout"})
+    tls = _mapping(section.get("tls"), "redis.tls")
+    _warn_unknown(tls, "redis.tls", {"enabled", "certificate", "key", "clientcas"})
+    config = RedisConfig(
+        addr=addr,
+        password=_str(section.get("password"), "redis.password"),
+        username=_str(section.get("username"), "redis.username"),
+        db=_int(section.get("db"), "redis.db", 0),
+        dialtimeout=_duration(section.get("dialtimeout"), "redis.dialtimeout", 0.0),
+        readtimeout=_duration(section.get("readtimeout"), "redis.readtimeout", 0.0),
+        writetimeout=_duration(section.get("writetimeout"), "redis.writetimeout", 0.0),
+        pool_maxidle=_int(pool.get("maxidle"), "redis.pool.maxidle", 0),
+        pool_maxactive=_int(pool.get("maxactive"), "redis.pool.maxactive", 0),
+        pool_idletimeout=_duration(pool.get("idletimeout"), "redis.pool.idletimeout", 0.0),
+        tls_enabled=_bool(tls.get("enabled"), "redis.tls.enabled", False),
+        tls_certificate=_str(tls.get("certificate"), "redis.tls.certificate"),
+        tls_key=_str(tls.get("key"), "redis.tls.key"),
+        tls_clientcas=_str_list(tls.get("clientcas"), "redis.tls.clientcas"),
+    )
+    if config.db < 0:
+        raise ConfigError("must not be negative", key="redis.db")
+    if bool(config.tls_certificate) != bool(config.tls_key):
+        raise ConfigError("certificate and key go together", key="redis.tls")
+    return config
+
+
 def _reject_unsupported_sections(raw: Mapping[str, Any]) -> None:
     """Sections that would change who may push or what happens on push: refuse, never ignore."""
     notifications = _mapping(raw.get("notifications"), "notifications")
     if _active_entries(notifications.get("endpoints"), "notifications.endpoints"):
         raise _unsupported("notifications.endpoints", "webhook notifications")
-    if _has_settings(raw.get("redis")):
-        raise _unsupported("redis", "redis")
     if _has_settings(raw.get("proxy")):
         raise _unsupported("proxy", "pull-through cache (proxy)")
     middleware = _mapping(raw.get("middleware"), "middleware")
@@ -1021,15 +1089,19 @@ def _build(raw: dict[str, Any]) -> Config:
     auth, access = _auth(raw.get("auth")), _access(raw.get("access"))
     if access is not None and not auth.enabled:
         raise ConfigError("needs auth (htpasswd or token) to tell who is asking", key="access")
+    storage, redis = _storage(raw.get("storage")), _redis(raw.get("redis"))
+    if storage.cache_blobdescriptor == "redis" and redis is None:
+        raise ConfigError("redis needs a redis section with an addr", key="storage.cache")
     return Config(
         version=version,
         log=_log(raw),
-        storage=_storage(raw.get("storage")),
+        storage=storage,
         http=_http(raw.get("http")),
         validation=_validation(raw.get("validation")),
         raw=raw,
         auth=auth,
         access=access,
+        redis=redis,
     )
 
 
