@@ -12,6 +12,8 @@ from cargohold.auth.commands import COMMANDS as AUTH_COMMANDS
 from cargohold.auth.commands import register as register_auth
 from cargohold.auth.commands import run as run_auth
 from cargohold.config import ConfigError, load_config
+from cargohold.images.commands import register as register_images
+from cargohold.images.commands import run as run_images
 
 
 def default_data_dir() -> str:
@@ -53,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=1, help="worker processes sharing the port (default 1)"
     )
     register_auth(sub)  # cert, htpasswd
+    register_images(sub)
     return parser
 
 
@@ -63,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args)
     if args.command in AUTH_COMMANDS:
         return run_auth(args)
+    if args.command in ("import", "export"):
+        return run_images(args)
     parser.print_help()
     return 2
 

@@ -1,0 +1,334 @@
+"""The ``cargohold import`` and ``cargohold export`` subcommands.
+
+``cargohold.cli`` calls :func:`register` with its subparsers and :func:`run` for these two
+commands; everything else about them lives here so the server's command line stays untouched.
+
+Where images go or come from is one of: ``--root DIR`` (a storage root, offline),
+``--config FILE`` (the registry:2 YAML a server uses: same storage, same validation rules; also
+``$REGISTRY_CONFIGURATION_PATH``), or ``--to``/``--from HOST[:PORT]`` (a running registry, over
+HTTP, with the TLS and login options). Exit codes: 0 done, 1 the archive or the registry said
+no (nothing imported), 2 usage or configuration error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+from cargohold.config import ConfigError, load_config
+from cargohold.errors import RegistryError
+from cargohold.images.archive import read_archive
+from cargohold.images.client import RegistryClient, RemoteError
+from cargohold.images.exporter import Exporter, ExportItem, run_export
+from cargohold.images.exporter import summary_lines as export_summary
+from cargohold.images.files import ArchiveError, open_files
+from cargohold.images.importer import (
+    default_workers,
+    plan_jobs,
+    publish,
+    verify_all,
+)
+from cargohold.images.importer import summary_lines as import_summary
+from cargohold.images.names import Platform, UsageError, parse_destination, parse_reference
+from cargohold.images.progress import Progress
+from cargohold.images.target import (
+    ExportSource,
+    ImportTarget,
+    LocalSource,
+    LocalTarget,
+    RemoteSource,
+    RemoteTarget,
+    TargetError,
+)
+from cargohold.registry.registry import Registry
+
+COMMANDS = ("import", "export")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``import`` and ``export`` to the ``cargohold`` subparsers."""
+    imp = subparsers.add_parser(
+        "import",
+        help="load a docker save archive or OCI layout into a registry",
+        description="Load the images of FILE (a `docker save` archive, or an OCI image layout as "
+        "a directory or tar; gzip-compressed or not) into a local storage root or a running "
+        "registry. Every blob is verified before anything is written; a broken archive is "
+        "refused and leaves nothing behind. Without REPO every image is imported under the "
+        "names the archive gives it; with REPO[:TAG] a single image is renamed, or the images "
+        "of a multi-image archive named so are selected.",
+    )
+    imp.add_argument("file", metavar="FILE", help="archive (.tar, .tar.gz) or OCI layout dir")
+    imp.add_argument("dest", metavar="REPO[:TAG]", nargs="?", help="repository (and tag)")
+    where = imp.add_mutually_exclusive_group()
+    _local_options(where)
+    where.add_argument(
+        "--to", metavar="HOST[:PORT]", dest="remote", help="a running registry (HTTP API)"
+    )
+    _remote_options(imp)
+    imp.add_argument(
+        "--platform",
+        metavar="OS/ARCH[/VARIANT]",
+        help="import only this platform of a multi-platform image (default: the whole index)",
+    )
+    imp.add_argument(
+        "--compression",
+        choices=("gzip", "none"),
+        default="gzip",
+        help="docker-save layers: gzip them as `docker push` does (default), or store them "
+        "uncompressed as saved",
+    )
+    _common_options(imp)
+
+    exp = subparsers.add_parser(
+        "export",
+        help="write images as a docker load archive or an OCI layout",
+        description="Write images from a local storage root or a running registry to FILE: a "
+        "`docker load`-compatible archive (--format docker, the default) or an OCI image layout "
+        "(--format oci: a tar when FILE ends in .tar, else a directory). OCI output keeps every "
+        "digest; the docker format keeps the image ID (config) but not the manifest.",
+    )
+    exp.add_argument("refs", metavar="REPO:TAG|REPO@DIGEST", nargs="+", help="images to export")
+    exp.add_argument("-o", "--output", metavar="FILE", required=True, help="where to write")
+    exp.add_argument("--format", choices=("docker", "oci"), default="docker")
+    where = exp.add_mutually_exclusive_group()
+    _local_options(where)
+    where.add_argument(
+        "--from", metavar="HOST[:PORT]", dest="remote", help="a running registry (HTTP API)"
+    )
+    _remote_options(exp)
+    exp.add_argument(
+        "--platform",
+        metavar="OS/ARCH[/VARIANT]",
+        help="of a multi-platform image export this platform (docker format default: "
+        "linux/amd64 or the only one; OCI default: the whole index)",
+    )
+    exp.add_argument(
+        "--name",
+        metavar="NAME",
+        help="image name written into the archive (RepoTags / io.containerd.image.name) "
+        "instead of REPO:TAG; only with a single image",
+    )
+    _common_options(exp)
+
+
+def _local_options(group: Any) -> None:
+    group.add_argument("--root", metavar="DIR", help="local storage root (offline)")
+    group.add_argument(
+        "--config", metavar="FILE", help="registry:2 YAML config naming the storage (offline)"
+    )
+
+
+def _remote_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--plain-http", action="store_true", help="talk http, not https")
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="skip TLS verification, and fall back to http if the registry has no TLS",
+    )
+    parser.add_argument("--ca-cert", metavar="FILE", help="CA bundle to verify the registry with")
+    parser.add_argument("-u", "--username", help="login for Basic or token authentication")
+    parser.add_argument("-p", "--password", help="password (prefer --password-stdin)")
+    parser.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+
+
+def _common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tmpdir", metavar="DIR", help="scratch space for decompressed archives and layers"
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress, only the summary and errors"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    command = args.command
+    progress = Progress("quiet" if args.quiet else None)
+    try:
+        with progress:
+            if command == "import":
+                return asyncio.run(_import(args, progress))
+            return asyncio.run(_export(args, progress))
+    except UsageError as e:
+        progress.stop()
+        print(f"cargohold {command}: {e}", file=sys.stderr)
+        return 2
+    except ConfigError as e:
+        progress.stop()
+        print(f"cargohold {command}: configuration error: {e}", file=sys.stderr)
+        return 2
+    except (ArchiveError, TargetError, RemoteError) as e:
+        progress.stop()
+        tail = "; nothing was imported" if command == "import" else "; nothing was written"
+        print(f"cargohold {command}: error: {e}{tail}", file=sys.stderr)
+        return 1
+    except RegistryError as e:
+        progress.stop()
+        print(f"cargohold {command}: error: {e.code.name}: {e.message}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        progress.stop()
+        print(f"cargohold {command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        progress.stop()
+        print(f"cargohold {command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _password(args: argparse.Namespace) -> str | None:
+    if args.password_stdin:
+        if args.password:
+            raise UsageError("--password and --password-stdin exclude each other")
+        return sys.stdin.readline().rstrip("\r\n")
+    if args.password and not args.username:
+        raise UsageError("--password needs --username")
+    return str(args.password) if args.password is not None else None
+
+
+def _client(args: argparse.Namespace) -> RegistryClient:
+    return RegistryClient(
+        args.remote,
+        plain_http=args.plain_http,
+        insecure=args.insecure,
+        ca_cert=args.ca_cert,
+        username=args.username,
+        password=_password(args),
+    )
+
+
+def _check_remote_options(args: argparse.Namespace) -> None:
+    remote_only = [
+        flag
+        for flag, value in (
+            ("--plain-http", args.plain_http),
+            ("--insecure", args.insecure),
+            ("--ca-cert", args.ca_cert),
+            ("--username", args.username),
+            ("--password", args.password),
+            ("--password-stdin", args.password_stdin),
+        )
+        if value
+    ]
+    if remote_only and not args.remote:
+        verb = "--to" if args.command == "import" else "--from"
+        raise UsageError(f"{', '.join(remote_only)} only apply with {verb} HOST")
+
+
+def _local_registry(args: argparse.Namespace) -> tuple[Registry, str]:
+    """The storage an offline command works on: --root, --config or $REGISTRY_CONFIGURATION_PATH."""
+    path = args.config or (None if args.root else os.environ.get("REGISTRY_CONFIGURATION_PATH"))
+    if not path and not args.root:
+        verb = "--to" if args.command == "import" else "--from"
+        raise UsageError(f"say where the images are: --root DIR, --config FILE or {verb} HOST")
+    config = load_config(path, os.environ, default_root=args.root)
+    if args.root:
+        config.storage.driver = "filesystem"
+        config.storage.params = {**config.storage.params, "rootdirectory": args.root}
+    description = args.root or f"{config.storage.rootdirectory} (from {path})"
+    if args.command == "export" and not os.path.isdir(config.storage.rootdirectory):
+        raise UsageError(f"{config.storage.rootdirectory} does not exist")
+    return Registry(config), description
+
+
+@contextlib.contextmanager
+def _scratch(args: argparse.Namespace) -> Any:
+    base = args.tmpdir or None
+    path = tempfile.mkdtemp(prefix="cargohold-", dir=base)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+async def _import(args: argparse.Namespace, progress: Progress) -> int:
+    _check_remote_options(args)
+    dest = parse_destination(args.dest) if args.dest else None
+    platform = Platform.parse(args.platform) if args.platform else None
+    target: ImportTarget
+    if args.remote:
+        target = RemoteTarget(_client(args))
+    else:
+        registry, description = _local_registry(args)
+        target = LocalTarget(registry, description)
+    with _scratch(args) as tmpdir:
+        tasks = []
+
+        def on_gunzip(size: int) -> Callable[[int], None]:
+            tasks.append(progress.task("decompressing archive", size))
+            return tasks[-1].advance
+
+        files, _ = open_files(args.file, tmpdir, on_gunzip)
+        try:
+            for task in tasks:
+                task.finish()
+            archive = read_archive(files, platform=platform, compress=args.compression == "gzip")
+            jobs = plan_jobs(archive, dest)
+            progress.info(
+                f"{args.file}: {archive.format}, "
+                + ", ".join(f"{job.repo}:{','.join(job.tags)}" for job in jobs)
+            )
+            for job in jobs:
+                for note in job.image.notes:
+                    progress.warn(note)
+            try:
+                # Connect (and log in) first: a typo in --to should not cost a full verification.
+                await target.start(sorted({job.repo for job in jobs}))
+                await asyncio.to_thread(
+                    verify_all, files, jobs, tmpdir, progress, default_workers()
+                )
+                results = await publish(target, files, jobs, progress)
+            finally:
+                await target.close()
+        finally:
+            files.close()
+    progress.stop()
+    for line in import_summary(results, target.description):
+        progress.result(line)
+    return 0
+
+
+async def _export(args: argparse.Namespace, progress: Progress) -> int:
+    _check_remote_options(args)
+    items = []
+    for text in args.refs:
+        repo, reference = parse_reference(text)
+        items.append(ExportItem(repo, reference))
+    if args.name:
+        if len(items) != 1:
+            raise UsageError("--name applies to a single image")
+        items[0].name = args.name
+    platform = Platform.parse(args.platform) if args.platform else None
+    source: ExportSource
+    if args.remote:
+        source = RemoteSource(_client(args))
+    else:
+        registry, description = _local_registry(args)
+        source = LocalSource(registry, description)
+    output = args.output
+    if args.format == "docker" and os.path.isdir(output):
+        raise UsageError(f"{output} is a directory; the docker format is a single tar file")
+    with _scratch(args) as tmpdir:
+        await source.start([item.repo for item in items])
+        try:
+            exporter = Exporter(source, progress, tmpdir, platform)
+            results = await run_export(exporter, items, output, args.format)
+        finally:
+            await source.close()
+    progress.stop()
+    kind = (
+        args.format
+        if args.format == "docker"
+        else ("OCI layout tar" if output.endswith(".tar") else "OCI layout")
+    )
+    for line in export_summary(results, output, kind):
+        progress.result(line)
+    return 0
