@@ -51,6 +51,7 @@ _HTTP_KEYS = frozenset({
     "http2", "letsencrypt", "draintimeout",
 })
 # fmt: on
+_SECTIONS = _SECTIONS | {"retention"}  # cargohold's retention policies (see _retention)
 # Sections that do not change what a client sees: accepted, and only mentioned at debug level.
 _IGNORED_SECTIONS = ("health", "reporting", "compatibility", "catalog")
 # Keys of `storage` that configure the registry rather than name a driver.
@@ -100,6 +101,67 @@ class ConfigError(Exception):
         super().__init__(f"{key}: {message}" if key else message)
 
 
+# -- cargohold's operations sections: debug listener, online GC, notifications, retention --
+
+
+@dataclass
+class DebugConfig:
+    """http.debug: the debug/admin listener (Prometheus metrics, /admin/* operations)."""
+
+    addr: str = ""  # "" = no debug listener
+    prometheus_enabled: bool = True  # registry:2 needs prometheus.enabled; here it is the default
+    prometheus_path: str = "/metrics"
+
+
+@dataclass
+class GCConfig:
+    """storage.maintenance.gc (cargohold): garbage collection while serving, on a schedule."""
+
+    enabled: bool = False
+    interval: float = 24 * 3600.0  # seconds between runs
+    graceperiod: float = 3600.0  # nothing written more recently than this is collected
+    deleteuntagged: bool = False
+    dryrun: bool = False
+    settle: float = 10.0  # seconds between publishing a batch of deletions and deleting
+
+
+@dataclass
+class NotificationEndpoint:
+    """One notifications.endpoints entry, with registry:2's defaults."""
+
+    name: str
+    url: str
+    headers: dict[str, list[str]] = field(default_factory=dict)
+    timeout: float = 1.0
+    threshold: int = 10
+    backoff: float = 1.0
+    ignored_mediatypes: list[str] = field(default_factory=list)
+    ignored_actions: list[str] = field(default_factory=list)
+
+
+@dataclass
+class NotificationsConfig:
+    endpoints: list[NotificationEndpoint] = field(default_factory=list)
+    include_references: bool = False
+
+
+@dataclass
+class RetentionPolicy:
+    """retention.policies entry (cargohold): which tags of matching repositories to keep."""
+
+    repositories: list[str]  # globs (fnmatch): the first policy that matches a repository wins
+    keep_last: int | None = None  # the newest N tags (by push time)
+    keep_within: float | None = None  # tags pushed or pulled within this many seconds
+    keep_tags: str | None = None  # tags matching this regular expression (re.search)
+    delete_untagged: bool = False
+
+
+@dataclass
+class RetentionConfig:
+    policies: list[RetentionPolicy] = field(default_factory=list)
+    pull_flush_interval: float = 60.0  # how often pull times are written to storage
+
+
 @dataclass
 class LogConfig:
     level: str = "info"  # error | warn | info | debug
@@ -125,6 +187,7 @@ class StorageConfig:
     redirect_disable: bool = False
     readonly: bool = False
     purging: UploadPurging = field(default_factory=UploadPurging)
+    gc: GCConfig = field(default_factory=GCConfig)
     cache_blobdescriptor: str = ""  # "" (no cache) | inmemory | redis (needs Config.redis)
 
     @property
@@ -304,6 +367,9 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     access: AccessConfig | None = None
     redis: RedisConfig | None = None  # the `redis` section, None when absent or empty
+    debug: DebugConfig = field(default_factory=DebugConfig)  # http.debug
+    notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
+    retention: RetentionConfig | None = None
 
 
 # --------------------------------------------------------------------------- public helpers
@@ -706,7 +772,7 @@ def _storage(value: Any) -> StorageConfig:
     _int(cache.get("blobdescriptorsize"), "storage.cache.blobdescriptorsize", 0)
 
     maintenance = _mapping(section.get("maintenance"), "storage.maintenance")
-    _warn_unknown(maintenance, "storage.maintenance", {"uploadpurging", "readonly"})
+    _warn_unknown(maintenance, "storage.maintenance", {"uploadpurging", "readonly", "gc"})
     readonly = _mapping(maintenance.get("readonly"), "storage.maintenance.readonly")
     _warn_unknown(readonly, "storage.maintenance.readonly", {"enabled"})
 
@@ -717,6 +783,7 @@ def _storage(value: Any) -> StorageConfig:
         redirect_disable=_bool(redirect.get("disable"), "storage.redirect.disable", False),
         readonly=_bool(readonly.get("enabled"), "storage.maintenance.readonly.enabled", False),
         purging=_purging(maintenance.get("uploadpurging")),
+        gc=_gc(maintenance.get("gc")),
         cache_blobdescriptor=kind,
     )
 
@@ -724,7 +791,7 @@ def _storage(value: Any) -> StorageConfig:
 def _http(value: Any) -> HttpConfig:
     section = _mapping(value, "http")
     _warn_unknown(section, "http", _HTTP_KEYS)
-    features = {"letsencrypt": "Let's Encrypt", "debug": "the debug server"}
+    features = {"letsencrypt": "Let's Encrypt"}
     for name, what in features.items():
         if _has_settings(section.get(name)):
             raise _unsupported(f"http.{name}", what)
@@ -1063,11 +1130,153 @@ def _redis(value: Any) -> RedisConfig | None:
     return config
 
 
+def _debug(value: Any) -> DebugConfig:
+    key = "http.debug"
+    section = _mapping(value, key)
+    _warn_unknown(section, key, {"addr", "prometheus"})
+    addr = _str(section.get("addr"), f"{key}.addr")
+    if addr:
+        try:
+            parse_addr(addr)
+        except ValueError as exc:
+            raise ConfigError(str(exc), key=f"{key}.addr") from exc
+    prometheus = _mapping(section.get("prometheus"), f"{key}.prometheus")
+    _warn_unknown(prometheus, f"{key}.prometheus", {"enabled", "path"})
+    path = _str(prometheus.get("path"), f"{key}.prometheus.path") or "/metrics"
+    if not path.startswith("/"):
+        raise ConfigError(f"expected a path like /metrics, got {path!r}", key=f"{key}.prometheus")
+    return DebugConfig(
+        addr=addr,
+        prometheus_enabled=_bool(prometheus.get("enabled"), f"{key}.prometheus.enabled", True),
+        prometheus_path=path,
+    )
+
+
+def _gc(value: Any) -> GCConfig:
+    key = "storage.maintenance.gc"
+    section = _mapping(value, key)
+    _warn_unknown(
+        section, key, {"enabled", "interval", "graceperiod", "deleteuntagged", "dryrun", "settle"}
+    )
+    default = GCConfig()
+    gc = GCConfig(
+        enabled=_bool(section.get("enabled"), f"{key}.enabled", default.enabled),
+        interval=_duration(section.get("interval"), f"{key}.interval", default.interval),
+        graceperiod=_duration(
+            section.get("graceperiod"), f"{key}.graceperiod", default.graceperiod
+        ),
+        deleteuntagged=_bool(section.get("deleteuntagged"), f"{key}.deleteuntagged", False),
+        dryrun=_bool(section.get("dryrun"), f"{key}.dryrun", False),
+        settle=_duration(section.get("settle"), f"{key}.settle", default.settle),
+    )
+    if gc.enabled and gc.interval <= 0:
+        raise ConfigError("must be a positive duration", key=f"{key}.interval")
+    if gc.graceperiod < 0 or gc.settle < 0:
+        raise ConfigError("graceperiod and settle must not be negative", key=key)
+    return gc
+
+
+def _notifications(value: Any) -> NotificationsConfig:
+    section = _mapping(value, "notifications")
+    _warn_unknown(section, "notifications", {"endpoints", "events"})
+    events = _mapping(section.get("events"), "notifications.events")
+    _warn_unknown(events, "notifications.events", {"includereferences"})
+    config = NotificationsConfig(
+        include_references=_bool(
+            events.get("includereferences"), "notifications.events.includereferences", False
+        )
+    )
+    known = {"name", "disabled", "url", "headers", "timeout", "threshold", "backoff"}
+    known |= {"ignoredmediatypes", "ignore"}
+    raw_endpoints = section.get("endpoints")
+    for i, entry in enumerate(_active_entries(raw_endpoints, "notifications.endpoints")):
+        key = f"notifications.endpoints[{i}]"
+        entry = _mapping(entry, key)
+        _warn_unknown(entry, key, known)
+        url = _str(entry.get("url"), f"{key}.url")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"expected an http(s) URL, got {url!r}", key=f"{key}.url")
+        ignore = _mapping(entry.get("ignore"), f"{key}.ignore")
+        _warn_unknown(ignore, f"{key}.ignore", {"mediatypes", "actions"})
+        headers = {
+            str(name): _str_list(values, f"{key}.headers.{name}")
+            for name, values in _mapping(entry.get("headers"), f"{key}.headers").items()
+        }
+        # registry:2's EndpointConfig.defaults: zero or negative means the default.
+        timeout = _duration(entry.get("timeout"), f"{key}.timeout", 0.0)
+        threshold = _int(entry.get("threshold"), f"{key}.threshold", 0)
+        backoff = _duration(entry.get("backoff"), f"{key}.backoff", 0.0)
+        config.endpoints.append(
+            NotificationEndpoint(
+                name=_str(entry.get("name"), f"{key}.name") or f"endpoint-{i}",
+                url=url,
+                headers=headers,
+                timeout=timeout if timeout > 0 else 1.0,
+                threshold=threshold if threshold > 0 else 10,
+                backoff=backoff if backoff > 0 else 1.0,
+                ignored_mediatypes=_str_list(entry.get("ignoredmediatypes"), key)
+                + _str_list(ignore.get("mediatypes"), f"{key}.ignore.mediatypes"),
+                ignored_actions=_str_list(ignore.get("actions"), f"{key}.ignore.actions"),
+            )
+        )
+    return config
+
+
+def _retention(value: Any) -> RetentionConfig | None:
+    """retention (cargohold). Keys may be written keeplast or keep_last (the former survives
+    REGISTRY_* overrides, which split names on underscores)."""
+    if value is None:
+        return None
+    section = _mapping(value, "retention")
+    _warn_unknown(section, "retention", {"policies", "pullflushinterval"})
+    config = RetentionConfig(
+        pull_flush_interval=_duration(
+            section.get("pullflushinterval"), "retention.pullflushinterval", 60.0
+        )
+    )
+    if config.pull_flush_interval <= 0:
+        raise ConfigError("must be a positive duration", key="retention.pullflushinterval")
+    policies = section.get("policies")
+    if policies is not None and not isinstance(policies, list):
+        raise ConfigError(f"expected a list, got {policies!r}", key="retention.policies")
+    aliases = {"keep_last": "keeplast", "keep_within": "keepwithin", "keep_tags": "keeptags"}
+    aliases["delete_untagged"] = "deleteuntagged"
+    for i, entry in enumerate(policies or []):
+        key = f"retention.policies[{i}]"
+        entry = {aliases.get(str(k), str(k)): v for k, v in _mapping(entry, key).items()}
+        _warn_unknown(
+            entry, key, {"repositories", "keeplast", "keepwithin", "keeptags", "deleteuntagged"}
+        )
+        repositories = _str_list(entry.get("repositories"), f"{key}.repositories")
+        if not repositories:
+            raise ConfigError("needs repositories (a glob such as team/* or *)", key=key)
+        keep_last = None
+        if entry.get("keeplast") is not None:
+            keep_last = _int(entry.get("keeplast"), f"{key}.keep_last", 0)
+            if keep_last < 0:
+                raise ConfigError("must not be negative", key=f"{key}.keep_last")
+        keep_within = None
+        if entry.get("keepwithin") is not None:
+            keep_within = _duration(entry.get("keepwithin"), f"{key}.keep_within", 0.0)
+        keep_tags = None
+        if entry.get("keeptags") is not None:
+            patterns = _regex_list(entry.get("keeptags"), f"{key}.keep_tags")
+            keep_tags = "|".join(f"(?:{p})" for p in patterns)
+        config.policies.append(
+            RetentionPolicy(
+                repositories=repositories,
+                keep_last=keep_last,
+                keep_within=keep_within,
+                keep_tags=keep_tags,
+                delete_untagged=_bool(entry.get("deleteuntagged"), f"{key}.delete_untagged", False),
+            )
+        )
+    return config
+
+
 def _reject_unsupported_sections(raw: Mapping[str, Any]) -> None:
     """Sections that would change who may push or what happens on push: refuse, never ignore."""
-    notifications = _mapping(raw.get("notifications"), "notifications")
-    if _active_entries(notifications.get("endpoints"), "notifications.endpoints"):
-        raise _unsupported("notifications.endpoints", "webhook notifications")
     if _has_settings(raw.get("proxy")):
         raise _unsupported("proxy", "pull-through cache (proxy)")
     middleware = _mapping(raw.get("middleware"), "middleware")
@@ -1102,6 +1311,9 @@ def _build(raw: dict[str, Any]) -> Config:
         auth=auth,
         access=access,
         redis=redis,
+        debug=_debug(_mapping(raw.get("http"), "http").get("debug")),
+        notifications=_notifications(raw.get("notifications")),
+        retention=_retention(raw.get("retention")),
     )
 
 

@@ -80,6 +80,11 @@ class GCOptions:
     grace_period: float = 0.0  # seconds
     settle: float = 0.0  # seconds between publishing a batch and deleting it (online)
     batch_size: int = BATCH_SIZE
+    # Retention's hooks: delete untagged manifests of these repositories only (when not
+    # delete_untagged everywhere), treat these tags as already gone, or leave blobs alone.
+    untagged_repos: frozenset[str] = frozenset()
+    ignored_tags: dict[str, set[str]] = field(default_factory=dict)
+    sweep_blobs: bool = True
 
 
 @dataclass
@@ -389,10 +394,12 @@ class GarbageCollector:
             report.repositories += 1
             self.emit(name)
             present = [d for d in sorted(repo.revisions, key=str) if d in blobs]
-            tagged = repo.tagged()
+            ignored = opts.ignored_tags.get(name, set())
+            tagged = {d for t, d in repo.tags.items() if d is not None and t not in ignored}
+            delete_untagged = opts.delete_untagged or name in opts.untagged_repos
             for d in present:
                 untagged = d not in tagged
-                if opts.delete_untagged and untagged and repo.revisions[d] < cutoff:
+                if delete_untagged and untagged and repo.revisions[d] < cutoff:
                     candidates.append((name, d))
                     continue
                 self.emit(f"{name}: marking manifest {d} ")
@@ -452,7 +459,7 @@ class GarbageCollector:
                     newest_link[d] = mtime
         sweep: list[Digest] = []
         for d in sorted(blobs, key=str):
-            if d in mark.marked:
+            if d in mark.marked or not opts.sweep_blobs:
                 continue
             if opts.grace_period > 0 and (
                 blobs[d].mtime >= cutoff or newest_link.get(d, 0.0) >= cutoff

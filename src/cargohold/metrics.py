@@ -1,0 +1,288 @@
+"""Prometheus metrics, correct across ``--workers`` (prometheus-client's multiprocess mode).
+
+The parent process calls :func:`prepare` before it forks: it points ``PROMETHEUS_MULTIPROC_DIR``
+at a fresh directory (or wipes the one the operator set), so every worker writes its samples to
+its own memory-mapped files there, and whichever process serves ``/metrics`` (worker 0's debug
+listener) adds them all up. When a worker dies the parent calls :func:`process_dead` so its
+live gauges stop counting; its counters stay, as counters must.
+
+Everything here is a no-op until :func:`setup` ran (no ``http.debug.addr``: no metrics and no
+cost on the request path). Names follow registry:2's where it has one (``registry_http_*``,
+``registry_storage_cache_total``, ``registry_notifications_*``).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+ENV = "PROMETHEUS_MULTIPROC_DIR"
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+_m: Any = None  # the metric objects once set up
+_created_dir: str | None = None
+
+
+def prepare() -> str:
+    """In the parent, before any fork: the multiprocess directory, fresh and empty."""
+    global _created_dir
+    directory = os.environ.get(ENV)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+        for path in glob.glob(os.path.join(directory, "*.db")):
+            os.remove(path)
+    else:
+        directory = _created_dir = tempfile.mkdtemp(prefix="cargohold-metrics-")
+        os.environ[ENV] = directory
+    return directory
+
+
+def cleanup() -> None:
+    """In the parent at exit: remove the directory :func:`prepare` created."""
+    global _created_dir
+    if _created_dir is not None:
+        shutil.rmtree(_created_dir, ignore_errors=True)
+        _created_dir = None
+
+
+def process_dead(pid: int) -> None:
+    if os.environ.get(ENV):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+def enabled() -> bool:
+    return _m is not None
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        self.requests = Counter(
+            "registry_http_requests",
+            "HTTP requests by handler, method and status code",
+            ["handler", "method", "code"],
+        )
+        self.latency = Histogram(
+            "registry_http_request_duration_seconds",
+            "HTTP request latency by handler and method",
+            ["handler", "method"],
+            buckets=LATENCY_BUCKETS,
+        )
+        self.bytes_in = Counter(
+            "registry_http_request_size_bytes", "Request body bytes received", ["handler"]
+        )
+        self.bytes_out = Counter(
+            "registry_http_response_size_bytes", "Response body bytes sent", ["handler"]
+        )
+        self.in_flight = Gauge(
+            "registry_http_in_flight_requests",
+            "Requests being served",
+            ["handler"],
+            multiprocess_mode="livesum",
+        )
+        self.uploads = Gauge(
+            "cargohold_uploads_in_flight",
+            "Blob upload requests (POST, PATCH, PUT) receiving data right now",
+            multiprocess_mode="livesum",
+        )
+        self.cache = Counter(
+            "registry_storage_cache",
+            "Cache lookups by cache and result (hit, miss)",
+            ["cache", "type"],
+        )
+        self.storage_errors = Counter(
+            "cargohold_storage_errors", "Storage operations that failed", ["operation"]
+        )
+        self.gc_runs = Counter(
+            "cargohold_gc_runs", "Garbage collections by mode and result", ["mode", "result"]
+        )
+        self.gc_bytes = Counter("cargohold_gc_freed_bytes", "Bytes freed by garbage collection")
+        self.gc_blobs = Counter("cargohold_gc_deleted_blobs", "Blobs deleted by garbage collection")
+        self.gc_manifests = Counter(
+            "cargohold_gc_deleted_manifests", "Manifests deleted by garbage collection"
+        )
+        self.gc_duration = Histogram(
+            "cargohold_gc_duration_seconds",
+            "Duration of garbage collections",
+            buckets=(0.1, 1, 10, 60, 600, 3600),
+        )
+        self.gc_last = Gauge(
+            "cargohold_gc_last_run_timestamp_seconds",
+            "When the last garbage collection finished",
+            multiprocess_mode="max",
+        )
+        self.events = Counter(
+            "registry_notifications_events", "Events delivered per endpoint", ["endpoint"]
+        )
+        self.event_failures = Counter(
+            "registry_notifications_errors", "Failed deliveries per endpoint", ["endpoint"]
+        )
+        self.events_dropped = Counter(
+            "registry_notifications_dropped", "Events dropped, queue full", ["endpoint"]
+        )
+        self.events_pending = Gauge(
+            "registry_notifications_pending",
+            "Events queued per endpoint",
+            ["endpoint"],
+            multiprocess_mode="livesum",
+        )
+
+
+def setup() -> None:
+    """In each serving process (after the fork): create the metrics."""
+    global _m
+    if _m is not None:
+        return
+    from prometheus_client import values
+
+    # multiprocess iff ENV is set (now: prometheus-client decided at import time)
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+    _m = _Metrics()
+
+
+def render() -> tuple[bytes, str]:
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+    if os.environ.get(ENV):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    from prometheus_client import REGISTRY
+
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+# --------------------------------------------------------------------------- recording
+
+
+def cache(name: str, hit: bool) -> None:
+    if _m is not None:
+        _m.cache.labels(name, "hit" if hit else "miss").inc()
+
+
+def storage_error(operation: str) -> None:
+    if _m is not None:
+        _m.storage_errors.labels(operation).inc()
+
+
+def gc_run(mode: str, ok: bool, seconds: float, freed: int, blobs: int, manifests: int) -> None:
+    if _m is None:
+        return
+    _m.gc_runs.labels(mode, "success" if ok else "error").inc()
+    _m.gc_duration.observe(seconds)
+    _m.gc_bytes.inc(freed)
+    _m.gc_blobs.inc(blobs)
+    _m.gc_manifests.inc(manifests)
+    _m.gc_last.set(time.time())
+
+
+def notification_sent(endpoint: str, count: int) -> None:
+    if _m is not None:
+        _m.events.labels(endpoint).inc(count)
+
+
+def notification_failed(endpoint: str) -> None:
+    if _m is not None:
+        _m.event_failures.labels(endpoint).inc()
+
+
+def notification_dropped(endpoint: str) -> None:
+    if _m is not None:
+        _m.events_dropped.labels(endpoint).inc()
+
+
+def notification_pending(endpoint: str, delta: int) -> None:
+    if _m is not None:
+        _m.events_pending.labels(endpoint).inc(delta)
+
+
+_UPLOAD_HANDLERS = frozenset({"blob_upload", "blob_upload_chunk"})
+
+
+def handler_name(request: web.Request) -> str:
+    """A low-cardinality name for the route (never the repository name)."""
+    path = request.path
+    if "/v2/" not in path and not path.endswith("/v2"):
+        return "other"
+    tail = path.split("/v2", 1)[1].strip("/")
+    if not tail:
+        return "base"
+    if tail == "_catalog":
+        return "catalog"
+    if tail.endswith("/tags/list"):
+        return "tags"
+    parts = tail.rsplit("/", 3)
+    if len(parts) >= 2 and parts[-2] == "manifests":
+        return "manifest"
+    if len(parts) >= 2 and parts[-2] == "referrers":
+        return "referrers"
+    if tail.endswith("/blobs/uploads"):
+        return "blob_upload"
+    if len(parts) >= 3 and parts[-2] == "uploads" and parts[-3] == "blobs":
+        return "blob_upload_chunk"
+    if len(parts) >= 2 and parts[-2] == "blobs":
+        return "blob"
+    return "other"
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    m = _m
+    if m is None:
+        return await handler(request)
+    name = handler_name(request)
+    method = request.method
+    upload = name in _UPLOAD_HANDLERS and method in ("POST", "PATCH", "PUT")
+    m.in_flight.labels(name).inc()
+    if upload:
+        m.uploads.inc()
+    start = time.perf_counter()
+    status = 500
+    response: web.StreamResponse | None = None
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        m.latency.labels(name, method).observe(time.perf_counter() - start)
+        m.requests.labels(name, method, str(status)).inc()
+        m.in_flight.labels(name).dec()
+        if upload:
+            m.uploads.dec()
+        received = request.content.total_bytes if request.body_exists else 0
+        if received:
+            m.bytes_in.labels(name).inc(received)
+        sent = _body_bytes(request, response)
+        if sent:
+            m.bytes_out.labels(name).inc(sent)
+
+
+def _body_bytes(request: web.Request, response: web.StreamResponse | None) -> int:
+    if response is None or request.method == "HEAD":
+        return 0
+    if isinstance(response, web.FileResponse):
+        # sent with sendfile: the payload writer does not see the bytes
+        length = response.content_length
+        return length if length is not None and response.status in (200, 206) else 0
+    length = response.body_length
+    if length:
+        return length
+    return response.content_length or 0
