@@ -514,15 +514,17 @@ def test_put_with_stale_content_range_is_416_and_keeps_upload(registry):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="server bug: a PATCH whose body is longer than its Content-Range is answered "
-    "400 SIZE_INVALID, yet every byte of it has already been appended to the upload",
+    reason="server bug: a PATCH whose body length differs from its Content-Range (sent with "
+    "chunked encoding, so no Content-Length to check first) is answered 400 SIZE_INVALID, yet "
+    "every byte of it has already been appended to the upload",
 )
-def test_chunk_longer_than_its_content_range_writes_nothing(registry):
+@pytest.mark.parametrize("body", [b"0123456789", b"0"], ids=["longer", "shorter"])
+def test_chunk_not_matching_its_content_range_writes_nothing(registry, body):
     name = repo()
     url = start_upload(registry.url, name)
     assert requests.patch(url, data=b"abcd", headers={"Content-Range": "0-3"}).status_code == 202
     # chunked transfer encoding: no Content-Length to compare with before reading
-    r = requests.patch(url, data=iter([b"0123456789"]), headers={"Content-Range": "4-5"})
+    r = requests.patch(url, data=iter([body]), headers={"Content-Range": "4-5"})
     assert r.status_code in (400, 416)
     assert codes_of(r) & {"RANGE_INVALID", "SIZE_INVALID"}
     st = _status(url)

@@ -20,6 +20,7 @@ from .helpers import (
     rand_bytes,
     repo,
     sha256,
+    sha512,
     start_upload,
     tags_of,
     with_query,
@@ -103,6 +104,11 @@ def test_8_threads_push_different_manifests_to_one_tag(registry):
     "then removes the revision, leaving listed tags that answer 404 MANIFEST_UNKNOWN",
 )
 def test_manifest_delete_racing_pushes_leaves_listed_tags_resolvable(registry):
+    for _attempt in range(6):
+        _race_delete_against_pushes(registry)
+
+
+def _race_delete_against_pushes(registry) -> None:
     name = repo()
     victim = image_manifest(registry.url, name)
     others = [image_manifest(registry.url, name) for _ in range(3)]
@@ -112,7 +118,8 @@ def test_manifest_delete_racing_pushes_leaves_listed_tags_resolvable(registry):
         with requests.Session() as s:
             for k in range(rounds):
                 if i == 0:
-                    s.delete(f"{registry.url}/v2/{name}/manifests/{victim.digest}")
+                    r = s.delete(f"{registry.url}/v2/{name}/manifests/{victim.digest}")
+                    assert r.status_code in (202, 404), r.text
                 elif i == 1:
                     m = others[k % len(others)]
                     r = put_manifest(registry.url, name, f"o{k % 4}", m.data, m.media_type, s)
@@ -132,6 +139,30 @@ def test_manifest_delete_racing_pushes_leaves_listed_tags_resolvable(registry):
         assert sha256(r.content) == r.headers["Docker-Content-Digest"]
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="server bug: UploadManager.finish reads the upload size before taking the upload "
+    "lock; a second PUT of the same upload waiting on the lock then re-hashes a data file the "
+    "first PUT already moved, and FileNotFoundError becomes 500 UNKNOWN (not 404)",
+)
+def test_racing_completions_of_one_upload_never_500(registry):
+    """Retried completions of one upload (sha512, so the server must re-read the data)."""
+    name = repo()
+    for _ in range(10):
+        data = rand_bytes(8_000_000)
+        digest = sha512(data)
+        url = start_upload(registry.url, name)
+        assert requests.patch(url, data=data).status_code == 202
+
+        def put(i: int, url: str = url, digest: str = digest) -> int:
+            return requests.put(with_query(url, f"digest={digest}")).status_code
+
+        statuses = _run_all(put)
+        assert set(statuses) <= {201, 404}, statuses
+        assert 201 in statuses
+        assert fetch_blob(registry.url, name, digest).content == data
+
+
 def test_same_chunk_sent_by_8_threads_is_accepted_once(registry):
     name = repo()
     data = rand_bytes(256 * 1024)
@@ -149,6 +180,33 @@ def test_same_chunk_sent_by_8_threads_is_accepted_once(registry):
     r = requests.put(with_query(url, f"digest={sha256(data)}"))
     assert r.status_code == 201, r.text
     assert fetch_blob(registry.url, name, sha256(data)).content == data
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="server bug: the Content-Range offset check is guarded by a per-process asyncio "
+    "lock only; with --workers 2 the same chunk sent concurrently on two connections is "
+    "accepted by both workers (two 202s) and appended twice, doubling the upload",
+)
+def test_same_chunk_sent_concurrently_to_2_workers_is_accepted_once(make_registry):
+    reg = make_registry(workers=2)
+    name = repo()
+    for _ in range(10):
+        data = rand_bytes(2_000_000)
+        url = start_upload(reg.url, name)
+
+        def patch(i: int, url: str = url, data: bytes = data) -> int:
+            r = requests.patch(
+                url,
+                data=data,
+                headers={"Content-Range": f"0-{len(data) - 1}", "Connection": "close"},
+            )
+            return r.status_code
+
+        statuses = _run_all(patch)
+        st = requests.get(url)
+        assert sorted(statuses) == [202] + [416] * (THREADS - 1), statuses
+        assert st.headers["Range"] == f"0-{len(data) - 1}"
 
 
 def test_chunked_uploads_over_new_connections_with_2_workers(make_registry):
