@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Final
 
 from aiohttp import web
@@ -15,7 +15,7 @@ API_VERSION_HEADER: Final = {"Docker-Distribution-API-Version": "registry/2.0"}
 BUFFER = 1 << 20
 REGISTRY_KEY: Final = web.AppKey("registry", Registry)
 # Set by the auth middleware on _catalog requests: repositories -> those the caller may pull.
-CATALOG_FILTER_KEY: Final = "cargohold.catalog_filter"
+CATALOG_FILTER_KEY: Final = web.RequestKey[Callable[[list[str]], list[str]]]("catalog_filter")
 _RANGE_RE = re.compile(r"^(?:bytes=)?(\d+)-(\d+)$")
 
 

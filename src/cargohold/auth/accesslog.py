@@ -12,12 +12,14 @@ from __future__ import annotations
 import os
 import re
 import time
+from typing import Final
 from urllib.parse import parse_qsl, quote, urlencode
 
+from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
-USER_KEY = "cargohold.user"  # request key the auth middleware sets to the caller's name
+USER_KEY: Final = web.RequestKey("cargohold.user", str)  # the caller's name, set by auth
 SENSITIVE_PARAMS = frozenset(
     {
         "password",

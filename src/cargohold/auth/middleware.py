@@ -21,7 +21,6 @@ caller may pull when an ``access`` policy is configured.
 from __future__ import annotations
 
 import base64
-import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -188,7 +187,12 @@ class Authenticator:
                 request[USER_KEY] = _clean(identity.user, 100)
             self.authorize(request, identity, target)
             if target.kind == "catalog" and self.policy.configured:
-                request[CATALOG_FILTER_KEY] = functools.partial(self.policy.may_list, identity.user)
+                user = identity.user
+
+                def visible(repositories: list[str]) -> list[str]:
+                    return self.policy.may_list(user, repositories)
+
+                request[CATALOG_FILTER_KEY] = visible
             elif target.kind == "repository" and request.method == "POST":
                 request = self._checked_mount(request, identity)
             return await handler(request)

@@ -1,0 +1,1 @@
+"""Security: TLS, logins, tokens, the access policy (issue 3)."""
