@@ -21,7 +21,8 @@ from typing import Any
 
 from aiohttp import web
 
-from cargohold import __version__
+from cargohold import __version__, metrics
+from cargohold.admin.service import Operations
 from cargohold.api.app import create_app
 from cargohold.auth.accesslog import AccessLog
 from cargohold.config import Config, parse_addr
@@ -114,6 +115,10 @@ async def _maintenance(registry: Registry) -> None:
 async def run_worker(config: Config, sock: socket.socket, index: int) -> None:
     registry = Registry(config)
     app = create_app(registry, config.http.headers)
+    if config.debug.addr and config.debug.prometheus_enabled:
+        metrics.setup()
+    ops = Operations(registry, config, index)  # events, online GC, the debug listener
+    ops.install(app)
     access_log = None if config.log.accesslog_disabled else logging.getLogger("cargohold.access")
     runner = web.AppRunner(
         app,
@@ -126,6 +131,7 @@ async def run_worker(config: Config, sock: socket.socket, index: int) -> None:
     tls = ServerTLS(config.http.tls) if config.http.tls is not None else None
     site = web.SockSite(runner, sock, backlog=1024, ssl_context=tls.context if tls else None)
     await site.start()
+    await ops.start()
     tls_watch = asyncio.create_task(tls.watch()) if tls is not None else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -140,6 +146,7 @@ async def run_worker(config: Config, sock: socket.socket, index: int) -> None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        await ops.stop()
         await runner.cleanup()
 
 
@@ -184,12 +191,17 @@ def serve(config: Config, workers: int = 1) -> int:
         config.storage.driver,
         where,
     )
-    if workers <= 1:
-        _tune_interpreter()
-        probe.listen(1024)
-        asyncio.run(run_worker(config, probe, 0))
-        return 0
-    return _supervise(config, host, port, workers, probe)
+    if config.debug.addr and config.debug.prometheus_enabled:
+        metrics.prepare()  # before any fork: the workers' shared metrics directory
+    try:
+        if workers <= 1:
+            _tune_interpreter()
+            probe.listen(1024)
+            asyncio.run(run_worker(config, probe, 0))
+            return 0
+        return _supervise(config, host, port, workers, probe)
+    finally:
+        metrics.cleanup()
 
 
 def _supervise(config: Config, host: str, port: int, workers: int, probe: socket.socket) -> int:
@@ -231,6 +243,7 @@ def _supervise(config: Config, host: str, port: int, workers: int, probe: socket
         except InterruptedError:
             continue
         index = children.pop(pid, None)
+        metrics.process_dead(pid)
         if index is None or stopping:
             continue
         log.error("worker %d exited (status %d); restarting it", index, status)

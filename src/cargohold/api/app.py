@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from cargohold import metrics
 from cargohold.api import blobs, manifests
 from cargohold.api.common import API_VERSION_HEADER, REGISTRY_KEY
 from cargohold.auth.middleware import install_auth
@@ -122,6 +123,7 @@ async def error_middleware(
         return _error_response(request, _from_http_exception(exc))
     except StorageError as exc:
         log.error("storage error on %s %s: %s", request.method, request.path, exc)
+        metrics.storage_error(metrics.handler_name(request))
         return _error_response(request, RegistryError(ErrorCode.UNKNOWN, "storage error"))
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from cargohold.api import notify
 from cargohold.api.common import (
     body_stream,
     empty,
@@ -40,6 +41,8 @@ async def get_blob(request: web.Request, name: str, digest_s: str) -> web.Stream
     reg = registry_of(request)
     digest = Digest.parse(digest_s)
     info = await reg.blobs.describe(name, digest)
+    if request.method == "GET":
+        notify.blob_event(request, "pull", name, digest, info.size)
     if not reg.config.storage.redirect_disable:
         url = await reg.driver.url_for(paths.blob_data(digest))
         if url is not None:
@@ -94,6 +97,7 @@ async def delete_blob(request: web.Request, name: str, digest_s: str) -> web.Str
     reg.require_delete()
     digest = Digest.parse(digest_s)
     await reg.blobs.unlink(name, digest)
+    notify.delete_event(request, name, digest=str(digest))
     return empty(202, {"Docker-Content-Digest": str(digest)})
 
 
@@ -131,7 +135,9 @@ async def start_upload(request: web.Request, name: str) -> web.StreamResponse:
                 check_name(source)
             except RegistryError:
                 source = ""
-            if source and await reg.blobs.mount(name, source, digest) is not None:
+            mounted = await reg.blobs.mount(name, source, digest) if source else None
+            if mounted is not None:
+                notify.blob_event(request, "mount", name, digest, mounted.size, source)
                 return _created(request, name, digest)
         elif digest is not None and await reg.blobs.is_linked(name, digest):
             return _created(request, name, digest)
@@ -142,6 +148,7 @@ async def start_upload(request: web.Request, name: str) -> web.StreamResponse:
         upload_id = await reg.uploads.start(name)
         stream = body_stream(request) if has_body(request) else None
         info = await reg.uploads.finish(name, upload_id, digest, stream)
+        notify.blob_event(request, "push", name, info.digest, info.size)
         return _created(request, name, info.digest)
     upload_id = await reg.uploads.start(name)
     return empty(202, _progress_headers(request, name, upload_id, 0))
@@ -186,10 +193,12 @@ async def finish_upload(request: web.Request, name: str, upload_id: str) -> web.
         start = content_range[0]
     stream = body_stream(request) if has_body(request) else None
     info = await reg.uploads.finish(name, upload_id, digest, stream, start)
+    notify.blob_event(request, "push", name, info.digest, info.size)
     return _created(request, name, info.digest)
 
 
 async def cancel_upload(request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
     reg = registry_of(request)
+    reg.require_writable()
     await reg.uploads.cancel(name, check_upload_id(upload_id))
     return empty(204, {})

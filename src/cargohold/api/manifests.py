@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from cargohold.api import notify
 from cargohold.api.common import CATALOG_FILTER_KEY, empty, location, parse_n, registry_of
 from cargohold.digest import Digest, is_digest_reference
 from cargohold.errors import ErrorCode, RegistryError
@@ -64,6 +65,9 @@ async def get_manifest(request: web.Request, name: str, reference: str) -> web.S
         "ETag": etag,
         "Content-Length": str(len(m.data)),
     }
+    if request.method == "GET":  # registry:2: a HEAD is not a pull
+        tag = "" if is_digest_reference(reference) else reference
+        notify.manifest_event(request, "pull", name, m, tag)
     if etag in request.headers.getall("If-None-Match", []):
         return web.Response(
             status=304, headers={k: v for k, v in headers.items() if k != "Content-Length"}
@@ -103,6 +107,9 @@ async def put_manifest(request: web.Request, name: str, reference: str) -> web.S
     }
     if m.subject is not None:
         headers["OCI-Subject"] = str(m.subject.digest)
+    notify.manifest_event(
+        request, "push", name, m, "" if is_digest_reference(reference) else reference
+    )
     return empty(201, headers)
 
 
@@ -115,8 +122,10 @@ async def delete_manifest(request: web.Request, name: str, reference: str) -> we
         if digest is None:
             raise RegistryError(ErrorCode.DIGEST_INVALID, detail={"digest": reference[:200]})
         await reg.manifests.delete(name, digest)
+        notify.delete_event(request, name, digest=str(digest))
     else:
         await reg.manifests.untag(name, reference)
+        notify.delete_event(request, name, tag=reference)
     return empty(202, {})
 
 

@@ -6,13 +6,19 @@ registry:2; that is what keeps one tenant from fetching another's layers by gues
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cargohold.digest import Digest
 from cargohold.errors import ErrorCode, RegistryError
 from cargohold.storage import paths
 from cargohold.storage.driver import PathNotFoundError, StorageDriver
+
+if TYPE_CHECKING:
+    from cargohold.registry.gc import Fence
 
 EMPTY_JSON = b"{}"
 EMPTY_JSON_DIGEST = Digest("sha256", hashlib.sha256(EMPTY_JSON).hexdigest())
@@ -26,6 +32,8 @@ class BlobInfo:
 
 
 class BlobStore:
+    fence: Fence | None = None  # set while serving: online garbage collection's writer side
+
     def __init__(self, driver: StorageDriver) -> None:
         self.driver = driver
 
@@ -83,11 +91,20 @@ class BlobStore:
         """Cross-repository mount: link ``digest`` into ``name`` if ``source`` has it."""
         if not await self.is_linked(source, digest):
             return None
+        if self.fence is not None:
+            await self.fence.guard([digest], name)
         size = await self.stat(digest)
         if size is None:
             return None
         await self.link(name, digest)
         return BlobInfo(digest, size, None)
+
+    def refresh(self, digest: Digest) -> None:
+        """A blob pushed again counts as new for garbage collection's grace period."""
+        local = self.driver.local_path(paths.blob_data(digest))
+        if local is not None:
+            with contextlib.suppress(OSError):
+                os.utime(local)
 
     async def ensure_empty_json(self, name: str) -> None:
         """The OCI empty descriptor's ``{}``: created on demand so artifacts never miss it."""

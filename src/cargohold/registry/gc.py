@@ -180,6 +180,19 @@ def references_of(data: bytes) -> References:
 # --------------------------------------------------------------------------- the writers' side
 
 
+async def invalidate_cached(driver: StorageDriver, stale: Iterable[str]) -> None:
+    """Drop ``stale`` paths from every cache layer wrapped around the driver (the blob
+    descriptor cache: ``backend`` + ``prefix``, wrapping ``inner``)."""
+    node: Any = driver
+    items = list(stale)
+    while node is not None and items:
+        backend, prefix = getattr(node, "backend", None), getattr(node, "prefix", None)
+        if backend is not None and isinstance(prefix, str):
+            for path in items:
+                await backend.invalidate(prefix + path)
+        node = getattr(node, "inner", None)
+
+
 @dataclass(frozen=True, slots=True)
 class _Batch:
     id: str
@@ -196,8 +209,14 @@ class Fence:
 
     POLL = 0.1
 
-    def __init__(self, driver: StorageDriver, max_wait: float = BATCH_TIMEOUT) -> None:
+    def __init__(
+        self,
+        driver: StorageDriver,
+        watcher: InvalidationWatcher | None = None,
+        max_wait: float = BATCH_TIMEOUT,
+    ) -> None:
         self.driver = driver
+        self.watcher = watcher
         self.max_wait = max_wait
         self._parsed: dict[str, tuple[float, int, _Batch]] = {}
 
@@ -232,10 +251,15 @@ class Fence:
             self._parsed.clear()
         return batches
 
-    async def guard(self, digests: Iterable[Digest]) -> set[Digest]:
+    async def guard(self, digests: Iterable[Digest], name: str | None = None) -> set[Digest]:
         """Claim whatever of ``digests`` a running collection has condemned and wait until
         its batch is over. Returns the digests that were condemned: the caller must check
-        again that they exist before relying on them."""
+        again that they exist before relying on them (their cache entries are dropped).
+
+        First, whatever other processes' collections deleted is dropped from this process's
+        caches, so what the caller checks next is the store's answer, not a stale one."""
+        if self.watcher is not None:
+            await self.watcher.poll()
         batches = await self._batches()
         if not batches:
             return set()
@@ -253,6 +277,14 @@ class Fence:
             )
             hit |= mine
             await self._wait_over(batch)
+            if self.watcher is not None:
+                await self.watcher.poll()
+        if hit:
+            stale = [paths.blob_data(d) for d in hit]
+            if name is not None:
+                stale += [paths.layer_link(name, d) for d in hit]
+                stale += [paths.revision_link(name, d) for d in hit]
+            await invalidate_cached(self.driver, stale)
         return hit
 
     async def _wait_over(self, batch: _Batch) -> None:
@@ -268,10 +300,13 @@ class Fence:
 class InvalidationWatcher:
     """Follows the digests other processes' collections deleted, to drop them from caches."""
 
-    def __init__(self, driver: StorageDriver, forget: Callable[[set[Digest]], None]) -> None:
+    def __init__(
+        self, driver: StorageDriver, forget: Callable[[set[Digest]], None] | None = None
+    ) -> None:
         self.driver = driver
         self.forget = forget
         self._seen: set[str] | None = None
+        self._lock = asyncio.Lock()
 
     async def poll(self) -> int:
         try:
@@ -281,16 +316,22 @@ class InvalidationWatcher:
         if self._seen is None:  # the first look only learns what is already there
             self._seen = names
             return 0
-        count = 0
-        for path in sorted(names - self._seen):
-            try:
-                doc = json.loads(await self.driver.get_content(path))
-            except (PathNotFoundError, ValueError):
-                continue
-            digests = {d for d in map(Digest.try_parse, doc.get("digests", [])) if d}
-            count += len(digests)
-            self.forget(digests)
-        self._seen = names
+        if names <= self._seen:
+            return 0
+        async with self._lock:
+            count = 0
+            for path in sorted(names - self._seen):
+                try:
+                    doc = json.loads(await self.driver.get_content(path))
+                except (PathNotFoundError, ValueError):
+                    continue
+                digests = {d for d in map(Digest.try_parse, doc.get("digests", [])) if d}
+                count += len(digests)
+                await invalidate_cached(self.driver, [str(p) for p in doc.get("paths", [])])
+                if self.forget is not None:
+                    self.forget(digests)
+                self._seen.add(path)
+            self._seen &= names
         return count
 
     async def run(self, interval: float = 2.0) -> None:
@@ -327,6 +368,7 @@ class GarbageCollector:
         self.forget = forget
         self.emit: Emit = emit or (lambda line: None)
         self._refs: dict[Digest, References | None] = {}
+        self._removed: list[str] = []  # link and data files deleted, for other caches
 
     # -- references --------------------------------------------------------------------------
 
@@ -492,11 +534,8 @@ class GarbageCollector:
             deleted |= {d for _, d in mark.deletable}
         else:
             deleted = await self._sweep_online(opts, report, repos, blobs, mark, sweep, mark_start)
-        if deleted:
-            if self.forget is not None:
-                self.forget(deleted)
-            if opts.online:
-                await self._journal(report.id, deleted)
+        if deleted and self.forget is not None:
+            self.forget(deleted)
 
     # -- online sweeping ---------------------------------------------------------------------
 
@@ -592,6 +631,8 @@ class GarbageCollector:
                 report.bytes_freed += blobs[d].size
                 deleted.add(d)
         finally:
+            if deleted:  # before the batch ends: writers waiting on it read this first
+                await self._journal(batch_id, deleted)
             with contextlib.suppress(PathNotFoundError):
                 await self.driver.delete(paths.gc_condemned(batch_id))
             with contextlib.suppress(PathNotFoundError):
@@ -623,8 +664,9 @@ class GarbageCollector:
         for tag, entries in repo.tag_index.items():
             if d in entries:
                 with contextlib.suppress(PathNotFoundError):
-                    path = paths.tag_index_link(name, tag, d).rsplit("/", 1)[0]
-                    await self.driver.delete(path)
+                    path = paths.tag_index_link(name, tag, d)
+                    await self.driver.delete(path.rsplit("/", 1)[0])
+                    self._removed.append(path)
         refs = self._refs.get(d)
         if refs is not None and refs.subject is not None:
             with contextlib.suppress(PathNotFoundError):
@@ -633,17 +675,20 @@ class GarbageCollector:
         log.info("deleting manifest %s@%s", name, d)
         with contextlib.suppress(PathNotFoundError):
             await self.driver.delete(paths.revision_dir(name, d))
+        self._removed.append(paths.revision_link(name, d))
 
     async def _remove_blob(self, d: Digest, repos: dict[str, RepoInventory]) -> int:
         log.info("deleting blob %s", d)
         with contextlib.suppress(PathNotFoundError):
             await self.driver.delete(paths.blob_dir(d))
+        self._removed.append(paths.blob_data(d))
         removed = 0
         for repo in repos.values():
             if d in repo.layers:
                 with contextlib.suppress(PathNotFoundError):
                     await self.driver.delete(f"{paths.layers(repo.name)}/{d.algorithm}/{d.hex}")
                     removed += 1
+                self._removed.append(paths.layer_link(repo.name, d))
         return removed
 
     # -- coordination --------------------------------------------------------------------------
@@ -697,6 +742,7 @@ class GarbageCollector:
                 with contextlib.suppress(PathNotFoundError):
                     await self.driver.delete(path)
 
-    async def _journal(self, run_id: str, deleted: set[Digest]) -> None:
-        doc = {"id": run_id, "digests": sorted(map(str, deleted))}
-        await self.driver.put_content(paths.gc_deleted(run_id), json.dumps(doc).encode())
+    async def _journal(self, batch_id: str, deleted: set[Digest]) -> None:
+        doc = {"id": batch_id, "digests": sorted(map(str, deleted)), "paths": self._removed}
+        await self.driver.put_content(paths.gc_deleted(batch_id), json.dumps(doc).encode())
+        self._removed = []

@@ -16,6 +16,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from cargohold import metrics
 from cargohold.config import ValidationConfig
 from cargohold.digest import Digest, check_tag, is_digest_reference
 from cargohold.errors import ErrorCode, RegistryError
@@ -221,6 +222,7 @@ class ManifestStore:
 
     async def load(self, digest: Digest) -> Manifest:
         cached = self._cache.get(digest)
+        metrics.cache("manifest", cached is not None)
         if cached is not None:
             self._cache.move_to_end(digest)
             return cached
@@ -250,6 +252,10 @@ class ManifestStore:
         else:
             check_tag(reference)
         manifest = parse_manifest(data, content_type, expected)
+        fence = self.blobs.fence
+        if fence is not None:  # garbage collection may be deleting what this one names
+            refs = [manifest.digest, *(d.digest for d in (*manifest.blobs, *manifest.children))]
+            await fence.guard(refs, name)
         await self._verify_references(name, manifest)
         await self.blobs.put(data, manifest.digest.algorithm)
         await self.driver.put_content(
@@ -264,6 +270,11 @@ class ManifestStore:
             await self.tag(name, reference, manifest.digest)
         self._cache[manifest.digest] = manifest
         return manifest
+
+    def forget(self, digests: set[Digest]) -> None:
+        """Drop deleted manifests (garbage collection) from this process's cache."""
+        for d in digests:
+            self._cache.pop(d, None)
 
     async def tag(self, name: str, tag: str, digest: Digest) -> None:
         await self.driver.put_content(paths.tag_index_link(name, tag, digest), str(digest).encode())

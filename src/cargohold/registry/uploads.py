@@ -144,8 +144,14 @@ class UploadManager:
                     detail={"expected": str(digest), "actual": str(actual)},
                 )
             existing = await self.blobs.stat(digest)
+            fence = self.blobs.fence
+            # Garbage collection may be deleting it: wait, then look again.
+            if existing is not None and fence is not None and await fence.guard([digest], name):
+                existing = await self.blobs.stat(digest)
             if existing is None:
                 await self.driver.move(data_path, paths.blob_data(digest))
+            else:
+                self.blobs.refresh(digest)
             await self.blobs.link(name, digest)
             await self._discard(name, upload_id)
             return BlobInfo(digest, size, None)
