@@ -8,6 +8,9 @@ import sys
 from collections.abc import Sequence
 
 from cargohold import __version__
+from cargohold.admin.commands import COMMANDS as ADMIN_COMMANDS
+from cargohold.admin.commands import register as register_admin
+from cargohold.admin.commands import run as run_admin
 from cargohold.auth.commands import COMMANDS as AUTH_COMMANDS
 from cargohold.auth.commands import register as register_auth
 from cargohold.auth.commands import run as run_auth
@@ -56,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     register_auth(sub)  # cert, htpasswd
     register_images(sub)
+    register_admin(sub)  # garbage-collect, du, retention
     return parser
 
 
@@ -64,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command in ADMIN_COMMANDS:
+        return run_admin(args)
     if args.command in AUTH_COMMANDS:
         return run_auth(args)
     if args.command in ("import", "export"):
