@@ -37,7 +37,7 @@ from cargohold.images.importer import (
 )
 from cargohold.images.importer import summary_lines as import_summary
 from cargohold.images.names import Platform, UsageError, parse_destination, parse_reference
-from cargohold.images.progress import Progress
+from cargohold.images.progress import Progress, human_size
 from cargohold.images.target import (
     ExportSource,
     ImportTarget,
@@ -331,4 +331,14 @@ async def _export(args: argparse.Namespace, progress: Progress) -> int:
     )
     for line in export_summary(results, output, kind):
         progress.result(line)
+    progress.result(f"wrote {output}: {human_size(_disk_size(output))}")
     return 0
+
+
+def _disk_size(path: str) -> int:
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    total = 0
+    for directory, _, names in os.walk(path):
+        total += sum(os.path.getsize(os.path.join(directory, n)) for n in names)
+    return total
