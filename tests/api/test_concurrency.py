@@ -139,12 +139,6 @@ def _race_delete_against_pushes(registry) -> None:
         assert sha256(r.content) == r.headers["Docker-Content-Digest"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: UploadManager.finish reads the upload size before taking the upload "
-    "lock; a second PUT of the same upload waiting on the lock then re-hashes a data file the "
-    "first PUT already moved, and FileNotFoundError becomes 500 UNKNOWN (not 404)",
-)
 def test_racing_completions_of_one_upload_never_500(registry):
     """Retried completions of one upload (sha512, so the server must re-read the data)."""
     name = repo()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from cargohold.api import notify
+from cargohold.api import notify, uploadstate
 from cargohold.api.common import (
     body_stream,
     empty,
@@ -105,9 +105,12 @@ def _upload_location(request: web.Request, name: str, upload_id: str) -> str:
     return location(request, f"/v2/{name}/blobs/uploads/{upload_id}")
 
 
-def _progress_headers(request: web.Request, name: str, upload_id: str, size: int) -> dict[str, str]:
+def _progress_headers(
+    request: web.Request, name: str, upload_id: str, size: int, started_at: str
+) -> dict[str, str]:
+    state = uploadstate.issue(request, name, upload_id, size, started_at)
     return {
-        "Location": _upload_location(request, name, upload_id),
+        "Location": f"{_upload_location(request, name, upload_id)}?{uploadstate.PARAM}={state}",
         "Range": f"0-{size - 1 if size > 0 else 0}",
         "Docker-Upload-UUID": upload_id,
     }
@@ -151,19 +154,30 @@ async def start_upload(request: web.Request, name: str) -> web.StreamResponse:
         notify.blob_event(request, "push", name, info.digest, info.size)
         return _created(request, name, info.digest)
     upload_id = await reg.uploads.start(name)
-    return empty(202, _progress_headers(request, name, upload_id, 0))
+    return empty(202, _progress_headers(request, name, upload_id, 0, uploadstate.now()))
+
+
+async def _started_at(
+    request: web.Request, name: str, upload_id: str, state: uploadstate.UploadState | None
+) -> str:
+    """When the upload began: from its signed state, else (state stripped) from storage."""
+    if state is not None:
+        return state.started_at
+    return await registry_of(request).uploads.started_at(name, upload_id)
 
 
 async def upload_status(request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
     reg = registry_of(request)
-    size = await reg.uploads.offset(name, check_upload_id(upload_id))
-    return empty(204, _progress_headers(request, name, upload_id, size))
+    state = await uploadstate.check(request, name, check_upload_id(upload_id))
+    size = await reg.uploads.offset(name, upload_id)
+    started = await _started_at(request, name, upload_id, state)
+    return empty(204, _progress_headers(request, name, upload_id, size, started))
 
 
 async def patch_upload(request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
     reg = registry_of(request)
     reg.require_writable()
-    check_upload_id(upload_id)
+    state = await uploadstate.check(request, name, check_upload_id(upload_id))
     content_range = parse_content_range(request.headers.get("Content-Range"))
     start: int | None = None
     length: int | None = None
@@ -176,13 +190,14 @@ async def patch_upload(request: web.Request, name: str, upload_id: str) -> web.S
                 f"Content-Range covers {length} bytes, Content-Length is {request.content_length}",
             )
     size = await reg.uploads.append(name, upload_id, body_stream(request), start, length)
-    return empty(202, _progress_headers(request, name, upload_id, size))
+    started = await _started_at(request, name, upload_id, state)
+    return empty(202, _progress_headers(request, name, upload_id, size, started))
 
 
 async def finish_upload(request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
     reg = registry_of(request)
     reg.require_writable()
-    check_upload_id(upload_id)
+    await uploadstate.check(request, name, check_upload_id(upload_id))
     digest_s = request.query.get("digest")
     if not digest_s:
         raise RegistryError(ErrorCode.DIGEST_INVALID, "the digest parameter is required")
@@ -200,5 +215,6 @@ async def finish_upload(request: web.Request, name: str, upload_id: str) -> web.
 async def cancel_upload(request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
     reg = registry_of(request)
     reg.require_writable()
-    await reg.uploads.cancel(name, check_upload_id(upload_id))
+    await uploadstate.check(request, name, check_upload_id(upload_id))
+    await reg.uploads.cancel(name, upload_id)
     return empty(204, {})

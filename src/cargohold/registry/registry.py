@@ -14,6 +14,8 @@ from cargohold.errors import ErrorCode, RegistryError
 from cargohold.registry.blobs import BlobStore
 from cargohold.registry.catalog import list_repositories
 from cargohold.registry.manifests import ManifestStore
+from cargohold.registry.repoindex import scan_repositories
+from cargohold.registry.scaleout import HealthCheck, layer_driver
 from cargohold.registry.uploads import UploadManager
 from cargohold.storage.driver import StorageDriver
 from cargohold.storage.filesystem import FilesystemDriver
@@ -25,13 +27,22 @@ def make_driver(name: str, params: dict[str, Any]) -> StorageDriver:
         return FilesystemDriver.from_params(params)
     if name == "inmemory":
         return InMemoryDriver()
+    if name == "s3":
+        from cargohold.storage.s3 import S3Driver
+
+        return S3Driver.from_params(params)
     raise RegistryError(ErrorCode.UNSUPPORTED, f"storage driver {name!r} is not supported yet")
 
 
 class Registry:
     def __init__(self, config: Config, driver: StorageDriver | None = None) -> None:
         self.config = config
-        self.driver = driver or make_driver(config.storage.driver, config.storage.params)
+        # Cache and repository index layered over the driver (see registry/scaleout.py).
+        self.layers = layer_driver(
+            config, driver or make_driver(config.storage.driver, config.storage.params)
+        )
+        self.driver = self.layers.driver
+        self.health = HealthCheck(self.layers)
         self.blobs = BlobStore(self.driver)
         self.uploads = UploadManager(self.driver, self.blobs)
         self.manifests = ManifestStore(self.driver, self.blobs, config.validation)
@@ -55,9 +66,22 @@ class Registry:
             )
 
     async def repositories(self) -> list[str]:
-        return await list_repositories(self.driver)
+        if self.layers.index is not None:
+            return await self.layers.index.names()
+        return await list_repositories(self.layers.base)
 
     async def purge_uploads(self) -> int:
         purging = self.config.storage.purging
-        with_uploads = await list_repositories(self.driver, marker="_uploads")
+        if self.layers.index is not None:  # one flat listing instead of a directory walk
+            with_uploads = await scan_repositories(self.driver, marker="_uploads")
+        else:
+            with_uploads = await list_repositories(self.layers.base, marker="_uploads")
         return await self.uploads.purge(with_uploads, purging.age, purging.dryrun)
+
+    async def reconcile_catalog(self) -> None:
+        """Bring the repository index in line with the layout (no-op without an index)."""
+        if self.layers.index is not None:
+            await self.layers.index.reconcile()
+
+    async def close(self) -> None:
+        await self.driver.close()

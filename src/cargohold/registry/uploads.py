@@ -2,13 +2,27 @@
 
 Python cannot serialise a ``hashlib`` state, so registry:2's trick of saving hash states next to
 the upload is not available. Instead each process keeps the running hash of the uploads it is
-receiving, keyed by upload id and tagged with the offset it covers. When the next chunk (or the
-final PUT) lands on the same process, hashing simply continues; when it lands on another worker or
-replica, that process finds no state or a stale offset and re-hashes the bytes already stored
-before continuing. Clients keep their connection alive through an upload, and ``SO_REUSEPORT``
-keeps a connection on one worker, so the common case never re-reads anything, and the rare case
-costs one sequential read of the partial upload — always correct, never trusting a cached state
-whose offset does not match the stored size.
+receiving, keyed by upload id and tagged with the offset it covers and with the store's token for
+the bytes it covers (:attr:`FileInfo.token`: S3 gives each committed write a fresh one; the
+filesystem has none). When the next chunk (or the final PUT) lands on the same process, hashing
+simply continues; when it lands on another worker or replica, that process finds no state, or a
+state whose offset or token does not match what the store now holds, and does not trust it.
+
+What it does then depends on where the bytes are:
+
+- **Local storage** (filesystem): it re-hashes the bytes already stored, one sequential local
+  read, before continuing. Clients keep their connection alive through an upload and
+  ``SO_REUSEPORT`` keeps a connection on one worker, so this is rare.
+- **Remote storage** (S3, with replicas behind a load balancer that may send every request of
+  an upload to a different replica): re-reading the partial upload on every switch would cost a
+  network read of everything so far per chunk. Instead the replica appends without hashing and
+  forgets any state it had; at the final PUT, whichever replica receives it computes the digest
+  from a state that covers every byte (all chunks went through it, none written elsewhere since,
+  as the token proves) or else from one streaming read of the whole upload from the store
+  (a ranged GET that resumes if the connection breaks, hashed while the next buffer arrives).
+
+Either way the digest is computed from the bytes actually stored, and the blob is moved to its
+content address only after it matches: nothing unverified ever becomes visible.
 """
 
 from __future__ import annotations
@@ -30,7 +44,7 @@ from cargohold.digest import Digest
 from cargohold.errors import ErrorCode, RegistryError
 from cargohold.registry.blobs import BlobInfo, BlobStore
 from cargohold.storage import paths
-from cargohold.storage.driver import FileWriter, PathNotFoundError, StorageDriver
+from cargohold.storage.driver import FileInfo, FileWriter, PathNotFoundError, StorageDriver
 
 log = logging.getLogger("cargohold.uploads")
 
@@ -45,6 +59,7 @@ ByteStream = AsyncIterator[bytes]
 class _HashState:
     hasher: Any
     offset: int
+    token: str | None = None  # the store's FileInfo.token for the bytes hashed so far
 
 
 def check_upload_id(upload_id: str) -> str:
@@ -73,12 +88,24 @@ class UploadManager:
 
     async def offset(self, name: str, upload_id: str) -> int:
         """Bytes received so far; BLOB_UPLOAD_UNKNOWN for an unknown or finished upload."""
+        return (await self._stat_data(name, upload_id)).size
+
+    async def _stat_data(self, name: str, upload_id: str) -> FileInfo:
         check_upload_id(upload_id)
         try:
             await self.driver.stat(paths.upload_startedat(name, upload_id))
-            return (await self.driver.stat(paths.upload_data(name, upload_id))).size
+            return await self.driver.stat(paths.upload_data(name, upload_id))
         except PathNotFoundError:
             raise RegistryError(ErrorCode.BLOB_UPLOAD_UNKNOWN, detail={"uuid": upload_id}) from None
+
+    async def started_at(self, name: str, upload_id: str) -> str:
+        """The upload's ``startedat`` (RFC 3339), BLOB_UPLOAD_UNKNOWN if there is none."""
+        check_upload_id(upload_id)
+        try:
+            raw = await self.driver.get_content(paths.upload_startedat(name, upload_id))
+        except PathNotFoundError:
+            raise RegistryError(ErrorCode.BLOB_UPLOAD_UNKNOWN, detail={"uuid": upload_id}) from None
+        return raw.decode("ascii", "replace").strip()
 
     async def cancel(self, name: str, upload_id: str) -> None:
         await self.offset(name, upload_id)
@@ -100,20 +127,29 @@ class UploadManager:
         chunk it already sent cannot corrupt the upload.
         """
         async with self._lock(upload_id):
-            current = await self.offset(name, upload_id)
+            info = await self._stat_data(name, upload_id)
+            current = info.size
             if start is not None and start != current:
                 raise RegistryError(
                     ErrorCode.RANGE_INVALID,
                     f"chunk starts at {start} but the upload has {current} bytes",
                     headers={"Range": f"0-{current - 1}" if current else "0-0"},
                 )
-            writer = await self.driver.writer(paths.upload_data(name, upload_id), append=True)
+            data_path = paths.upload_data(name, upload_id)
+            writer = await self.driver.writer(data_path, append=True)
             try:
-                state = await self._state_at(name, upload_id, writer.size)
+                state = await self._state_at(name, upload_id, writer.size, info.token)
                 received = await self._ingest(stream, writer, state)
                 await writer.commit()
+            except BaseException:
+                if self.driver.local_path(data_path) is None:
+                    # A remote writer that fails keeps none of this request's bytes.
+                    self._states.pop(upload_id, None)
+                raise
             finally:
                 await writer.close()
+            if state is not None:
+                state.token = writer.token
             if length is not None and received != length:
                 raise RegistryError(
                     ErrorCode.SIZE_INVALID,
@@ -131,11 +167,11 @@ class UploadManager:
     ) -> BlobInfo:
         """Append an optional final chunk, verify the digest, then publish the blob atomically."""
         if stream is not None:
-            size = await self.append(name, upload_id, stream, start)
-        else:
-            size = await self.offset(name, upload_id)
+            await self.append(name, upload_id, stream, start)
         async with self._lock(upload_id):
-            actual = await self._final_digest(name, upload_id, size, digest.algorithm)
+            info = await self._stat_data(name, upload_id)
+            size = info.size
+            actual = await self._final_digest(name, upload_id, info, digest.algorithm)
             data_path = paths.upload_data(name, upload_id)
             if actual != digest:
                 await self._discard(name, upload_id)
@@ -193,21 +229,38 @@ class UploadManager:
             lock = self._locks[upload_id] = asyncio.Lock()
         return lock
 
-    async def _state_at(self, name: str, upload_id: str, size: int) -> _HashState:
+    async def _state_at(
+        self, name: str, upload_id: str, size: int, token: str | None
+    ) -> _HashState | None:
+        """The running hash to continue, or None to append unhashed (see the module doc)."""
         state = self._states.get(upload_id)
-        if state is None or state.offset != size:
-            hasher = hashlib.sha256()
-            await self._hash_stored(paths.upload_data(name, upload_id), hasher)
-            state = _HashState(hasher, size)
+        if state is None or state.offset != size or state.token != token:
+            data_path = paths.upload_data(name, upload_id)
+            if size == 0:
+                state = _HashState(hashlib.sha256(), 0, token)
+            elif self.driver.local_path(data_path) is None:
+                self._states.pop(upload_id, None)
+                return None
+            else:
+                hasher = hashlib.sha256()
+                await self._hash_stored(data_path, hasher)
+                state = _HashState(hasher, size, token)
         self._states[upload_id] = state
         self._states.move_to_end(upload_id)
         while len(self._states) > MAX_HASH_STATES:
             self._states.popitem(last=False)
         return state
 
-    async def _final_digest(self, name: str, upload_id: str, size: int, algorithm: str) -> Digest:
+    async def _final_digest(
+        self, name: str, upload_id: str, stored: FileInfo, algorithm: str
+    ) -> Digest:
         state = self._states.get(upload_id)
-        if algorithm == "sha256" and state is not None and state.offset == size:
+        if (
+            algorithm == "sha256"
+            and state is not None
+            and state.offset == stored.size
+            and state.token == stored.token
+        ):
             return Digest("sha256", state.hasher.hexdigest())
         hasher = hashlib.new(algorithm)
         await self._hash_stored(paths.upload_data(name, upload_id), hasher)
@@ -218,11 +271,19 @@ class UploadManager:
         if local is not None:
             await asyncio.to_thread(_hash_file, local, hasher)
             return
+        # A streaming read from the store, hashing each buffer while the next one arrives.
         loop = asyncio.get_running_loop()
+        pending: asyncio.Future[Any] | None = None
         async for chunk in self.driver.reader(path):
-            await loop.run_in_executor(None, hasher.update, chunk)
+            if pending is not None:
+                await pending
+            pending = loop.run_in_executor(None, hasher.update, chunk)
+        if pending is not None:
+            await pending
 
-    async def _ingest(self, stream: ByteStream, writer: FileWriter, state: _HashState) -> int:
+    async def _ingest(
+        self, stream: ByteStream, writer: FileWriter, state: _HashState | None
+    ) -> int:
         """Write and hash each buffer in worker threads while the next one is being received."""
         loop = asyncio.get_running_loop()
         pending: asyncio.Future[Any] | None = None
@@ -235,14 +296,17 @@ class UploadManager:
                     await pending
                     pending = None
                 received += len(buf)
-                if len(buf) < INLINE_LIMIT:
+                if state is None:
+                    await writer.write(buf)
+                elif len(buf) < INLINE_LIMIT:
                     state.hasher.update(buf)
                     await writer.write(buf)
                 else:
                     pending = asyncio.gather(
                         writer.write(buf), loop.run_in_executor(None, state.hasher.update, buf)
                     )
-                state.offset += len(buf)
+                if state is not None:
+                    state.offset += len(buf)
             if pending is not None:
                 await pending
                 pending = None

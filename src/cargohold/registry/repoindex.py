@@ -1,0 +1,180 @@
+"""A repository index, so that the catalog of an object store costs a listing, not a walk.
+
+On a filesystem the catalog is a local directory walk (fast). On S3, registry:2's definition of a
+repository — a directory under ``repositories/`` with a ``_manifests`` child — means one listing
+request per directory: thousands of requests per catalog call for thousands of repositories.
+cargohold keeps an index next to the layout instead::
+
+    /docker/registry/v2/_cargohold/catalog/<name>/_repository     (empty; one per repository)
+    /docker/registry/v2/_cargohold/catalog-built                  (when it was last reconciled)
+
+and answers the catalog with one flat listing of the index: one request per 1000 repositories.
+registry:2 never looks under ``_cargohold``, so the bucket stays usable by it.
+
+The index is maintained on push: the first write below ``<name>/_manifests/`` by a process
+creates the entry (remembered per process, so later pushes cost nothing), and deleting a
+manifest removes the entry once the repository has no ``_manifests`` left. Repositories that
+appear by other means (a bucket written by registry:2, a copy) are found by *reconciliation*: a
+flat walk of ``repositories/`` (one request per 1000 keys) that adds missing entries and drops
+entries of repositories that are gone. It runs when a store has never been indexed (the first
+catalog request then waits for it) and periodically in the background
+(:data:`RECONCILE_SECONDS`), so anything written behind cargohold's back shows up within that.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from datetime import UTC, datetime
+
+from cargohold.registry.catalog import order_key
+from cargohold.storage import paths
+from cargohold.storage.driver import PathNotFoundError, StorageDriver, StorageError
+from cargohold.storage.wrapper import DriverWrapper
+
+log = logging.getLogger("cargohold.catalog")
+
+INDEX_ROOT = f"{paths.ROOT}/_cargohold/catalog"
+BUILT_MARKER = f"{paths.ROOT}/_cargohold/catalog-built"
+ENTRY = "_repository"
+RECONCILE_SECONDS = 600.0
+KNOWN_SECONDS = 300.0  # how long a process trusts that an entry it wrote is still there
+KNOWN_MAX = 100_000
+
+
+def entry_path(name: str) -> str:
+    return f"{INDEX_ROOT}/{name}/{ENTRY}"
+
+
+def repository_of(path: str) -> tuple[str, str] | None:
+    """``(name, rest)`` for ``repositories/<name>/_<something>/...``; None elsewhere."""
+    if not path.startswith(paths.REPOSITORIES + "/"):
+        return None
+    parts = path[len(paths.REPOSITORIES) + 1 :].split("/")
+    for i, part in enumerate(parts):
+        if part.startswith("_"):
+            return ("/".join(parts[:i]), "/".join(parts[i:])) if i else None
+    return None
+
+
+async def scan_repositories(driver: StorageDriver, marker: str = "_manifests") -> list[str]:
+    """Repositories with a ``marker`` child, from one flat walk of ``repositories/``."""
+    names: set[str] = set()
+    for info in await driver.walk(paths.REPOSITORIES):
+        found = repository_of(info.path)
+        if found is not None and found[1].split("/", 1)[0] == marker:
+            names.add(found[0])
+    return sorted(names, key=order_key)
+
+
+class RepositoryIndex:
+    def __init__(self, driver: StorageDriver) -> None:
+        self.driver = driver
+        self._known: OrderedDict[str, float] = OrderedDict()
+        self._built = False
+
+    async def ensure(self, name: str) -> None:
+        expires = self._known.get(name)
+        if expires is not None and expires > time.monotonic():
+            return
+        try:
+            await self.driver.put_content(entry_path(name), b"")
+        except StorageError as e:
+            # The push itself succeeded; reconciliation adds the entry later.
+            log.warning("could not index repository %s: %s", name, e)
+            return
+        self._remember(name)
+
+    def _remember(self, name: str) -> None:
+        self._known[name] = time.monotonic() + KNOWN_SECONDS
+        self._known.move_to_end(name)
+        while len(self._known) > KNOWN_MAX:
+            self._known.popitem(last=False)
+
+    async def _has_manifests(self, name: str) -> bool:
+        try:
+            await self.driver.stat(paths.manifests(name))
+        except PathNotFoundError:
+            return False
+        return True
+
+    async def drop_if_gone(self, name: str) -> None:
+        if await self._has_manifests(name):
+            return
+        self._known.pop(name, None)
+        with contextlib.suppress(PathNotFoundError):
+            await self.driver.delete(f"{INDEX_ROOT}/{name}/{ENTRY}")
+
+    async def _indexed(self) -> builtins.list[str]:
+        suffix = "/" + ENTRY
+        start = len(INDEX_ROOT) + 1
+        return [
+            info.path[start : -len(suffix)]
+            for info in await self.driver.walk(INDEX_ROOT)
+            if info.path.endswith(suffix) and len(info.path) > start + len(suffix)
+        ]
+
+    async def names(self) -> builtins.list[str]:
+        """The catalog: every indexed repository, in registry:2's order."""
+        if not self._built:
+            try:
+                await self.driver.stat(BUILT_MARKER)
+            except PathNotFoundError:
+                log.info("building the repository index (first catalog request on this store)")
+                await self.reconcile()
+            self._built = True
+        return sorted(await self._indexed(), key=order_key)
+
+    async def reconcile(self) -> tuple[int, int]:
+        """Make the index match the layout; returns (entries added, entries removed)."""
+        started = time.monotonic()
+        actual = set(await scan_repositories(self.driver))
+        indexed = set(await self._indexed())
+        added = removed = 0
+        for name in sorted(actual - indexed):
+            await self.driver.put_content(entry_path(name), b"")
+            self._remember(name)
+            added += 1
+        for name in sorted(indexed - actual):
+            if not await self._has_manifests(name):  # not pushed since the walk began
+                self._known.pop(name, None)
+                with contextlib.suppress(PathNotFoundError):
+                    await self.driver.delete(entry_path(name))
+                removed += 1
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        await self.driver.put_content(BUILT_MARKER, stamp.encode())
+        self._built = True
+        log.info(
+            "repository index reconciled: %d repositories, %d added, %d removed (%.1fs)",
+            len(actual),
+            added,
+            removed,
+            time.monotonic() - started,
+        )
+        return added, removed
+
+
+class IndexingDriver(DriverWrapper):
+    """Keeps :class:`RepositoryIndex` up to date as manifests are written and deleted."""
+
+    def __init__(self, inner: StorageDriver) -> None:
+        super().__init__(inner)
+        self.index = RepositoryIndex(inner)
+
+    async def put_content(self, path: str, data: bytes) -> None:
+        await self.inner.put_content(path, data)
+        found = repository_of(path)
+        if found is not None and found[1].startswith("_manifests/"):
+            await self.index.ensure(found[0])
+
+    async def delete(self, path: str) -> None:
+        try:
+            await self.inner.delete(path)
+        finally:
+            found = repository_of(path)
+            if found is not None and found[1].startswith("_manifests/revisions/"):
+                with contextlib.suppress(StorageError):
+                    await self.index.drop_if_gone(found[0])
