@@ -30,9 +30,11 @@ class AuthProxy:
     username: str = "alice"
     password: str = "s3cret"
     port: int = 0
+    max_uses: int | None = None  # a token expires after this many requests (None: never)
     token_requests: list[dict[str, Any]] = field(default_factory=list)
     unauthorised: int = 0
     _tokens: dict[str, set[str]] = field(default_factory=dict)
+    _uses: dict[str, int] = field(default_factory=dict)
     _loop: asyncio.AbstractEventLoop | None = None
     _runner: web.AppRunner | None = None
     _thread: threading.Thread | None = None
@@ -114,8 +116,13 @@ class AuthProxy:
             return self._basic_ok(header)
         if not header.startswith("Bearer "):
             return False
-        scopes = self._tokens.get(header.removeprefix("Bearer "))
+        token = header.removeprefix("Bearer ")
+        scopes = self._tokens.get(token)
         if scopes is None:
+            return False
+        self._uses[token] = self._uses.get(token, 0) + 1
+        if self.max_uses is not None and self._uses[token] > self.max_uses:
+            del self._tokens[token]  # expired
             return False
         parts = request.path.split("/")
         if request.path.rstrip("/") == "/v2":

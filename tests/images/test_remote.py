@@ -137,3 +137,21 @@ def test_wrong_or_missing_password_is_refused(
     wrong = cargohold(*base, "-u", proxy.username, "-p", "wrong", check=False)
     assert wrong.returncode == 1 and "Traceback" not in wrong.stderr
     assert "refused" in wrong.stderr or "authentication" in wrong.stderr, wrong.stderr
+
+
+def test_expired_tokens_are_renewed(
+    images: ImageCache, registry: RegistryProcess, skopeo: Skopeo
+) -> None:
+    """Docker's token server hands out short-lived tokens: a 401 mid-import means "get another"."""
+    front = AuthProxy(registry.url, "bearer", max_uses=3).start()
+    try:
+        image = images.get(seed=308, layer_count=3)
+        repo = unique_repo("images-expiry")
+        cargohold(
+            "import", image.layout, f"{repo}:1", "--to", front.host, "--plain-http",
+            "-u", front.username, "-p", front.password,
+        )  # fmt: skip
+        assert len(front.token_requests) > 2
+        assert _served_digest(skopeo, registry.host, f"{repo}:1") == image.digest
+    finally:
+        front.stop()

@@ -284,7 +284,6 @@ class _OciReader:
         self.files = files
         self.platform = platform
         self.plans: dict[str, BlobPlan] = {}
-        self.docs: dict[str, ManifestDoc] = {}
 
     def descriptor(self, raw: Any, where: str) -> tuple[str, str, int, dict[str, Any]]:
         if not isinstance(raw, dict):
@@ -368,7 +367,7 @@ class _OciReader:
         return doc
 
     def select_platform(
-        self, index_doc: ManifestDoc, parsed: Any, label: str, *, partial: bool
+        self, parsed: Any, label: str, *, partial: bool
     ) -> tuple[str, str, int, Platform | None] | None:
         """The child of an index to import alone: asked for, the default, or the only one."""
         candidates: list[tuple[str, str, int, Platform | None]] = []
@@ -464,7 +463,7 @@ def _read_oci_image(
             if isinstance(c, dict) and not files.exists(blob_path(str(c.get("digest"))))
         ]
         if missing or reader.platform is not None:
-            picked = reader.select_platform(top, parsed, label, partial=bool(missing))
+            picked = reader.select_platform(parsed, label, partial=bool(missing))
             if picked is None:
                 want = str(reader.platform or DEFAULT_PLATFORM)
                 why = (

@@ -106,9 +106,7 @@ class RegistryClient:
                 raise RemoteError(f"cannot read --ca-cert {ca_cert}: {e}") from None
         self._session: aiohttp.ClientSession | None = None
         self._auth: str | None = None  # the Authorization header currently in use
-        self._basic_only = False
         self._scopes: set[str] = set()
-        self._token_scopes: set[str] = set()
 
     @property
     def base(self) -> str:
@@ -236,30 +234,19 @@ class RegistryClient:
             if had_auth:
                 raise RemoteError(f"{self.host} refused the credentials of {self.username!r}")
             self._auth = "Basic " + _basic(self.username, self.password or "")
-            self._basic_only = True
             return
         if scheme == "bearer":
             realm = params.get("realm")
             if not realm:
                 raise RemoteError(f"{self.host}: Bearer challenge without a realm: {header!r}")
+            # Always a fresh token: a 401 while holding one means it expired (Docker's token
+            # server hands out 60 s tokens) or lacks a scope. If the new token does not help,
+            # the retried request's own 401 is the error.
             scopes = set(self._scopes)
             if params.get("scope"):
                 scopes.update(params["scope"].split(" "))
-            if (
-                had_auth
-                and self._auth
-                and self._auth.startswith("Bearer")
-                and scopes <= (self._token_scopes)
-            ):
-                raise RemoteError(
-                    f"{self.host}: access denied"
-                    + (f" for {self.username!r}" if self.username else " (anonymous)")
-                    + (f" to {params['scope']}" if params.get("scope") else "")
-                    + (": pass --username and --password" if not self.username else "")
-                )
             token = await self._fetch_token(realm, params.get("service"), sorted(scopes))
             self._auth = f"Bearer {token}"
-            self._token_scopes = scopes
             return
         raise RemoteError(
             f"{self.host} answered 401 with an unsupported challenge {header!r}"
@@ -318,7 +305,8 @@ class RegistryClient:
         except (ValueError, AttributeError, TypeError):
             pass
         if resp.status == 401:
-            raise RemoteError(f"{what}: authentication failed ({detail})")
+            hint = "" if self.username else "; pass --username and --password"
+            raise RemoteError(f"{what}: authentication failed ({detail}){hint}")
         if resp.status == 403:
             raise RemoteError(f"{what}: access denied ({detail})")
         raise RemoteError(f"{what}: {self.host} answered {resp.status} {detail}".rstrip())
