@@ -13,6 +13,8 @@ import contextlib
 import json
 import logging
 import os
+import random
+import secrets
 import signal
 import socket
 import sys
@@ -112,6 +114,44 @@ async def _maintenance(registry: Registry) -> None:
         await asyncio.sleep(max(purging.interval, 1.0))
 
 
+async def _reconcile_catalog(registry: Registry) -> None:
+    """Keep the repository index of an object store in line with the layout (see repoindex)."""
+    if registry.layers.index is None:
+        return
+    from cargohold.registry.repoindex import RECONCILE_SECONDS
+
+    await asyncio.sleep(5.0 + random.uniform(0, 5.0))
+    while True:
+        try:
+            await registry.reconcile_catalog()
+        except Exception:
+            log.exception("repository index reconciliation failed")
+        await asyncio.sleep(RECONCILE_SECONDS * random.uniform(0.9, 1.1))
+
+
+def _describe_store(config: Config) -> str:
+    params = config.storage.params
+    if config.storage.driver == "s3":
+        root = str(params.get("rootdirectory") or "").strip("/")
+        endpoint = params.get("regionendpoint") or f"region {params.get('region')}"
+        return f"s3://{params.get('bucket')}/{root} at {endpoint}"
+    return config.storage.driver
+
+
+def ensure_secret(config: Config) -> None:
+    """Without http.secret, generate one as registry:2 does, *before* any worker is forked so
+    that the workers of this process share it, and say loudly what that means for replicas."""
+    if config.http.secret:
+        return
+    config.http.secret = secrets.token_urlsafe(32)
+    log.warning(
+        "http.secret is not set: generated a random secret for this process. Upload URLs are "
+        "signed with it, so replicas behind a load balancer will NOT work together (an upload "
+        "continued on another replica is refused): set the same http.secret on every replica "
+        "(or REGISTRY_HTTP_SECRET)."
+    )
+
+
 async def run_worker(config: Config, sock: socket.socket, index: int) -> None:
     registry = Registry(config)
     app = create_app(registry, config.http.headers)
@@ -138,16 +178,18 @@ async def run_worker(config: Config, sock: socket.socket, index: int) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     maintenance = asyncio.create_task(_maintenance(registry)) if index == 0 else None
+    reconcile = asyncio.create_task(_reconcile_catalog(registry)) if index == 0 else None
     try:
         await stop.wait()
     finally:
-        for task in (maintenance, tls_watch):
+        for task in (maintenance, reconcile, tls_watch):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await ops.stop()
         await runner.cleanup()
+        await registry.close()
 
 
 def _tune_interpreter() -> None:
@@ -167,6 +209,7 @@ def _worker_main(config: Config, host: str, port: int, index: int) -> None:
 
 def serve(config: Config, workers: int = 1) -> int:
     setup_logging(config)
+    ensure_secret(config)
     # fail fast on a bad storage, auth or TLS setup, before any process starts
     create_app(Registry(config))
     if config.http.tls is not None:
@@ -178,7 +221,7 @@ def serve(config: Config, workers: int = 1) -> int:
     where = (
         config.storage.rootdirectory
         if config.storage.driver == "filesystem"
-        else config.storage.driver
+        else _describe_store(config)
     )
     log.info(
         "cargohold %s listening on %s://%s:%d (%d worker%s), storage: %s %s",

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from cargohold import metrics
-from cargohold.api import blobs, manifests
+from cargohold.api import blobs, health, manifests
 from cargohold.api.common import API_VERSION_HEADER, REGISTRY_KEY
 from cargohold.auth.middleware import install_auth
 from cargohold.digest import check_name
@@ -140,7 +140,8 @@ def create_app(
     prefix = registry.config.http.prefix
     app.router.add_route("*", prefix + "/v2/{tail:.*}", dispatch)
     app.router.add_route("*", prefix + "/v2", _redirect_v2)
-    app.router.add_get("/", _root)
+    app.router.add_get("/", health.root)
+    app.router.add_get("/debug/health", health.debug_health)
     install_auth(app, registry.config)  # after error_middleware: its errors become JSON
     app.on_response_prepare.append(_digest_etag)
     if extra_headers:
@@ -164,8 +165,3 @@ async def _digest_etag(request: web.Request, response: web.StreamResponse) -> No
 
 async def _redirect_v2(request: web.Request) -> web.StreamResponse:
     raise web.HTTPMovedPermanently(request.path + "/")
-
-
-async def _root(request: web.Request) -> web.StreamResponse:
-    """A plain page a load balancer or a person can probe."""
-    return web.Response(text="cargohold registry\n")
