@@ -276,13 +276,19 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
 
 
 def _body_bytes(request: web.Request, response: web.StreamResponse | None) -> int:
-    if response is None or request.method == "HEAD":
-        return 0
-    if isinstance(response, web.FileResponse):
-        # sent with sendfile: the payload writer does not see the bytes
-        length = response.content_length
-        return length if length is not None and response.status in (200, 206) else 0
+    if response is None or request.method == "HEAD" or isinstance(response, web.FileResponse):
+        return 0  # a FileResponse is sent after the middleware returns: see on_prepare
     length = response.body_length
     if length:
         return length
     return response.content_length or 0
+
+
+async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    """Bytes of file bodies (sendfile), known only when aiohttp prepares them."""
+    m = _m
+    if m is None or request.method == "HEAD" or not isinstance(response, web.FileResponse):
+        return
+    length = response.content_length
+    if length and response.status in (200, 206):
+        m.bytes_out.labels(handler_name(request)).inc(length)

@@ -170,6 +170,7 @@ class Operations:
         app[EVENTS_KEY] = self.hub
         if metrics.enabled():
             app.middlewares.insert(0, metrics.middleware)
+            app.on_response_prepare.append(metrics.on_prepare)
 
     async def start(self) -> None:
         if self.notifier is not None:
