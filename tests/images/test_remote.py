@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from authproxy import AuthProxy
-from imagetools import cargohold, docker_archive, tar_directory
+from imagetools import cargohold, docker_archive, tagged_digest, tar_directory
 from support.clients import Skopeo
 from support.images import ImageCache, sha256_digest
 from support.servers import RegistryProcess, unique_repo
@@ -155,3 +155,54 @@ def test_expired_tokens_are_renewed(
         assert _served_digest(skopeo, registry.host, f"{repo}:1") == image.digest
     finally:
         front.stop()
+
+
+def test_import_and_export_over_tls_with_htpasswd_login(images: ImageCache, tmp_path: Path) -> None:
+    """The real server with http.tls and auth.htpasswd: --ca-cert verifies, --insecure skips."""
+    from support.servers import RegistryProcess as Server
+    from support.servers import cargohold_command, cargohold_env
+
+    pki, htpasswd = tmp_path / "pki", tmp_path / "htpasswd"
+    made = cargohold("cert", "--out", pki, "--host", "127.0.0.1", check=False)
+    if made.returncode != 0:
+        pytest.skip(f"`cargohold cert` is not available: {made.stderr.strip()[:200]}")
+    cargohold("htpasswd", "add", "--password-stdin", "--cost", "4", htpasswd, "alice", input="pw\n")
+    server = Server(
+        "cargohold",
+        cargohold_command(),
+        tmp_path / "server",
+        env=cargohold_env(),
+        ready_scheme="https",
+        config={
+            "http": {
+                "tls": {"certificate": str(pki / "server.crt"), "key": str(pki / "server.key")}
+            },
+            "auth": {"htpasswd": {"realm": "test", "path": str(htpasswd)}},
+        },
+    )
+    server.start()
+    try:
+        image = images.get(seed=309)
+        to = ["import", image.layout, "tls/app:1", "--to", server.host]
+        unverified = cargohold(*to, "-u", "alice", "-p", "pw", check=False)
+        assert unverified.returncode == 1 and "--ca-cert" in unverified.stderr
+        anonymous = cargohold(*to, "--ca-cert", pki / "ca.crt", check=False)
+        assert anonymous.returncode == 1 and "requires a login" in anonymous.stderr
+        wrong = cargohold(*to, "--ca-cert", pki / "ca.crt", "-u", "alice", "-p", "no", check=False)
+        assert wrong.returncode == 1 and "refused the credentials" in wrong.stderr
+        ok = cargohold(
+            *to, "--ca-cert", pki / "ca.crt", "-u", "alice", "--password-stdin", input="pw\n"
+        )
+        assert image.digest in ok.stdout
+        again = cargohold(*to, "--insecure", "-u", "alice", "-p", "pw").stdout
+        assert "1 layers (1 already present)" in again
+        out = tmp_path / "out"
+        cargohold(
+            "export", "tls/app:1", "--from", server.host, "--ca-cert", pki / "ca.crt",
+            "-u", "alice", "-p", "pw", "--format", "oci", "-o", out,
+        )  # fmt: skip
+        fresh = tmp_path / "fresh"
+        cargohold("import", out, "--root", fresh)
+        assert tagged_digest(fresh, "tls/app", "1") == image.digest
+    finally:
+        server.stop()
