@@ -195,7 +195,7 @@ async def _retention(config: Config, args: argparse.Namespace) -> int:
         return 2
     registry = _registry(config)
     try:
-        engine = RetentionEngine(registry.driver, config.retention)
+        engine = RetentionEngine(registry.driver, config.retention, config.storage.gc.graceperiod)
         report = await engine.run(dry_run=not args.apply)
     finally:
         await _close(registry)
