@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 from support.servers import cargohold_command, cargohold_env
 
-from .helpers import PASSWORDS, Pki, SecureFactory, SecureRegistry, add_user, make_pki, tls_config
+from cargohold.auth import htpasswd
+
+from .helpers import PASSWORDS, Pki, SecureFactory, SecureRegistry, make_pki, tls_config
 
 
 @pytest.fixture(scope="session")
@@ -23,10 +25,14 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 @pytest.fixture(scope="session")
 def users_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An htpasswd file with alice, bob and carol (read-only copy per test is the caller's job)."""
+    """An htpasswd file with alice, bob and carol (tests edit copies: ``htpasswd_file``).
+
+    Written with the library behind ``cargohold htpasswd`` (cost 4, fast); the command
+    itself is tested in test_commands.py.
+    """
     path = tmp_path_factory.mktemp("users") / "htpasswd"
     for user, password in PASSWORDS.items():
-        add_user(path, user, password)
+        htpasswd.set_user(str(path), user, password, cost=4)
     return path
 
 

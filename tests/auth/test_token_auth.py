@@ -236,3 +236,24 @@ def test_tokens_from_an_external_token_server(
     assert resp.status_code == 401
     assert 'error="insufficient_scope"' in resp.headers["WWW-Authenticate"]
     assert "denied user=robot" in server.log_path.read_text()
+
+
+def test_workers_share_the_signing_key(
+    make_registry: Callable[..., RegistryProcess], htpasswd_file: Path, tmp_path: Path
+) -> None:
+    """Workers start together and race to create the key: one wins, every worker signs with
+    it, so a token from one worker is good on all (each request here is a new connection)."""
+    builtin = {"htpasswd": str(htpasswd_file), "key": str(tmp_path / "shared" / "token.key")}
+    config = {"auth": {"token": {"service": SERVICE, "builtin": builtin}}, "access": POLICY}
+    server = make_registry(config, workers=3)
+    kids = set()
+    for _ in range(12):
+        token = token_for(server, "bob", "repository:team/app:pull").json()["token"]
+        kids.add(jwt.get_unverified_header(token)["kid"])
+        resp = requests.get(
+            f"{server.url}/v2/team/app/tags/list",
+            headers={"Authorization": f"Bearer {token}", "Connection": "close"},
+            timeout=10,
+        )
+        assert resp.status_code == 404  # authorized; the repository just does not exist
+    assert len(kids) == 1

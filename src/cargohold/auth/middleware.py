@@ -75,6 +75,13 @@ def parse_basic(value: str) -> tuple[str, str] | None:
     return user, password
 
 
+def _is_empty_basic(value: str) -> bool:
+    try:
+        return base64.b64decode(value.strip(), validate=True) == b":"
+    except ValueError:
+        return False
+
+
 @dataclass(frozen=True)
 class Target:
     """What a request touches and needs."""
@@ -208,6 +215,8 @@ class Authenticator:
         scheme, _, credentials = header.strip().partition(" ")
         scheme = scheme.lower()
         if not self.bearer:
+            if scheme == "basic" and _is_empty_basic(credentials):
+                return ANONYMOUS  # what containers/image sends for a Basic challenge, no login
             basic = parse_basic(credentials) if scheme == "basic" else None
             if basic is None:
                 raise self.unauthorized(request, None, target, "malformed basic credentials")
