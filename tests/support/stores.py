@@ -279,3 +279,121 @@ listen stats
             if len(cols) > 17 and cols[0] == "replicas" and cols[1].startswith("r"):
                 states[cols[1]] = cols[17]
         return states
+
+
+# --------------------------------------------------------------------------- resilient uploads
+
+RETRY_STATUSES = frozenset({500, 502, 503, 504})
+
+
+def _absolute(base: str, location: str) -> str:
+    return location if location.startswith(("http://", "https://")) else base + location
+
+
+def _received(resp: requests.Response) -> int:
+    """Bytes an upload holds, from the ``Range: 0-N`` of a 202/204 (``0-0`` is taken as 0)."""
+    end = int(resp.headers["Range"].split("-")[1])
+    return end + 1 if end else 0
+
+
+def chunked_upload(
+    base: str,
+    repo: str,
+    data: bytes,
+    chunk: int,
+    *,
+    attempts: int = 30,
+    pause: float = 0.2,
+    timeout: float = 60,
+    log: list[str] | None = None,
+) -> str:
+    """Push ``data`` as POST, PATCHes of ``chunk`` bytes with ``Content-Range``, PUT ?digest=.
+
+    Behaves like a careful client behind a load balancer: a request that fails (connection
+    error, 5xx) is retried after asking the upload's status (GET) where to resume; a chunk the
+    registry already has (416) is skipped the same way. Returns the digest; raises when
+    ``attempts`` retries are exhausted.
+    """
+    import hashlib
+
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    http = requests.Session()
+    http.headers["Connection"] = "close"  # a new connection (and balancer pick) per request
+    failures = 0
+
+    def retry(what: str, detail: object) -> None:
+        nonlocal failures
+        failures += 1
+        if log is not None:
+            log.append(f"{repo}: {what}: {detail}")
+        if failures > attempts:
+            raise AssertionError(f"{repo}: giving up after {failures} failures; last: {detail}")
+        time.sleep(pause)
+
+    while True:
+        try:
+            r = http.post(f"{base}/v2/{repo}/blobs/uploads/", timeout=timeout)
+        except requests.RequestException as e:
+            retry("POST", e)
+            continue
+        if r.status_code == 202:
+            location = _absolute(base, r.headers["Location"])
+            break
+        retry("POST", r.status_code)
+
+    offset = 0
+    while offset < len(data):
+        piece = data[offset : offset + chunk]
+        try:
+            r = http.patch(
+                location,
+                data=piece,
+                headers={
+                    "Content-Range": f"{offset}-{offset + len(piece) - 1}",
+                    "Content-Type": "application/octet-stream",
+                },
+                timeout=timeout,
+            )
+        except requests.RequestException as e:
+            r = None
+            retry("PATCH", e)
+        if r is not None and r.status_code == 202:
+            location = _absolute(base, r.headers["Location"])
+            offset = _received(r)
+            continue
+        if r is not None:
+            if r.status_code not in (*RETRY_STATUSES, 416):
+                raise AssertionError(f"{repo}: PATCH -> {r.status_code} {r.text[:500]}")
+            retry("PATCH", f"{r.status_code} {r.text[:200]}")
+        while True:  # where to resume
+            try:
+                st = http.get(location, timeout=timeout)
+            except requests.RequestException as e:
+                retry("GET status", e)
+                continue
+            if st.status_code == 204:
+                location = _absolute(base, st.headers["Location"])
+                offset = _received(st)
+                break
+            if st.status_code not in RETRY_STATUSES:
+                raise AssertionError(f"{repo}: upload status -> {st.status_code} {st.text[:500]}")
+            retry("GET status", st.status_code)
+
+    sep = "&" if "?" in location else "?"
+    while True:
+        try:
+            r = http.put(f"{location}{sep}digest={digest}", timeout=timeout)
+        except requests.RequestException as e:
+            retry("PUT", e)
+        else:
+            if r.status_code == 201:
+                assert r.headers["Docker-Content-Digest"] == digest
+                return digest
+            if r.status_code == 404:
+                # The first PUT may have completed before its answer was lost.
+                head = http.head(f"{base}/v2/{repo}/blobs/{digest}", timeout=timeout)
+                if head.status_code == 200:
+                    return digest
+            if r.status_code not in RETRY_STATUSES:
+                raise AssertionError(f"{repo}: PUT -> {r.status_code} {r.text[:500]}")
+            retry("PUT", f"{r.status_code} {r.text[:200]}")
