@@ -110,7 +110,8 @@ async def disk_usage(driver: StorageDriver) -> UsageReport:
     report.gc_untagged_bytes = untagged.bytes_freed
     for name in repos:
         for info in await inventory.walk_files(driver, paths.uploads(name), frozenset()):
-            report.uploads += info.size
+            if info.path.endswith("/data"):
+                report.uploads += info.size
     return report
 
 
