@@ -68,10 +68,19 @@ def _digest(alg: str, hexpart: str) -> Digest | None:
     return Digest.try_parse(f"{alg}:{hexpart}")
 
 
+def local_driver(driver: StorageDriver) -> FilesystemDriver | None:
+    """The filesystem driver under any cache or index layers (reads may bypass them)."""
+    node: Any = driver
+    while node is not None and not isinstance(node, FilesystemDriver):
+        node = getattr(node, "inner", None)
+    return node if isinstance(node, FilesystemDriver) else None
+
+
 async def walk_files(driver: StorageDriver, root: str, prune: frozenset[str]) -> list[FileInfo]:
     """Every file below ``root`` (absent root: none), skipping directories named in ``prune``."""
-    if isinstance(driver, FilesystemDriver):
-        local = driver.local_path(root)
+    fs = local_driver(driver)
+    if fs is not None:
+        local = fs.local_path(root)
         assert local is not None
         return await asyncio.to_thread(_walk_local, local, root, prune)
     walk: Any = getattr(driver, "walk", None)
@@ -189,8 +198,9 @@ async def scan_repositories(
                 repo.referrers.setdefault(subject, set()).add(d)
         elif kind == "_pulls" and len(rest) == 1:
             repo.pulls[rest[0]] = info.mtime
-    if isinstance(driver, FilesystemDriver):
-        await asyncio.to_thread(_read_tags_local, driver, tag_links)
+    fs = local_driver(driver)
+    if fs is not None:
+        await asyncio.to_thread(_read_tags_local, fs, tag_links)
     else:
         for repo, tag, path in tag_links:
             repo.tags[tag] = await read_link(driver, path)
