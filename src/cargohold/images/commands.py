@@ -22,6 +22,8 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
+
 from cargohold.config import ConfigError, load_config
 from cargohold.errors import RegistryError
 from cargohold.images.archive import read_archive
@@ -174,9 +176,11 @@ def run(args: argparse.Namespace) -> int:
         progress.stop()
         print(f"cargohold {command}: error: {e.code.name}: {e.message}", file=sys.stderr)
         return 1
-    except OSError as e:
+    except (OSError, aiohttp.ClientError) as e:
+        # OSError: disk full, permissions, timeouts; ClientError: a connection dropped mid-body
         progress.stop()
-        print(f"cargohold {command}: error: {e}", file=sys.stderr)
+        tail = "; nothing was imported" if command == "import" else "; nothing was written"
+        print(f"cargohold {command}: error: {type(e).__name__}: {e}{tail}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         progress.stop()
@@ -188,6 +192,8 @@ def _password(args: argparse.Namespace) -> str | None:
     if args.password_stdin:
         if args.password:
             raise UsageError("--password and --password-stdin exclude each other")
+        if not args.username:
+            raise UsageError("--password-stdin needs --username")
         return sys.stdin.readline().rstrip("\r\n")
     if args.password and not args.username:
         raise UsageError("--password needs --username")
