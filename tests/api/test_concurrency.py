@@ -97,12 +97,6 @@ def test_8_threads_push_different_manifests_to_one_tag(registry):
     assert tags_of(registry.url, name) == ["race"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: DELETE /manifests/<digest> yields while removing tag directories; a "
-    "PUT of the same manifest landing then re-creates its revision and tags, and the delete "
-    "then removes the revision, leaving listed tags that answer 404 MANIFEST_UNKNOWN",
-)
 def test_manifest_delete_racing_pushes_leaves_listed_tags_resolvable(registry):
     for _attempt in range(6):
         _race_delete_against_pushes(registry)

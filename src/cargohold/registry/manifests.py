@@ -9,9 +9,11 @@ on each request, and those are tiny files.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -177,6 +179,11 @@ class ManifestStore:
         self.blobs = blobs
         self.validation = validation
         self._cache: OrderedDict[Digest, Manifest] = OrderedDict()
+        # Writes and deletes of one repository's manifests take turns within a process, so a
+        # delete can never interleave with a push of the same manifest and strand its tags.
+        self._repo_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
         self._allow = [re.compile(p) for p in validation.urls_allow]
         self._deny = [re.compile(p) for p in validation.urls_deny]
 
@@ -252,12 +259,23 @@ class ManifestStore:
         else:
             check_tag(reference)
         manifest = parse_manifest(data, content_type, expected)
+        async with self._repo_lock(name):
+            return await self._put_locked(name, manifest, None if expected else reference)
+
+    def _repo_lock(self, name: str) -> asyncio.Lock:
+        lock = self._repo_locks.get(name)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._repo_locks[name] = lock
+        return lock
+
+    async def _put_locked(self, name: str, manifest: Manifest, tag: str | None) -> Manifest:
         fence = self.blobs.fence
         if fence is not None:  # garbage collection may be deleting what this one names
             refs = [manifest.digest, *(d.digest for d in (*manifest.blobs, *manifest.children))]
             await fence.guard(refs, name)
         await self._verify_references(name, manifest)
-        await self.blobs.put(data, manifest.digest.algorithm)
+        await self.blobs.put(manifest.data, manifest.digest.algorithm)
         await self.driver.put_content(
             paths.revision_link(name, manifest.digest), str(manifest.digest).encode()
         )
@@ -266,8 +284,8 @@ class ManifestStore:
                 paths.referrer_link(name, manifest.subject.digest, manifest.digest),
                 str(manifest.digest).encode(),
             )
-        if expected is None:
-            await self.tag(name, reference, manifest.digest)
+        if tag is not None:
+            await self.tag(name, tag, manifest.digest)
         self._cache[manifest.digest] = manifest
         return manifest
 
@@ -281,12 +299,13 @@ class ManifestStore:
         await self.driver.put_content(paths.tag_current_link(name, tag), str(digest).encode())
 
     async def _verify_references(self, name: str, m: Manifest) -> None:
-        if self.validation.disabled:
-            return
+        """Every referenced blob and child must be here; ``validation.disabled`` only lifts the
+        layer-URL policy, exactly as in registry:2 (it never allowed dangling references)."""
         missing: list[str] = []
         for d in m.blobs:
             if d.urls:
-                self._check_urls(d)
+                if not self.validation.disabled:
+                    self._check_urls(d)
                 continue
             if d.digest == EMPTY_JSON_DIGEST:
                 await self.blobs.ensure_empty_json(name)
@@ -335,28 +354,33 @@ class ManifestStore:
             await self._raise_unknown(name, tag)
 
     async def delete(self, name: str, digest: Digest) -> None:
-        """Remove a revision and every tag pointing at it, as registry:2 does."""
-        if not await self.exists(name, digest):
-            raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"digest": str(digest)})
-        for tag in await self.tags(name):
+        """Remove a revision and every tag pointing at it, as registry:2 does.
+
+        The revision goes first: a tag pointing at a missing revision already answers 404, so
+        whatever a push from another process does meanwhile, no tag is left that resolves to a
+        manifest that is half gone.
+        """
+        async with self._repo_lock(name):
+            if not await self.exists(name, digest):
+                raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"digest": str(digest)})
             try:
-                raw = await self.driver.get_content(paths.tag_current_link(name, tag))
-            except PathNotFoundError:
-                continue
-            if raw.decode("ascii", "replace").strip() == str(digest):
-                with contextlib.suppress(PathNotFoundError):
-                    await self.driver.delete(paths.tag_dir(name, tag))
-        try:
-            manifest = await self.load(digest)
-        except RegistryError:
-            manifest = None
-        if manifest is not None and manifest.subject is not None:
+                manifest: Manifest | None = await self.load(digest)
+            except RegistryError:
+                manifest = None
             with contextlib.suppress(PathNotFoundError):
-                await self.driver.delete(
-                    paths.referrer_link(name, manifest.subject.digest, digest).rsplit("/", 1)[0]
-                )
-        with contextlib.suppress(PathNotFoundError):
-            await self.driver.delete(paths.revision_dir(name, digest))
+                await self.driver.delete(paths.revision_dir(name, digest))
+            if manifest is not None and manifest.subject is not None:
+                link = paths.referrer_link(name, manifest.subject.digest, digest)
+                with contextlib.suppress(PathNotFoundError):
+                    await self.driver.delete(link.rsplit("/", 1)[0])
+            for tag in await self.tags(name):
+                try:
+                    raw = await self.driver.get_content(paths.tag_current_link(name, tag))
+                except PathNotFoundError:
+                    continue
+                if raw.decode("ascii", "replace").strip() == str(digest):
+                    with contextlib.suppress(PathNotFoundError):
+                        await self.driver.delete(paths.tag_dir(name, tag))
 
     # -- listing -----------------------------------------------------------------------------
 
