@@ -181,6 +181,10 @@ class Server:
         with _live_lock:
             _live.discard(self)
 
+    @property
+    def proc_pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
     # --- measurement ---------------------------------------------------------------------
 
     def http(self) -> Http:

@@ -202,6 +202,7 @@ def run_workloads(
                     continue
                 try:
                     server.check_alive()
+                    os.sync()  # no writeback left over from the previous repetition
                     values = wl.measure(server)
                 except MEASUREMENT_ERRORS as e:
                     failed[server.name] = f"rep {rep + 1}: {e}"
@@ -360,49 +361,66 @@ def main(argv: list[str] | None = None) -> int:
     only = set(args.only.split(",")) if args.only else None
     workloads = [w for w in WORKLOADS if only is None or w.name in only]
     specs = server_specs(args)
-    command = shlex.join(["python", "bench/run.py", *sys.argv[1:]])
     started = dt.datetime.now(dt.UTC)
     load_before = os.getloadavg()
     servers: list[Server] = []
     workdir: Path | None = None
     try:
-        check_tools(specs, workloads)
-        workdir = Path(tempfile.mkdtemp(prefix="cargohold-bench-", dir=args.tmpdir))
-        check_disk_space(workdir, sizes, workloads)
-        scratch = workdir / "scratch"
-        scratch.mkdir()
-        for spec in specs:
-            server = Server(spec, workdir / spec.name, args.request_timeout)
-            servers.append(server)
-            log(f"starting {spec.label}: {spec.command()}")
-            server.start(args.startup_timeout)
-            log(f"  {spec.label} is up on {server.host}:{server.port}, pid {server.pids()[0]}")
-        target, reference = servers
-        outcome = run_workloads((target, reference), workloads, sizes, scratch)
-        for server in servers:
-            for workload, errors in outcome.errors.items():
-                if server.name in errors:
-                    log(f"{workload} on {server.name}: {errors[server.name]}")
-                    log(server.log_tail())
-                    break
+        try:
+            check_tools(specs, workloads)
+            workdir = Path(tempfile.mkdtemp(prefix="cargohold-bench-", dir=args.tmpdir))
+            check_disk_space(workdir, sizes, workloads)
+            scratch = workdir / "scratch"
+            scratch.mkdir()
+            for spec in specs:
+                server = Server(spec, workdir / spec.name, args.request_timeout)
+                servers.append(server)
+                log(f"starting {spec.label}: {spec.command()}")
+                server.start(args.startup_timeout)
+                log(f"  {spec.label} is up on {server.host}:{server.port}, pid {server.proc_pid}")
+            target, reference = servers
+            outcome = run_workloads((target, reference), workloads, sizes, scratch)
+            for server in servers:
+                for workload, errors in outcome.errors.items():
+                    if server.name in errors:
+                        log(f"{workload} on {server.name}: {errors[server.name]}")
+                        log(server.log_tail())
+                        break
+        finally:
+            for server in servers:
+                server.stop()
     except HarnessError as e:
         log(f"harness error: {e}")
         return 1
     except Exception:
         log("harness error:\n" + traceback.format_exc())
         return 1
+    else:
+        report = build_report(args, sizes, specs, servers, outcome, workloads, started, load_before)
+        print_report(report, outcome, specs)
+        write_json(report, args.json, started)
+        return 2 if report["summary"]["error"] else 0
     finally:
-        for server in servers:
-            server.stop()
         if workdir is not None:
+            log("removing the storage roots")
             shutil.rmtree(workdir, ignore_errors=True)
 
+
+def build_report(
+    args: argparse.Namespace,
+    sizes: Sizes,
+    specs: tuple[ServerSpec, ServerSpec],
+    servers: list[Server],
+    outcome: Outcome,
+    workloads: list[type[Workload]],
+    started: dt.datetime,
+    load_before: tuple[float, float, float],
+) -> dict[str, Any]:
     results = build_results(outcome, workloads)
     finished = dt.datetime.now(dt.UTC)
-    load_after = os.getloadavg()
-    report = {
+    return {
         "schema": 1,
-        "command": command,
+        "command": shlex.join(["python", "bench/run.py", *sys.argv[1:]]),
         "started": started.isoformat(timespec="seconds"),
         "finished": finished.isoformat(timespec="seconds"),
         "duration_s": round((finished - started).total_seconds(), 1),
@@ -410,14 +428,14 @@ def main(argv: list[str] | None = None) -> int:
         "reps": sizes.reps,
         "order": "interleaved per workload: A,B then B,A, repeated; value = median of reps",
         "machine": machine_info(),
-        "loadavg": {"before": load_before, "after": load_after},
+        "loadavg": {"before": load_before, "after": os.getloadavg()},
         "tools": tool_versions(specs),
         "servers": {
             s.spec.name: {
                 "label": s.spec.label,
                 "command": s.spec.command(),
                 "env": s.spec.env,
-                "pid": s.proc.pid if s.proc else None,
+                "pid": s.proc_pid,
             }
             for s in servers
         },
@@ -429,29 +447,34 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
 
+
+def print_report(report: dict[str, Any], outcome: Outcome, specs: tuple[ServerSpec, ...]) -> None:
     print()
-    print(render_table(results))
+    print(render_table(report["results"]))
     print()
     for name, text in outcome.descriptions.items():
         print(f"  {name}: {text}")
-    print(f"  cargohold: {specs[0].command()}")
-    print(f"  registry:2: {specs[1].command()}")
-    summary = report["summary"]
+    for spec in specs:
+        print(f"  {spec.label}: {spec.command()}")
+    summary, load = report["summary"], report["loadavg"]
     print(
         f"\n{summary['pass']} pass, {summary['fail']} fail, {summary['error']} not measured; "
-        f"{sizes.reps} reps each, median shown; {report['duration_s']:.0f} s; "
-        f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after "
-        f"({os.cpu_count()} CPUs)"
+        f"{report['reps']} reps each, median shown; {report['duration_s']:.0f} s; "
+        f"load average {load['before'][0]:.2f} before, {load['after'][0]:.2f} after "
+        f"({report['machine']['nproc']} CPUs)",
+        flush=True,
     )
+
+
+def write_json(report: dict[str, Any], where: str | None, started: dt.datetime) -> None:
     text = json.dumps(report, indent=2)
-    if args.json == "-":
-        print(text)
-    else:
-        out = Path(args.json) if args.json else default_json_path(started)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n")
-        print(f"JSON: {out}")
-    return 2 if summary["error"] else 0
+    if where == "-":
+        print(text, flush=True)
+        return
+    out = Path(where) if where else default_json_path(started)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
+    print(f"JSON: {out}", flush=True)
 
 
 def default_json_path(started: dt.datetime) -> Path:

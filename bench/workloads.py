@@ -192,11 +192,6 @@ def parallel_setup(server: Server, items: Iterable[T], fn: Callable[[Http, T], N
             http.close()
 
 
-def sync_disks() -> None:
-    """Flush dirty pages left by earlier uploads so that the next timed run starts clean."""
-    os.sync()
-
-
 class Workload:
     name = ""
 
@@ -300,7 +295,7 @@ class UploadMonolithic(Workload):
         size = self.sizes.upload_bytes
         path = self.scratch / f"{self.name}.bin"
         digest = write_random_file(path, size)
-        sync_disks()
+        os.sync()  # the fresh data itself is not written back during the timed run
         fd = os.open(path, os.O_RDONLY)
         try:
             with server.http() as http:
@@ -555,7 +550,7 @@ class UploadStorm(Workload):
             d = h.copy()
             d.update(t)
             digests.append("sha256:" + d.hexdigest())
-        sync_disks()
+        os.sync()  # the fresh data itself is not written back during the timed run
         fd = os.open(path, os.O_RDONLY)
         conns: list[Http] = []
 
