@@ -8,6 +8,7 @@ Used by ``tests/s3`` and ``tests/scale``.
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import socket
 import subprocess
@@ -15,12 +16,13 @@ import sys
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import requests
 
-from .servers import free_port, kill_process_group
+from .servers import RegistryProcess, free_port, kill_process_group
 
 MOTO_ACCESS_KEY = "cargohold-test"
 MOTO_SECRET_KEY = "cargohold-test-secret"
@@ -279,6 +281,37 @@ listen stats
             if len(cols) > 17 and cols[0] == "replicas" and cols[1].startswith("r"):
                 states[cols[1]] = cols[17]
         return states
+
+
+@dataclass
+class ReplicaSet:
+    replicas: list[RegistryProcess]
+    proxy: Haproxy
+    storage: str
+    bucket: str | None = None
+    root: Path | None = None
+    extra: list[Any] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return self.proxy.url
+
+    @property
+    def host(self) -> str:
+        return self.proxy.host
+
+    def describe_log(self, max_chars: int = 3000) -> str:
+        parts = [r.describe_log(max_chars) for r in self.replicas]
+        return "\n".join([*parts, self.proxy.describe_log(max_chars)])
+
+    def replicas_of_upload(self) -> dict[str, set[int]]:
+        """upload id -> indexes of the replicas that served a request of that upload."""
+        pattern = re.compile(r'"[A-Z]+ /v2/\S+/blobs/uploads/([0-9a-f-]{36})')
+        seen: dict[str, set[int]] = {}
+        for i, replica in enumerate(self.replicas):
+            for match in pattern.finditer(replica.log_tail(50_000_000)):
+                seen.setdefault(match.group(1), set()).add(i)
+        return seen
 
 
 # --------------------------------------------------------------------------- resilient uploads
