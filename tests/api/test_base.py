@@ -211,3 +211,23 @@ def test_traversal_attempts_are_rejected_and_write_nothing_outside_root(make_reg
     assert not (workdir.parent / "etc").exists()
     assert not (workdir / "etc").exists()
     assert not (workdir / "x").exists()
+
+
+@pytest.mark.parametrize(
+    "suffix", ["tags/list", "manifests", "manifests/latest", "blobs", "blobs/uploads", "referrers"]
+)
+def test_names_containing_endpoint_words(registry, suffix):
+    """Routing must take the longest name: ``a/manifests/manifests/t`` is repo ``a/manifests``."""
+    name = f"{repo()}/{suffix}"
+    digest = push_blob(registry.url, name, b"routing " + suffix.encode())
+    assert requests.get(f"{registry.url}/v2/{name}/blobs/{digest}").status_code == 200
+    m = push_image(registry.url, name, "t")
+    r = requests.get(f"{registry.url}/v2/{name}/manifests/t", headers={"Accept": m.media_type})
+    assert r.status_code == 200
+    assert r.content == m.data
+    assert tags_of(registry.url, name) == ["t"]
+    r = requests.get(f"{registry.url}/v2/{name}/referrers/{m.digest}")
+    assert r.status_code == 200
+    assert r.json()["manifests"] == []
+    assert requests.delete(f"{registry.url}/v2/{name}/manifests/t").status_code == 202
+    assert tags_of(registry.url, name) == []
