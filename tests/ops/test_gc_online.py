@@ -188,3 +188,40 @@ def test_condemned_blob_pushed_again_is_kept_or_rewritten(make_registry, images,
     assert result and not result[0]["error"]
     verify_image(reg.url, other, "y", image)
     assert image_digests(image) <= blob_digests(reg.root)
+
+
+def test_scheduled_gc_and_the_online_command(make_registry, images):
+    debug = f"127.0.0.1:{free_port()}"
+    config = {
+        "http": {"debug": {"addr": debug}},
+        "storage": {
+            "maintenance": {
+                "gc": {"enabled": True, "interval": "1s", "graceperiod": "1m", "settle": "0s"}
+            }
+        },
+    }
+    reg = make_registry(config=config)
+    repo = unique_repo("sched")
+    kept, first, second = images.get(410), images.get(411), images.get(412)
+    push_image(reg.url, repo, kept, tag="kept")
+    for image in (first, second):
+        push_image(reg.url, repo, image, tag="x")
+        assert requests.delete(f"{reg.url}/v2/{repo}/manifests/{image.digest}").status_code == 202
+    _age(reg.root, image_digests(first))
+    old = time.time() - 86400  # links too: only `second`'s blobs stay young
+    for dirpath, _dirs, files in os.walk(reg.root / V2 / "repositories"):
+        for name in files:
+            os.utime(os.path.join(dirpath, name), (old, old))
+    deadline = time.monotonic() + 30
+    while image_digests(first) & blob_digests(reg.root) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not image_digests(first) & blob_digests(reg.root), "the schedule never collected"
+    assert image_digests(second) <= blob_digests(reg.root), "the grace period protects"
+    status = requests.get(f"http://{debug}/admin/gc", timeout=10).json()
+    assert status["last"] and not status["last"]["error"]
+
+    from .helpers import run_cli
+
+    out = run_cli("garbage-collect", str(reg.config_path), "--online", "--dry-run").stdout
+    assert "blobs marked" in out
+    verify_image(reg.url, repo, "kept", kept)
