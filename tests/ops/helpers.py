@@ -120,3 +120,18 @@ def verify_image(
             r = http.get(f"{url}/v2/{repo}/blobs/{desc['digest']}", timeout=30)
             assert r.status_code == 200, f"{repo} blob {desc['digest']}: {r.status_code}"
             assert "sha256:" + hashlib.sha256(r.content).hexdigest() == desc["digest"]
+
+
+def wait_debug(debug: str, limit: float = 20.0) -> None:
+    """The debug listener starts in worker 0 just after the API: wait until it answers."""
+    import time
+
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            if requests.get(f"http://{debug}/debug/health", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)

@@ -18,7 +18,7 @@ import requests
 from support.images import push_image
 from support.servers import free_port, unique_repo
 
-from .helpers import V2, age_store, blob_digests, image_digests, verify_image
+from .helpers import V2, age_store, blob_digests, image_digests, verify_image, wait_debug
 
 GC_ROUNDS = 40
 DEADLINE = 120.0
@@ -48,6 +48,7 @@ def test_gc_in_a_loop_while_clients_push_and_pull(make_registry, images, skopeo,
         "storage": {"maintenance": {"gc": {"graceperiod": "30s", "settle": "0.5s"}}},
     }
     reg = make_registry(config=config, workers=2)
+    wait_debug(debug)
     sk = skopeo.with_logs(reg)
     root = reg.root
 
@@ -169,6 +170,7 @@ def test_condemned_blob_pushed_again_is_kept_or_rewritten(make_registry, images,
         "storage": {"maintenance": {"gc": {"graceperiod": "10s", "settle": "3s"}}},
     }
     reg = make_registry(config=config)
+    wait_debug(debug)
     repo = unique_repo("hard")
     image = images.get(400)
     push_image(reg.url, repo, image, tag="x")
@@ -201,6 +203,7 @@ def test_scheduled_gc_and_the_online_command(make_registry, images):
         },
     }
     reg = make_registry(config=config)
+    wait_debug(debug)
     repo = unique_repo("sched")
     kept, first, second = images.get(410), images.get(411), images.get(412)
     push_image(reg.url, repo, kept, tag="kept")

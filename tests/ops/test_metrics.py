@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from support.images import push_image
 from support.servers import free_port, unique_repo
 
-from .helpers import age_store, verify_image
+from .helpers import age_store, verify_image, wait_debug
 
 
 def scrape(debug: str, path: str = "/metrics") -> list[tuple[str, dict[str, str], float]]:
@@ -32,6 +32,7 @@ def total(samples: list, name: str, **labels: str) -> float:
 def test_push_and_pull_move_the_numbers(make_registry, images, workers):
     debug = f"127.0.0.1:{free_port()}"
     reg = make_registry(config={"http": {"debug": {"addr": debug}}}, workers=workers)
+    wait_debug(debug)
     repo = unique_repo("metrics")
     image = images.get(800, layer_count=2)
     before = scrape(debug)
@@ -86,6 +87,7 @@ def test_gc_freed_bytes_and_custom_path(make_registry, images):
         "storage": {"maintenance": {"gc": {"graceperiod": "0s", "settle": "0s"}}},
     }
     reg = make_registry(config=config, workers=2)
+    wait_debug(debug)
     repo = unique_repo("metrics-gc")
     garbage = images.get(802)
     push_image(reg.url, repo, garbage, tag="g")

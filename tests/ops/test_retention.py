@@ -18,6 +18,7 @@ from .helpers import (
     revision_digests,
     run_cli,
     verify_image,
+    wait_debug,
 )
 
 
@@ -45,6 +46,7 @@ def test_retention_dry_run_then_apply(make_registry, images):
         },
     }
     reg = make_registry(config=config)
+    wait_debug(debug)
     keep, within, untouched = unique_repo("retkeep"), unique_repo("retwithin"), unique_repo("other")
     tagged = {f"t{i}": images.get(1000 + i) for i in range(1, 5)}
     tagged["v1"] = images.get(1010)

@@ -14,7 +14,7 @@ _OPS = str(Path(__file__).resolve().parents[1])
 if _OPS not in sys.path:
     sys.path.insert(0, _OPS)
 
-from ops.helpers import image_digests, run_cli, verify_image  # noqa: E402
+from ops.helpers import image_digests, run_cli, verify_image, wait_debug  # noqa: E402
 
 BLOBS = "docker/registry/v2/blobs/"
 
@@ -45,6 +45,7 @@ def test_online_gc_on_s3_with_redis_cache_and_two_workers(s3_registry, moto, red
         "redis": {"addr": redis_server.addr},
     }
     reg = s3_registry(config=config, workers=2)
+    wait_debug(debug)
     repo = unique_repo("s3gc")
     kept, garbage = images.get(1200, multi_arch=True), images.get(1201)
     push_image(reg.url, repo, kept, tag="kept")
