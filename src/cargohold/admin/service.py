@@ -45,7 +45,7 @@ from cargohold.registry.usage import disk_usage
 
 log = logging.getLogger("cargohold.admin")
 
-INVALIDATION_POLL = 2.0
+INVALIDATION_POLL = 5.0  # writers also catch up on demand (Fence.guard)
 
 
 class OnlineGC:

@@ -203,8 +203,9 @@ class _Batch:
 class Fence:
     """What writers consult before relying on existing content (see the module docstring).
 
-    Costs one directory listing of ``_cargohold/gc/condemned`` per call when no collection is
-    deleting anything (the normal case): an ``ENOENT`` on a local disk.
+    Costs two directory listings per call (``_cargohold/gc/deleted``, to drop what other
+    processes' collections deleted from this process's caches, and ``_cargohold/gc/condemned``)
+    when no collection is deleting anything: two ``ENOENT`` on a local disk, two LIST on S3.
     """
 
     POLL = 0.1
