@@ -21,7 +21,7 @@ import os
 import ssl
 from collections.abc import Iterator
 
-from cargohold.config import TLS12_CIPHER_SUITES, TlsConfig
+from cargohold.config import TLS12_CIPHER_SUITES, ConfigError, TlsConfig
 
 log = logging.getLogger("cargohold.tls")
 
@@ -54,11 +54,17 @@ class ServerTLS:
     def __init__(self, config: TlsConfig, interval: float = RELOAD_INTERVAL) -> None:
         self.config = config
         self.interval = interval
-        self.context = self._new_context()
         self._stamp: _Stamp = self._stat()
         self._rejected: _Stamp | None = None
-        # errors here (missing file, key not matching) stop the start: OSError / ssl.SSLError
-        self.context.load_cert_chain(config.certificate, config.key)
+        self.context = self._new_context()
+        try:
+            self.context.load_cert_chain(config.certificate, config.key)
+        except (OSError, ssl.SSLError) as exc:  # missing file, not PEM, key not matching
+            raise ConfigError(
+                f"cannot load certificate {config.certificate} with key {config.key}: "
+                f"{exc.strerror or exc}",
+                key="http.tls.certificate",
+            ) from exc
 
     def _new_context(self) -> ssl.SSLContext:
         config = self.config
@@ -72,8 +78,12 @@ class ServerTLS:
             context.set_ciphers(":".join(dict.fromkeys(tls12)))
         if config.clientcas:
             context.verify_mode = ssl.CERT_REQUIRED
-            for path in config.clientcas:
-                context.load_verify_locations(cafile=path)
+            for i, path in enumerate(config.clientcas):
+                try:
+                    context.load_verify_locations(cafile=path)
+                except (OSError, ssl.SSLError) as exc:
+                    message = f"cannot load CA file {path}: {exc.strerror or exc}"
+                    raise ConfigError(message, key=f"http.tls.clientcas[{i}]") from exc
         context.set_alpn_protocols(["http/1.1"])
         return context
 

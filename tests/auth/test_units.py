@@ -609,3 +609,12 @@ def test_old_tls_versions_are_raised_to_tls12(
         )
     assert config.http.tls.minimumtls == "tls1.2"
     assert "insecure" in caplog.text
+
+
+def test_tls_files_that_do_not_load_stop_the_start_naming_the_key(pki: Pki, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        ServerTLS(TlsConfig(str(pki.server_cert), str(pki.dir / "ca.key")))  # not its key
+    assert info.value.key == "http.tls.certificate"
+    with pytest.raises(ConfigError) as info:
+        ServerTLS(TlsConfig(str(pki.server_cert), str(pki.server_key), [str(tmp_path / "none")]))
+    assert info.value.key == "http.tls.clientcas[0]"
