@@ -31,7 +31,7 @@ class ErrorCode(Enum):
     MANIFEST_BLOB_UNKNOWN = (400, "blob unknown to registry")
     BLOB_UNKNOWN = (404, "blob unknown to registry")
     BLOB_UPLOAD_UNKNOWN = (404, "blob upload unknown to registry")
-    BLOB_UPLOAD_INVALID = (400, "blob upload invalid")
+    BLOB_UPLOAD_INVALID = (404, "blob upload invalid")  # 404 in registry:2 and distribution
     PAGINATION_NUMBER_INVALID = (400, "invalid number of results requested")
 
     @property

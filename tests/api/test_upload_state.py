@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-import pytest
 import requests
 
 from .helpers import absolute, assert_error, codes, fetch_blob, repo, sha256, with_query
@@ -71,11 +70,6 @@ def test_tampered_state_is_refused_and_changes_nothing(registry):
     assert fetch_blob(registry.url, name, sha256(b"0123")).content == b"0123"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: BLOB_UPLOAD_INVALID is answered with status 400; distribution's error "
-    "table (and registry:2 2.8.2 on a tampered _state, verified) gives it 404",
-)
 def test_invalid_state_status_is_404(registry):
     url = _start(registry.url, repo())
     base, state = _parts(url)

@@ -128,7 +128,6 @@ async def error_middleware(
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
         return _error_response(request, RegistryError(ErrorCode.UNKNOWN))
-    response.headers.update(API_VERSION_HEADER)
     return response
 
 
@@ -156,8 +155,10 @@ def create_app(
 
 
 async def _digest_etag(request: web.Request, response: web.StreamResponse) -> None:
-    """FileResponse sets an mtime-based ETag just before sending; a blob's ETag is its digest,
-    the same on GET and HEAD and on every replica."""
+    """Headers every response carries, set at the last moment so that streamed bodies (which
+    handlers prepare themselves) get them too. FileResponse sets an mtime-based ETag just before
+    sending; a blob's ETag is its digest, the same on GET and HEAD and on every replica."""
+    response.headers.update(API_VERSION_HEADER)
     digest = response.headers.get("Docker-Content-Digest")
     if digest is not None and isinstance(response, web.FileResponse):
         response.headers["ETag"] = f'"{digest}"'

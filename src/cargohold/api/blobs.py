@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
 from cargohold.api import notify, uploadstate
@@ -48,22 +50,39 @@ async def get_blob(request: web.Request, name: str, digest_s: str) -> web.Stream
         if url is not None:
             return web.Response(status=307, headers={"Location": url, "Content-Length": "0"})
     headers = _blob_headers(digest, info.size)
-    if info.local_path is not None:
-        # FileResponse does Range, conditional requests and zero-copy sendfile; it sets its own
-        # ETag and Content-Length from the file.
+    if headers["ETag"] in _etags(request.headers.getall("If-None-Match", [])):
+        del headers["Content-Length"]
+        return web.Response(status=304, headers=headers)
+    range_header = request.headers.get("Range")
+    simple_range = range_header is None or _SIMPLE_RANGE.match(range_header) is not None
+    if info.local_path is not None and simple_range:
+        # FileResponse does the single byte range and zero-copy sendfile; it sets its own
+        # Content-Length (and an ETag that app.py replaces with the digest).
         del headers["Content-Length"], headers["ETag"]
         return web.FileResponse(info.local_path, headers=headers)
-    return await _stream_blob(request, digest, info.size, headers)
+    # Other units must be ignored (RFC 9110 14.2) and several ranges may be: send it whole.
+    return await _stream_blob(request, digest, info.size, headers, honour_range=simple_range)
+
+
+_SIMPLE_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d+-\d*|-\d+)\s*$")
+
+
+def _etags(values: list[str]) -> set[str]:
+    return {tag.strip().removeprefix("W/") for value in values for tag in value.split(",")}
 
 
 async def _stream_blob(
-    request: web.Request, digest: Digest, size: int, headers: dict[str, str]
+    request: web.Request,
+    digest: Digest,
+    size: int,
+    headers: dict[str, str],
+    honour_range: bool = True,
 ) -> web.StreamResponse:
     """Bodies from drivers without a local file: streamed, with single-range support."""
     start, end = 0, size - 1
     status = 200
-    rng = request.http_range
-    if request.headers.get("Range") and size > 0:
+    if honour_range and request.headers.get("Range") and size > 0:
+        rng = request.http_range
         s = rng.start or 0
         e = size if rng.stop is None else min(rng.stop, size)
         if rng.start is not None and rng.start < 0:
