@@ -264,12 +264,14 @@ class Authenticator:
     def authorize(self, request: web.Request, identity: Identity, target: Target) -> None:
         if target.kind in ("base", "other"):
             if not identity.authenticated:
-                quiet = target.kind == "base"  # every client's first request: no audit line
-                raise self.unauthorized(request, None, target, "no credentials", quiet=quiet)
+                # every client's first request is a credential-less GET /v2/: not audited
+                level = None if target.kind == "base" else logging.INFO
+                raise self.unauthorized(request, None, target, "no credentials", level=level)
             return
         if target.kind == "catalog":
             if not identity.authenticated or identity.user is None:
-                raise self.unauthorized(request, identity.user, target, "login required")
+                reason = "login required"
+                raise self.unauthorized(request, None, target, reason, level=logging.INFO)
             if identity.grants is not None and "*" not in identity.grants.actions(
                 "registry", "catalog"
             ):
@@ -283,7 +285,8 @@ class Authenticator:
             return
         what = f"{'/'.join(missing)} on {target.name}"
         if identity.user is None:
-            raise self.unauthorized(request, None, target, f"login required for {what}")
+            reason = f"login required for {what}"
+            raise self.unauthorized(request, None, target, reason, level=logging.INFO)
         if self.bearer and not (
             identity.builtin and set(missing) - self.policy.allowed(identity.user, target.name)
         ):
@@ -360,15 +363,12 @@ class Authenticator:
         reason: str,
         *,
         error: str = "",
-        quiet: bool = False,
+        level: int | None = logging.WARNING,
     ) -> RegistryError:
-        """A 401 with the challenge; audited (anonymous requests at INFO, others at WARNING)."""
-        if quiet:
-            pass
-        elif user is None and not error and "wrong" not in reason and "malformed" not in reason:
-            self._audit(request, None, reason, logging.INFO)
-        else:
-            self._audit(request, user, reason)
+        """A 401 with the challenge, audited at ``level`` (None: not audited). Requests that
+        only lack a login are INFO; wrong credentials and bad tokens are WARNING."""
+        if level is not None:
+            self._audit(request, user, reason, level)
         if target is None:  # the token endpoint: credentials for it are Basic
             assert self.token is not None
             header = f'Basic realm="{_quote(self.token.service)}"'
