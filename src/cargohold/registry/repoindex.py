@@ -9,7 +9,9 @@ cargohold keeps an index next to the layout instead::
     /docker/registry/v2/_cargohold/catalog-built                  (when it was last reconciled)
 
 and answers the catalog with one flat listing of the index: one request per 1000 repositories.
-registry:2 never looks under ``_cargohold``, so the bucket stays usable by it.
+registry:2 never looks under ``_cargohold``, so the bucket stays usable by it. Each process
+reuses the list it read for :data:`LIST_CACHE_SECONDS` (so paging through a catalog costs one
+listing), dropping it at once when it adds or removes an entry itself.
 
 The index is maintained on push: the first write below ``<name>/_manifests/`` by a process
 creates the entry (remembered per process, so later pushes cost nothing), and deleting a
@@ -17,17 +19,20 @@ manifest removes the entry once the repository has no ``_manifests`` left. Repos
 appear by other means (a bucket written by registry:2, a copy) are found by *reconciliation*: a
 flat walk of ``repositories/`` (one request per 1000 keys) that adds missing entries and drops
 entries of repositories that are gone. It runs when a store has never been indexed (the first
-catalog request then waits for it) and periodically in the background
-(:data:`RECONCILE_SECONDS`), so anything written behind cargohold's back shows up within that.
+catalog request then answers from the walk, and the entries are written in the background) and
+periodically in the background (:data:`RECONCILE_SECONDS`), so anything written behind
+cargohold's back shows up within that.
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import contextlib
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from cargohold.registry.catalog import order_key
@@ -43,6 +48,8 @@ ENTRY = "_repository"
 RECONCILE_SECONDS = 600.0
 KNOWN_SECONDS = 300.0  # how long a process trusts that an entry it wrote is still there
 KNOWN_MAX = 100_000
+LIST_CACHE_SECONDS = 2.0
+WRITE_CONCURRENCY = 32
 
 
 def entry_path(name: str) -> str:
@@ -75,6 +82,9 @@ class RepositoryIndex:
         self.driver = driver
         self._known: OrderedDict[str, float] = OrderedDict()
         self._built = False
+        self._listed: tuple[float, builtins.list[str]] | None = None
+        self._building: asyncio.Task[None] | None = None
+        self._scanned: builtins.list[str] = []
 
     async def ensure(self, name: str) -> None:
         expires = self._known.get(name)
@@ -87,6 +97,7 @@ class RepositoryIndex:
             log.warning("could not index repository %s: %s", name, e)
             return
         self._remember(name)
+        self._listed = None
 
     def _remember(self, name: str) -> None:
         self._known[name] = time.monotonic() + KNOWN_SECONDS
@@ -105,6 +116,7 @@ class RepositoryIndex:
         if await self._has_manifests(name):
             return
         self._known.pop(name, None)
+        self._listed = None
         with contextlib.suppress(PathNotFoundError):
             await self.driver.delete(f"{INDEX_ROOT}/{name}/{ENTRY}")
 
@@ -119,42 +131,78 @@ class RepositoryIndex:
 
     async def names(self) -> builtins.list[str]:
         """The catalog: every indexed repository, in registry:2's order."""
+        listed = self._listed
+        if listed is not None and time.monotonic() - listed[0] < LIST_CACHE_SECONDS:
+            return listed[1]
         if not self._built:
+            if self._building is not None:  # answer from the walk until the index is written
+                return self._scanned
             try:
                 await self.driver.stat(BUILT_MARKER)
             except PathNotFoundError:
-                log.info("building the repository index (first catalog request on this store)")
-                await self.reconcile()
+                log.info("indexing the repositories of this store (first catalog request)")
+                self._scanned = await scan_repositories(self.driver)
+                self._building = asyncio.create_task(self._build())
+                return self._scanned
             self._built = True
-        return sorted(await self._indexed(), key=order_key)
+        names = sorted(await self._indexed(), key=order_key)
+        self._listed = (time.monotonic(), names)
+        return names
+
+    async def _build(self) -> None:
+        try:
+            await self.reconcile()
+        except Exception:
+            log.exception("indexing the repositories failed; the next catalog request retries")
+        finally:
+            self._building = None
+
+    async def _each(
+        self, names: builtins.list[str], action: Callable[[str], Awaitable[None]]
+    ) -> None:
+        limit = asyncio.Semaphore(WRITE_CONCURRENCY)
+
+        async def one(name: str) -> None:
+            async with limit:
+                await action(name)
+
+        await asyncio.gather(*(one(n) for n in names))
 
     async def reconcile(self) -> tuple[int, int]:
         """Make the index match the layout; returns (entries added, entries removed)."""
         started = time.monotonic()
         actual = set(await scan_repositories(self.driver))
         indexed = set(await self._indexed())
-        added = removed = 0
-        for name in sorted(actual - indexed):
+        missing, extra = sorted(actual - indexed), sorted(indexed - actual)
+        removed: builtins.list[str] = []
+
+        async def add(name: str) -> None:
             await self.driver.put_content(entry_path(name), b"")
             self._remember(name)
-            added += 1
-        for name in sorted(indexed - actual):
-            if not await self._has_manifests(name):  # not pushed since the walk began
-                self._known.pop(name, None)
-                with contextlib.suppress(PathNotFoundError):
-                    await self.driver.delete(entry_path(name))
-                removed += 1
+
+        async def drop(name: str) -> None:
+            if await self._has_manifests(name):  # pushed since the walk began
+                return
+            self._known.pop(name, None)
+            with contextlib.suppress(PathNotFoundError):
+                await self.driver.delete(entry_path(name))
+            removed.append(name)
+
+        await self._each(missing, add)
+        await self._each(extra, drop)
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         await self.driver.put_content(BUILT_MARKER, stamp.encode())
         self._built = True
+        self._listed = None
+        added = len(missing)
         log.info(
             "repository index reconciled: %d repositories, %d added, %d removed (%.1fs)",
             len(actual),
             added,
-            removed,
+            len(removed),
             time.monotonic() - started,
         )
-        return added, removed
+        return added, len(removed)
 
 
 class IndexingDriver(DriverWrapper):
