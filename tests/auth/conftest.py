@@ -47,8 +47,8 @@ def htpasswd_file(users_file: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def secure_registry(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[SecureFactory]:
-    """``secure_registry(config, client=None, env=None)``: cargohold with ``http.tls`` from
-    the session PKI (unless the config sets its own), stopped at teardown."""
+    """``secure_registry(config, client=None, env=None, workers=1)``: cargohold with
+    ``http.tls`` from the session PKI (unless the config sets its own), stopped at teardown."""
     started: list[SecureRegistry] = []
 
     def start(
@@ -56,6 +56,7 @@ def secure_registry(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Itera
         *,
         client: tuple[Path, Path] | None = None,
         env: Mapping[str, str] | None = None,
+        workers: int = 1,
     ) -> SecureRegistry:
         merged: dict[str, Any] = dict(config or {})
         http = dict(merged.get("http") or {})
@@ -63,7 +64,7 @@ def secure_registry(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Itera
         merged["http"] = http
         server = SecureRegistry(
             "cargohold-tls",
-            cargohold_command(),
+            cargohold_command(workers),
             tmp_path_factory.mktemp("secure"),
             config=merged,
             env=cargohold_env(env),

@@ -138,6 +138,7 @@ class SecureFactory(Protocol):
         *,
         client: tuple[Path, Path] | None = None,
         env: Mapping[str, str] | None = None,
+        workers: int = 1,
     ) -> SecureRegistry: ...
 
 

@@ -445,3 +445,22 @@ def test_reference_registry_accepts_cargohold_tokens(
         f"docker://{reference.host}/team/ref:bob", check=False,
     )  # fmt: skip
     assert denied.returncode != 0
+
+
+def test_tls_and_logins_with_several_workers(
+    secure_registry: SecureFactory,
+    pki: Pki,
+    htpasswd_file: Path,
+    images: ImageCache,
+    tmp_path: Path,
+) -> None:
+    """Each worker serves TLS and checks logins; a push's requests land on all of them."""
+    server = secure_registry(token_config(htpasswd_file, tmp_path / "keys"), workers=3)
+    certs_dir = cert_dir(tmp_path, pki)
+    image = images.get(seed=509, layer_count=3)
+    ref = push_with_skopeo(server, certs_dir, image, "team/workers:v1", user="carol")
+    out = skopeo(
+        "inspect", "--cert-dir", str(certs_dir), "--creds", creds("bob"), ref, logs=(server,)
+    )
+    assert image.digest in out.stdout
+    assert_no_secrets(server.log_path, all_secrets())
