@@ -7,7 +7,6 @@ import itertools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 import requests
 
 from .helpers import (
@@ -170,12 +169,6 @@ def test_same_chunk_sent_by_8_threads_is_accepted_once(registry):
     assert fetch_blob(registry.url, name, sha256(data)).content == data
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: the Content-Range offset check is guarded by a per-process asyncio "
-    "lock only; with --workers 2 the same chunk sent concurrently on two connections is "
-    "accepted by both workers (two 202s) and appended twice, doubling the upload",
-)
 def test_same_chunk_sent_concurrently_to_2_workers_is_accepted_once(make_registry):
     reg = make_registry(workers=2)
     name = repo()

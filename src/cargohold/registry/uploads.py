@@ -126,7 +126,8 @@ class UploadManager:
         A stale or out-of-order chunk answers 416 and writes nothing, so a client that retries a
         chunk it already sent cannot corrupt the upload.
         """
-        async with self._lock(upload_id):
+        data_path = paths.upload_data(name, upload_id)
+        async with self._lock(upload_id), self.driver.lock(data_path):
             info = await self._stat_data(name, upload_id)
             current = info.size
             if start is not None and start != current:
@@ -135,26 +136,27 @@ class UploadManager:
                     f"chunk starts at {start} but the upload has {current} bytes",
                     headers={"Range": f"0-{current - 1}" if current else "0-0"},
                 )
-            data_path = paths.upload_data(name, upload_id)
             writer = await self.driver.writer(data_path, append=True)
+            if length is not None:
+                stream = _exactly(stream, length)
             try:
                 state = await self._state_at(name, upload_id, writer.size, info.token)
-                received = await self._ingest(stream, writer, state)
+                await self._ingest(stream, writer, state)
                 await writer.commit()
             except BaseException:
                 if self.driver.local_path(data_path) is None:
                     # A remote writer that fails keeps none of this request's bytes.
                     self._states.pop(upload_id, None)
+                elif length is not None:
+                    # A chunk with a declared range is all or nothing: undo what arrived, so
+                    # the client's retry of the same range fits.
+                    self._states.pop(upload_id, None)
+                    await writer.truncate(current)
                 raise
             finally:
                 await writer.close()
             if state is not None:
                 state.token = writer.token
-            if length is not None and received != length:
-                raise RegistryError(
-                    ErrorCode.SIZE_INVALID,
-                    f"chunk declared {length} bytes but {received} arrived",
-                )
             return writer.size
 
     async def finish(
@@ -322,6 +324,23 @@ class UploadManager:
         self._states.pop(upload_id, None)
         with contextlib.suppress(PathNotFoundError):
             await self.driver.delete(paths.upload_dir(name, upload_id))
+
+
+async def _exactly(stream: ByteStream, length: int) -> ByteStream:
+    """``stream``, failing with SIZE_INVALID as soon as it proves longer or shorter than the
+    ``length`` its Content-Range declared (before the excess is written)."""
+    received = 0
+    async for buf in stream:
+        received += len(buf)
+        if received > length:
+            raise RegistryError(
+                ErrorCode.SIZE_INVALID, f"chunk declared {length} bytes but more arrived"
+            )
+        yield buf
+    if received != length:
+        raise RegistryError(
+            ErrorCode.SIZE_INVALID, f"chunk declared {length} bytes but {received} arrived"
+        )
 
 
 def _hash_file(path: str, hasher: Any) -> None:

@@ -79,6 +79,13 @@ class FileWriter(abc.ABC):
         """After :meth:`commit`, the :attr:`FileInfo.token` a stat of the file now reports."""
         return None
 
+    async def truncate(self, size: int) -> None:
+        """Drop everything after ``size`` bytes: a chunk that turned out malformed is undone.
+
+        Only writers that write in place need it; a writer that keeps nothing until
+        :meth:`commit` (S3) has nothing to undo and may leave this as it is."""
+        return None
+
 
 class StorageDriver(abc.ABC):
     name: str = "abstract"
@@ -111,6 +118,13 @@ class StorageDriver(abc.ABC):
     @abc.abstractmethod
     async def delete(self, path: str) -> None:
         """Delete a file or a whole tree; :class:`PathNotFoundError` if absent."""
+
+    def lock(self, path: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """Exclusive, cross-process lock named by ``path`` (the upload's data file), held while
+        an upload checks its offset and appends, so a chunk sent twice at once on two
+        connections to two workers is taken once. Drivers without such a lock (object stores)
+        rely on their own conditional writes instead; the default locks nothing."""
+        return contextlib.nullcontext()
 
     async def url_for(self, path: str, method: str = "GET") -> str | None:
         """A URL the client can fetch directly (redirect), or None to stream through us."""

@@ -12,6 +12,7 @@ import asyncio
 import builtins
 import contextlib
 import errno
+import fcntl
 import os
 import shutil
 import uuid
@@ -46,6 +47,26 @@ class FilesystemDriver(StorageDriver):
     def _full(self, path: str) -> str:
         check_path(path)
         return self.root + path if path != "/" else self.root
+
+    @contextlib.asynccontextmanager
+    async def lock(self, path: str) -> AsyncIterator[None]:
+        """``flock`` on the file itself: shared by every worker process on this machine (and by
+        replicas on a shared filesystem whose locks work, such as NFSv4)."""
+        try:
+            fd = os.open(self._full(path), os.O_RDONLY)
+        except FileNotFoundError:
+            yield  # nothing to lock: the caller's own checks answer for a missing upload
+            return
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    await asyncio.sleep(0.005)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
 
     def local_path(self, path: str) -> str | None:
         return self._full(path)
@@ -195,6 +216,12 @@ class _FileWriter(FileWriter):
 
     async def commit(self) -> None:
         self._f.flush()
+
+    async def truncate(self, size: int) -> None:
+        self._f.flush()
+        os.ftruncate(self._f.fileno(), size)
+        self._f.seek(size)
+        self._size = size
 
     async def cancel(self) -> None:
         name = self._f.name

@@ -111,6 +111,9 @@ class _MemoryWriter(FileWriter):
     async def commit(self) -> None:
         return None
 
+    async def truncate(self, size: int) -> None:
+        del self._buf[size:]
+
     async def cancel(self) -> None:
         self._driver.files.pop(self._path, None)
 
