@@ -72,7 +72,8 @@ def secure_registry(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Itera
             client=client,
         )
         started.append(server)
-        return server.start()
+        server.start()
+        return server
 
     yield start
     for server in reversed(started):

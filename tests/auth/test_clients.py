@@ -21,11 +21,11 @@ from support.servers import RegistryProcess
 
 from cargohold.auth import certs
 
-from .conftest import SecureFactory
 from .helpers import (
     PASSWORDS,
     POLICY,
     Pki,
+    SecureFactory,
     SecureRegistry,
     assert_no_secrets,
     cargohold_cli,
