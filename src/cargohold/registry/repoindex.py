@@ -15,13 +15,13 @@ listing), dropping it at once when it adds or removes an entry itself.
 
 The index is maintained on push: the first write below ``<name>/_manifests/`` by a process
 creates the entry (remembered per process, so later pushes cost nothing), and deleting a
-manifest removes the entry once the repository has no ``_manifests`` left. Repositories that
-appear by other means (a bucket written by registry:2, a copy) are found by *reconciliation*: a
-flat walk of ``repositories/`` (one request per 1000 keys) that adds missing entries and drops
-entries of repositories that are gone. It runs when a store has never been indexed (the first
-catalog request then answers from the walk, and the entries are written in the background) and
-periodically in the background (:data:`RECONCILE_SECONDS`), so anything written behind
-cargohold's back shows up within that.
+manifest or a tag removes the entry once the repository has no ``_manifests`` left.
+Repositories that appear by other means (a bucket written by registry:2, a copy) are found by
+*reconciliation*: a flat walk of ``repositories/`` (one request per 1000 keys) that adds missing
+entries and drops entries of repositories that are gone. It runs when a store has never been
+indexed (the first catalog request then answers from the walk, and the entries are written in
+the background) and periodically in the background (:data:`RECONCILE_SECONDS`), so anything
+written behind cargohold's back shows up within that.
 """
 
 from __future__ import annotations
@@ -85,6 +85,7 @@ class RepositoryIndex:
         self._listed: tuple[float, builtins.list[str]] | None = None
         self._building: asyncio.Task[None] | None = None
         self._scanned: builtins.list[str] = []
+        self._dropped: set[str] = set()  # removed while a reconciliation was running
 
     async def ensure(self, name: str) -> None:
         expires = self._known.get(name)
@@ -98,6 +99,9 @@ class RepositoryIndex:
             return
         self._remember(name)
         self._listed = None
+        self._dropped.discard(name)
+        if self._building is not None and name not in self._scanned:
+            self._scanned = sorted([*self._scanned, name], key=order_key)
 
     def _remember(self, name: str) -> None:
         self._known[name] = time.monotonic() + KNOWN_SECONDS
@@ -117,8 +121,10 @@ class RepositoryIndex:
             return
         self._known.pop(name, None)
         self._listed = None
+        self._dropped.add(name)
+        self._scanned = [n for n in self._scanned if n != name]
         with contextlib.suppress(PathNotFoundError):
-            await self.driver.delete(f"{INDEX_ROOT}/{name}/{ENTRY}")
+            await self.driver.delete(entry_path(name))
 
     async def _indexed(self) -> builtins.list[str]:
         suffix = "/" + ENTRY
@@ -171,12 +177,15 @@ class RepositoryIndex:
     async def reconcile(self) -> tuple[int, int]:
         """Make the index match the layout; returns (entries added, entries removed)."""
         started = time.monotonic()
+        self._dropped.clear()
         actual = set(await scan_repositories(self.driver))
         indexed = set(await self._indexed())
         missing, extra = sorted(actual - indexed), sorted(indexed - actual)
         removed: builtins.list[str] = []
 
         async def add(name: str) -> None:
+            if name in self._dropped:  # its last manifest was deleted since the walk
+                return
             await self.driver.put_content(entry_path(name), b"")
             self._remember(name)
 
@@ -223,6 +232,6 @@ class IndexingDriver(DriverWrapper):
             await self.inner.delete(path)
         finally:
             found = repository_of(path)
-            if found is not None and found[1].startswith("_manifests/revisions/"):
+            if found is not None and found[1].startswith("_manifests/"):
                 with contextlib.suppress(StorageError):
                     await self.index.drop_if_gone(found[0])
