@@ -68,6 +68,9 @@ METRICS: tuple[Metric, ...] = (
     Metric("pull_storm_peak_rss", "Pull storm peak RSS", "MiB", False, 0.25),
 )
 
+WORKLOAD_OF = {key: w.name for w in WORKLOADS for key in w.produces()}
+assert sorted(WORKLOAD_OF) == sorted(m.key for m in METRICS), "METRICS and WORKLOADS disagree"
+
 # Errors that mean "this server could not be measured", as opposed to a harness bug.
 MEASUREMENT_ERRORS = (ServerError, OSError, http.client.HTTPException, subprocess.SubprocessError)
 
@@ -172,7 +175,6 @@ class Outcome:
     samples: dict[str, dict[str, list[float]]]  # metric -> server -> values
     errors: dict[str, dict[str, str]]  # workload -> server -> message
     descriptions: dict[str, str]  # workload -> what it does
-    metric_workload: dict[str, str]  # metric -> workload
 
 
 def run_workloads(
@@ -181,7 +183,7 @@ def run_workloads(
     sizes: Sizes,
     scratch: Path,
 ) -> Outcome:
-    out = Outcome({}, {}, {}, {})
+    out = Outcome({}, {}, {})
     fixtures = Fixtures(sizes, scratch)
     a, b = servers
     for cls in workloads:
@@ -202,7 +204,8 @@ def run_workloads(
                     continue
                 try:
                     server.check_alive()
-                    os.sync()  # no writeback left over from the previous repetition
+                    if sizes.sync:  # no writeback left over from the previous repetition
+                        os.sync()
                     values = wl.measure(server)
                 except MEASUREMENT_ERRORS as e:
                     failed[server.name] = f"rep {rep + 1}: {e}"
@@ -211,7 +214,6 @@ def run_workloads(
                 shown = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
                 log(f"  {server.name:<10} rep {rep + 1}: {shown}")
                 for key, value in values.items():
-                    out.metric_workload[key] = wl.name
                     out.samples.setdefault(key, {}).setdefault(server.name, []).append(value)
         if failed:
             out.errors[wl.name] = failed
@@ -238,7 +240,7 @@ def build_results(outcome: Outcome, workloads: list[type[Workload]]) -> dict[str
     names = {w.name for w in workloads}
     results: dict[str, Any] = {}
     for metric in METRICS:
-        workload = outcome.metric_workload.get(metric.key) or _workload_of(metric.key)
+        workload = WORKLOAD_OF[metric.key]
         if workload not in names:
             continue
         entry: dict[str, Any] = {
@@ -258,13 +260,6 @@ def build_results(outcome: Outcome, workloads: list[type[Workload]]) -> dict[str
         entry.update(judge(metric, medians[TARGET], medians[REFERENCE]))
         results[metric.key] = entry
     return results
-
-
-def _workload_of(metric_key: str) -> str:
-    for w in WORKLOADS:
-        if metric_key == w.name or metric_key.startswith(w.name + "_"):
-            return w.name
-    return metric_key
 
 
 def fmt(value: float | None) -> str:
@@ -335,6 +330,28 @@ def machine_info() -> dict[str, Any]:
         "nproc": os.cpu_count(),
         "mem_total_gib": round(mem / GiB, 1),
         "python": sys.version.split()[0],
+    }
+
+
+def checkout_info() -> dict[str, Any]:
+    """Which cargohold was measured: the commit of this checkout, and whether src/ differs."""
+
+    def git(*argv: str) -> str:
+        try:
+            proc = subprocess.run(
+                ["git", "-C", str(REPO_ROOT), *argv],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return proc.stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "src_modified": bool(git("status", "--porcelain", "src")),
     }
 
 
@@ -430,6 +447,7 @@ def build_report(
         "machine": machine_info(),
         "loadavg": {"before": load_before, "after": os.getloadavg()},
         "tools": tool_versions(specs),
+        "checkout": checkout_info(),
         "servers": {
             s.spec.name: {
                 "label": s.spec.label,

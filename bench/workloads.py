@@ -66,6 +66,7 @@ class Sizes:
     pull_layer_bytes: int
     idle_seconds: float
     reps: int
+    sync: bool  # flush dirty pages (os.sync) before every timed repetition
 
     def describe(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -90,6 +91,7 @@ FULL = Sizes(
     pull_layer_bytes=20 * MiB,
     idle_seconds=1.0,
     reps=4,
+    sync=True,
 )
 
 QUICK = Sizes(
@@ -111,6 +113,7 @@ QUICK = Sizes(
     pull_layer_bytes=256 * KiB,
     idle_seconds=0.3,
     reps=2,
+    sync=False,
 )
 
 IMAGE_REPO = "bench/image"
@@ -194,12 +197,17 @@ def parallel_setup(server: Server, items: Iterable[T], fn: Callable[[Http, T], N
 
 class Workload:
     name = ""
+    metrics: tuple[str, ...] = ()  # the metrics measure() returns, when not just (name,)
 
     def __init__(self, sizes: Sizes, scratch: Path, fixtures: Fixtures) -> None:
         self.sizes = sizes
         self.scratch = scratch
         self.fixtures = fixtures
         self._state: dict[str, Any] = {}
+
+    @classmethod
+    def produces(cls) -> tuple[str, ...]:
+        return cls.metrics or (cls.name,)
 
     def describe(self) -> str:
         """One line for the report: what a repetition does."""
@@ -222,17 +230,12 @@ class Fixtures:
         self._done: set[tuple[str, str]] = set()
         self._download: tuple[Path, str] | None = None
 
-    def _once(self, server: Server, key: str) -> bool:
-        if (server.name, key) in self._done:
-            return False
-        self._done.add((server.name, key))
-        return True
-
     def image_repo(self, server: Server) -> str:
         """A small image (config + 2 layers + OCI manifest) at ``bench/image:latest``."""
-        if self._once(server, "image"):
+        if (server.name, "image") not in self._done:
             with server.http() as http:
                 self.image.push(http, IMAGE_REPO, "latest")
+            self._done.add((server.name, "image"))
         return IMAGE_REPO
 
     def download_blob(self, server: Server) -> tuple[str, str, int]:
@@ -243,7 +246,7 @@ class Fixtures:
             path = self.scratch / "download.bin"
             self._download = (path, write_random_file(path, size))
         path, digest = self._download
-        if self._once(server, "download"):
+        if (server.name, "download") not in self._done:
             fd = os.open(path, os.O_RDONLY)
             try:
                 with server.http() as http:
@@ -256,6 +259,7 @@ class Fixtures:
                 os.close(fd)
             if got != size or "sha256:" + h.hexdigest() != digest:
                 raise ServerError(f"downloaded blob differs from the pushed one ({got} bytes)")
+            self._done.add((server.name, "download"))
         return repo, digest, size
 
 
@@ -295,7 +299,8 @@ class UploadMonolithic(Workload):
         size = self.sizes.upload_bytes
         path = self.scratch / f"{self.name}.bin"
         digest = write_random_file(path, size)
-        os.sync()  # the fresh data itself is not written back during the timed run
+        if self.sizes.sync:  # the fresh data is not written back during the timed run
+            os.sync()
         fd = os.open(path, os.O_RDONLY)
         try:
             with server.http() as http:
@@ -531,6 +536,7 @@ class Catalog(Workload):
 
 class UploadStorm(Workload):
     name = "upload_storm"
+    metrics = ("upload_storm_peak_rss", "upload_storm_wall")
 
     def describe(self) -> str:
         n, size = self.sizes.storm_uploads, human_bytes(self.sizes.storm_upload_bytes)
@@ -550,7 +556,8 @@ class UploadStorm(Workload):
             d = h.copy()
             d.update(t)
             digests.append("sha256:" + d.hexdigest())
-        os.sync()  # the fresh data itself is not written back during the timed run
+        if self.sizes.sync:  # the fresh data is not written back during the timed run
+            os.sync()
         fd = os.open(path, os.O_RDONLY)
         conns: list[Http] = []
 
@@ -578,6 +585,7 @@ class UploadStorm(Workload):
 
 class PullStorm(Workload):
     name = "pull_storm"
+    metrics = ("pull_storm_wall", "pull_storm_peak_rss")
     repo = "bench/pull"
 
     def describe(self) -> str:
