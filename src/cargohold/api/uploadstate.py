@@ -5,11 +5,10 @@ name, upload id, offset and start time as JSON, and an HMAC-SHA256 of it keyed w
 ``http.secret`` (both base64url). Replicas that share the secret accept each other's states; a
 state whose MAC does not verify (tampered with, or signed with another secret), that cannot be
 parsed, or that is older than the upload purging age (:func:`max_age`; a week when purging is
-off) is refused with 400 BLOB_UPLOAD_INVALID on GET, PATCH, PUT and DELETE (registry:2 sends
-this code with 404, which clients read as "start the upload again"; a forged state is the
-client's error, not a vanished upload). A correctly signed state that names another
-repository or upload does not describe the URL it is on: 404 BLOB_UPLOAD_UNKNOWN, as for any
-upload that is not there.
+off) is refused with BLOB_UPLOAD_INVALID on GET, PATCH, PUT and DELETE, with registry:2's
+status for that code (404, see :mod:`cargohold.errors`), which clients read as "start the upload
+again". A correctly signed state that names another repository or upload does not describe the
+URL it is on: 404 BLOB_UPLOAD_UNKNOWN, as for any upload that is not there.
 
 Decisions (documented in the README):
 
@@ -85,21 +84,13 @@ def sign(secret: str, state: UploadState) -> str:
     return f"{_b64(payload)}.{_b64(_mac(secret, payload))}"
 
 
-# registry:2 registers BLOB_UPLOAD_INVALID as 404; a state the client mangled is its error: 400.
-STATUS = 400
-
-
 def _invalid(why: str) -> RegistryError:
-    return RegistryError(
-        ErrorCode.BLOB_UPLOAD_INVALID, f"invalid upload state: {why}", status=STATUS
-    )
+    return RegistryError(ErrorCode.BLOB_UPLOAD_INVALID, f"invalid upload state: {why}")
 
 
 class ExpiredState(RegistryError):
     def __init__(self, state: UploadState) -> None:
-        super().__init__(
-            ErrorCode.BLOB_UPLOAD_INVALID, "invalid upload state: expired", status=STATUS
-        )
+        super().__init__(ErrorCode.BLOB_UPLOAD_INVALID, "invalid upload state: expired")
         self.state = state
 
 
