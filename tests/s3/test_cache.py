@@ -3,6 +3,8 @@ delete, optional when down) and the in-memory variant."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -128,3 +130,67 @@ def test_inmemory_cache_on_s3(s3_registry: S3RegistryFactory) -> None:
     assert requests.head(blob, timeout=30).status_code == 200
     assert requests.delete(blob, timeout=30).status_code == 202
     assert requests.head(blob, timeout=30).status_code == 404
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def test_redis_over_tls(tmp_path: Path) -> None:
+    """redis.tls.enabled with the server's CA in redis.tls.clientcas; without it, no cache."""
+    import asyncio
+    import shutil
+
+    from cargohold.config import RedisConfig
+    from cargohold.storage.rediscache import RedisCache
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+             "ca.crt", "-days", "2", "-subj", "/CN=cargohold-test-ca", cwd=tmp_path)  # fmt: skip
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "srv.key", "-out", "srv.csr",
+             "-subj", "/CN=127.0.0.1", cwd=tmp_path)  # fmt: skip
+    (tmp_path / "ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    _openssl("x509", "-req", "-in", "srv.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+             "-CAcreateserial", "-out", "srv.crt", "-days", "2", "-extfile", "ext",
+             cwd=tmp_path)  # fmt: skip
+
+    class TlsRedis(RedisServer):
+        def command(self) -> list[str]:
+            return [
+                "redis-server", "--port", "0", "--tls-port", str(self.port), "--bind",
+                "127.0.0.1", "--tls-cert-file", str(tmp_path / "srv.crt"), "--tls-key-file",
+                str(tmp_path / "srv.key"), "--tls-ca-cert-file", str(tmp_path / "ca.crt"),
+                "--tls-auth-clients", "no", "--save", "", "--appendonly", "no",
+            ]  # fmt: skip
+
+        def ready(self) -> bool:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return True
+
+    server = TlsRedis(tmp_path / "redis")
+    server.start()
+
+    async def go() -> tuple[str, str | None, str]:
+        trusted = RedisCache(
+            RedisConfig(
+                addr=f"127.0.0.1:{server.port}",
+                tls_enabled=True,
+                tls_clientcas=[str(tmp_path / "ca.crt")],
+            )
+        )
+        stranger = RedisCache(RedisConfig(addr=f"127.0.0.1:{server.port}", tls_enabled=True))
+        try:
+            state = await trusted.check()
+            await trusted.put("cargohold:test:key", "value", 30)
+            return state, await trusted.get("cargohold:test:key"), await stranger.check()
+        finally:
+            await trusted.close()
+            await stranger.close()
+
+    try:
+        state, value, refused = asyncio.run(go())
+    finally:
+        server.stop()
+    assert (state, value) == ("ok", "value")
+    assert refused.startswith("unavailable") and "CERTIFICATE_VERIFY_FAILED" in refused

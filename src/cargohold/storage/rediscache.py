@@ -66,8 +66,8 @@ class RedisCache(CacheBackend):
         if c.tls_enabled:
             kwargs["connection_class"] = aioredis.SSLConnection
             kwargs["ssl_cert_reqs"] = ssl.CERT_REQUIRED
-            if c.tls_clientcas:
-                kwargs["ssl_ca_certs"] = c.tls_clientcas[0]
+            if c.tls_clientcas:  # every listed CA bundle, instead of the system's
+                kwargs["ssl_ca_data"] = "\n".join(_read(path) for path in c.tls_clientcas)
             if c.tls_certificate:
                 kwargs["ssl_certfile"] = c.tls_certificate
                 kwargs["ssl_keyfile"] = c.tls_key
@@ -176,6 +176,11 @@ class RedisCache(CacheBackend):
         if client is not None:
             with contextlib.suppress(RedisError, OSError, TimeoutError):
                 await client.aclose()
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="ascii") as f:
+        return f.read()
 
 
 def _ms(seconds: float | None) -> int | None:
