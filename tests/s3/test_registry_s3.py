@@ -174,3 +174,15 @@ def test_deletes_and_the_catalog_index(s3_registry: S3RegistryFactory, moto: Mot
     assert requests.delete(f"{reg.url}/v2/{keep}/blobs/{layer}", timeout=30).status_code == 202
     assert requests.head(f"{reg.url}/v2/{keep}/blobs/{layer}", timeout=30).status_code == 404
     assert get_manifest(reg.url, keep, "v1").status_code == 200
+
+
+def test_workers_share_uploads_on_s3(s3_registry: S3RegistryFactory) -> None:
+    """--workers 2: every request on a new connection, so chunks land on both workers; the
+    worker that finishes re-reads what it did not hash, and the digest still holds."""
+    reg = s3_registry(workers=2)
+    for size, chunk in ((2 * MiB + 5, 200_000), (12 * MiB + 1, 5 * MiB)):
+        name = unique_repo("s3/workers")
+        data = os.urandom(size)
+        digest = chunked_upload(reg.url, name, data, chunk)
+        got = requests.get(f"{reg.url}/v2/{name}/blobs/{digest}", timeout=60).content
+        assert sha256(got) == digest

@@ -74,7 +74,9 @@ MAX_PARTS = 10_000  # S3's limit on parts per multipart upload
 PRESIGN_SECONDS = 20 * 60  # as registry:2
 READ_CHUNK = 1 << 20
 READ_RETRIES = 3
-PARTS_IN_FLIGHT = 2  # part uploads overlapping the receipt of the next chunk, per writer
+# Part uploads overlapping the receipt of the next chunk, per writer: an upload holds at most
+# (1 + PARTS_IN_FLIGHT) * chunksize in memory (20 MiB with the default chunksize).
+PARTS_IN_FLIGHT = 1
 CONTENT_TYPE = "application/octet-stream"
 
 # Metadata of an append record (S3 lowercases user metadata names).
