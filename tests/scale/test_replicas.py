@@ -123,8 +123,12 @@ def test_a_replica_killed_mid_run_loses_nothing(
     assert not errors, errors
     check_all(rs, result, blobs, prefix)
     print(f"{storage}: replica killed mid-run; {len(log)} requests retried by the clients")
+    deadline = time.monotonic() + 10  # haproxy: a check every 500 ms, down after 2 failures
     states = rs.proxy.backend_states()
-    assert states.get("r1") in ("DOWN", "MAINT"), states
+    while states.get("r1") != "DOWN" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        states = rs.proxy.backend_states()
+    assert states.get("r1") == "DOWN" and states.get("r0") == "UP", states
 
 
 def test_redis_stopped_mid_run(replica_set: ReplicaFactory, tmp_path: Path) -> None:
