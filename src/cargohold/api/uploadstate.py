@@ -43,6 +43,7 @@ from cargohold.errors import ErrorCode, RegistryError
 PARAM = "_state"
 DEFAULT_MAX_AGE = 7 * 24 * 3600.0  # registry:2's default upload purging age (168h)
 MAX_LENGTH = 4096
+GRANULARITY = 1.0  # started-at is in whole seconds: never expire a state early because of it
 _PROCESS_SECRET = secrets.token_urlsafe(32)
 
 
@@ -115,7 +116,7 @@ def verify(secret: str, token: str, max_age: float, at: float | None = None) -> 
     except (ValueError, KeyError, TypeError):
         raise _invalid("malformed") from None
     age = (time.time() if at is None else at) - started.replace(tzinfo=UTC).timestamp()
-    if age > max_age:
+    if age > max_age + GRANULARITY:
         raise ExpiredState(state)
     return state
 
