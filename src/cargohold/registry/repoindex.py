@@ -15,7 +15,8 @@ listing), dropping it at once when it adds or removes an entry itself.
 
 The index is maintained on push: the first write below ``<name>/_manifests/`` by a process
 creates the entry (remembered per process, so later pushes cost nothing), and deleting a
-manifest or a tag removes the entry once the repository has no ``_manifests`` left.
+manifest or a tag removes the entry once the repository has no ``_manifests`` left (deleting
+a repository's directory removes its entry and those below it).
 Repositories that appear by other means (a bucket written by registry:2, a copy) are found by
 *reconciliation*: a flat walk of ``repositories/`` (one request per 1000 keys) that adds missing
 entries and drops entries of repositories that are gone. It runs when a store has never been
@@ -126,6 +127,15 @@ class RepositoryIndex:
         with contextlib.suppress(PathNotFoundError):
             await self.driver.delete(entry_path(name))
 
+    async def drop_below(self, prefix: str) -> None:
+        """Forget ``prefix`` and every repository below it (their directory was deleted)."""
+        for name in [n for n in self._known if n == prefix or n.startswith(prefix + "/")]:
+            del self._known[name]
+        self._listed = None
+        self._scanned = [n for n in self._scanned if n != prefix and not n.startswith(prefix + "/")]
+        with contextlib.suppress(PathNotFoundError):
+            await self.driver.delete(f"{INDEX_ROOT}/{prefix}")
+
     async def _indexed(self) -> builtins.list[str]:
         suffix = "/" + ENTRY
         start = len(INDEX_ROOT) + 1
@@ -231,7 +241,15 @@ class IndexingDriver(DriverWrapper):
         try:
             await self.inner.delete(path)
         finally:
-            found = repository_of(path)
-            if found is not None and found[1].startswith("_manifests/"):
-                with contextlib.suppress(StorageError):
-                    await self.index.drop_if_gone(found[0])
+            with contextlib.suppress(StorageError):
+                await self._deleted(path)
+
+    async def _deleted(self, path: str) -> None:
+        found = repository_of(path)
+        if found is not None:
+            rest = found[1]
+            if rest == "_manifests" or rest.startswith("_manifests/"):
+                await self.index.drop_if_gone(found[0])
+        elif path.startswith(paths.REPOSITORIES + "/"):
+            # A repository or a namespace directory, whole: its entries and those below it.
+            await self.index.drop_below(path[len(paths.REPOSITORIES) + 1 :])

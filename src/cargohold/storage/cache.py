@@ -298,6 +298,9 @@ class _InvalidatingWriter(FileWriter):
     async def write(self, data: bytes) -> None:
         await self._inner.write(data)
 
+    async def truncate(self, size: int) -> None:
+        await self._inner.truncate(size)
+
     async def commit(self) -> None:
         try:
             await self._inner.commit()

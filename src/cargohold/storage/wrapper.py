@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 from collections.abc import AsyncIterator
 
 from cargohold.storage.driver import FileInfo, FileWriter, StorageDriver
@@ -44,6 +45,9 @@ class DriverWrapper(StorageDriver):
 
     async def delete(self, path: str) -> None:
         await self.inner.delete(path)
+
+    def lock(self, path: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.inner.lock(path)
 
     async def url_for(self, path: str, method: str = "GET") -> str | None:
         return await self.inner.url_for(path, method)

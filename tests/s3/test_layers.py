@@ -1,0 +1,113 @@
+"""The layers over a driver (cache, repository index): complete delegation and invalidation."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from cargohold.registry.repoindex import IndexingDriver, repository_of
+from cargohold.storage import paths
+from cargohold.storage.cache import CachingDriver, InMemoryCache, _InvalidatingWriter, classify
+from cargohold.storage.driver import FileWriter, PathNotFoundError, StorageDriver
+from cargohold.storage.filesystem import FilesystemDriver
+from cargohold.storage.wrapper import DriverWrapper
+
+T = TypeVar("T")
+REPO = f"{paths.REPOSITORIES}/team/app"
+LINK = f"{REPO}/_layers/sha256/{'a' * 64}/link"
+TAG = f"{REPO}/_manifests/tags/v1/current/link"
+BLOB = f"{paths.BLOBS}/sha256/aa/{'a' * 64}/data"
+
+
+def run(coro: Awaitable[T]) -> T:
+    async def main() -> T:
+        return await coro
+
+    return asyncio.run(main())
+
+
+def public(cls: type) -> set[str]:
+    return {
+        name
+        for name, value in vars(cls).items()
+        if not name.startswith("_") and (callable(value) or isinstance(value, property))
+    }
+
+
+@pytest.mark.parametrize(
+    ("base", "wrapper"), [(StorageDriver, DriverWrapper), (FileWriter, _InvalidatingWriter)]
+)
+def test_wrappers_forward_every_operation(base: type, wrapper: type) -> None:
+    """A new driver operation must be forwarded, or a layer silently drops it (a lock, say)."""
+    assert public(base) - public(wrapper) == set()
+
+
+def test_classify_and_repository_of() -> None:
+    assert classify(LINK) == "layer"
+    assert classify(TAG) == "tag"
+    assert classify(BLOB) == "blob"
+    assert classify(f"{REPO}/_manifests/revisions/sha256/{'b' * 64}/link") == "revision"
+    assert classify(f"{REPO}/_uploads/x/data") is None
+    assert repository_of(LINK) == ("team/app", f"_layers/sha256/{'a' * 64}/link")
+    assert repository_of(f"{paths.REPOSITORIES}/_x/y") is None
+    assert repository_of(BLOB) is None
+
+
+def test_cache_never_serves_a_deleted_file(tmp_path: Path) -> None:
+    async def go() -> None:
+        base = FilesystemDriver(str(tmp_path))
+        cache = InMemoryCache()
+        cached = CachingDriver(base, cache)
+        await cached.put_content(LINK, b"sha256:" + b"a" * 64)
+        await cached.put_content(TAG, b"sha256:" + b"b" * 64)
+        assert (await cached.stat(LINK)).size == 71
+        assert await cached.get_content(TAG) == b"sha256:" + b"b" * 64  # not cached in memory
+        # Behind the cache's back (another replica): the in-memory copy still answers...
+        await base.delete(LINK.rsplit("/", 1)[0])
+        assert (await cached.stat(LINK)).size == 71
+        # ...but a delete through the layer drops it, and a racing refill is refused.
+        await base.put_content(LINK, b"x")
+        await cached.delete(LINK.rsplit("/", 1)[0])
+        with pytest.raises(PathNotFoundError):
+            await cached.stat(LINK)
+        await cache.fill(cached.prefix + LINK, "71|0|", None)  # a stale refill
+        with pytest.raises(PathNotFoundError):
+            await cached.stat(LINK)
+        # Deleting the whole repository drops everything below it.
+        await cached.put_content(LINK, b"y")
+        await cached.stat(LINK)
+        await cached.delete(REPO)
+        assert not [k for k in cache._entries if k.startswith(cached.prefix + REPO + "/")]
+
+    run(go())
+
+
+def test_namespaces_differ_by_storage(tmp_path: Path) -> None:
+    a = CachingDriver(FilesystemDriver(str(tmp_path / "a")), InMemoryCache())
+    b = CachingDriver(FilesystemDriver(str(tmp_path / "b")), InMemoryCache())
+    assert a.prefix != b.prefix and a.prefix.startswith("cargohold:")
+
+
+def test_index_follows_pushes_and_deletes(tmp_path: Path) -> None:
+    async def go() -> None:
+        driver = IndexingDriver(FilesystemDriver(str(tmp_path)))
+        index = driver.index
+        assert await index.names() == []  # nothing yet: the first call indexes (a walk)
+        await driver.put_content(TAG, b"sha256:" + b"b" * 64)
+        await driver.put_content(f"{paths.REPOSITORIES}/a-c/_manifests/tags/t/current/link", b"")
+        while index._building is not None:
+            await asyncio.sleep(0.01)
+        assert await index.names() == ["a-c", "team/app"]
+        await driver.delete(f"{REPO}/_manifests")  # S3 has no empty directories left behind
+        assert await index.names() == ["a-c"]
+        await driver.put_content(f"{paths.REPOSITORIES}/a/b/_manifests/tags/t/current/link", b"")
+        await driver.put_content(f"{paths.REPOSITORIES}/a/b/c/_manifests/tags/t/current/link", b"")
+        assert await index.names() == ["a/b", "a/b/c", "a-c"]  # registry:2's component order
+        await driver.delete(f"{paths.REPOSITORIES}/a")  # a namespace, whole
+        assert await index.names() == ["a-c"]
+
+    run(go())
