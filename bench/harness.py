@@ -80,7 +80,7 @@ class ServerSpec:
         return cls(name, label, shlex.split(command), dict(env or {}))
 
     def command(self) -> str:
-        return shlex.join(self.argv)
+        return " ".join(a if a == "{config}" else shlex.quote(a) for a in self.argv)
 
 
 class Server:
