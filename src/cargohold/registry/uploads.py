@@ -171,7 +171,13 @@ class UploadManager:
         if stream is not None:
             await self.append(name, upload_id, stream, start)
         async with self._lock(upload_id):
-            info = await self._stat_data(name, upload_id)
+            try:
+                info = await self._stat_data(name, upload_id)
+            except RegistryError:
+                resumed = await self._finish_interrupted(name, upload_id, digest)
+                if resumed is None:
+                    raise
+                return resumed
             size = info.size
             actual = await self._final_digest(name, upload_id, info, digest.algorithm)
             data_path = paths.upload_data(name, upload_id)
@@ -193,6 +199,32 @@ class UploadManager:
             await self.blobs.link(name, digest)
             await self._discard(name, upload_id)
             return BlobInfo(digest, size, None)
+
+    async def _finish_interrupted(
+        self, name: str, upload_id: str, digest: Digest
+    ) -> BlobInfo | None:
+        """A retried PUT whose first attempt died after moving the verified data to its digest
+        but before linking it (a replica killed mid-request): the upload still has its
+        ``startedat`` and no data, and the blob is in place, so finish the link.
+
+        Only data that passed verification is ever moved to a digest, and a live upload always
+        has a data file (``start`` creates it), so this cannot be used to link arbitrary blobs.
+        """
+        try:
+            await self.driver.stat(paths.upload_startedat(name, upload_id))
+        except PathNotFoundError:
+            return None
+        try:
+            await self.driver.stat(paths.upload_data(name, upload_id))
+            return None  # data present: the ordinary path's error stands
+        except PathNotFoundError:
+            pass
+        size = await self.blobs.stat(digest)
+        if size is None:
+            return None
+        await self.blobs.link(name, digest)
+        await self._discard(name, upload_id)
+        return BlobInfo(digest, size, None)
 
     async def purge(self, repositories: list[str], older_than: float, dry_run: bool = False) -> int:
         """Delete uploads started more than ``older_than`` seconds ago (registry:2's purging)."""
