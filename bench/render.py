@@ -18,7 +18,7 @@ from run import REFERENCE, TARGET, fmt, render_table
 def render(report: dict[str, Any]) -> str:
     machine, load = report["machine"], report["loadavg"]
     checkout = report.get("checkout", {})
-    commit = checkout.get("commit", "")[:12] or "unknown"
+    commit = (checkout.get("src_commit") or checkout.get("commit") or "unknown")[:12]
     if checkout.get("src_modified"):
         commit += " (with uncommitted changes in src/)"
     lines = [
@@ -31,7 +31,7 @@ def render(report: dict[str, Any]) -> str:
         f"Python {machine['python']}",
         f"- load average (1/5/15 min): before {_load(load['before'])}, "
         f"after {_load(load['after'])}",
-        f"- cargohold: commit {commit}, `{report['servers'][TARGET]['command']}`",
+        f"- cargohold: `src/` as of commit {commit}, `{report['servers'][TARGET]['command']}`",
         f"- registry:2: `{report['servers'][REFERENCE]['command']}` "
         f"({report['tools'].get('registry:2', 'unknown version')})",
         f"- {report['reps']} repetitions per server, interleaved A,B,B,A,...; median shown",
@@ -44,8 +44,8 @@ def render(report: dict[str, Any]) -> str:
         "|---|---|---|---|",
     ]
     for r in report["results"].values():
-        ours = ", ".join(fmt(v) for v in r[TARGET]["samples"]) or r[TARGET]["error"]
-        theirs = ", ".join(fmt(v) for v in r[REFERENCE]["samples"]) or r[REFERENCE]["error"]
+        ours = "; ".join(fmt(v) for v in r[TARGET]["samples"]) or r[TARGET]["error"]
+        theirs = "; ".join(fmt(v) for v in r[REFERENCE]["samples"]) or r[REFERENCE]["error"]
         lines.append(f"| {r['label']} | {r['unit']} | {ours} | {theirs} |")
     lines += ["", "</details>", ""]
     return "\n".join(lines)

@@ -351,6 +351,7 @@ def checkout_info() -> dict[str, Any]:
 
     return {
         "commit": git("rev-parse", "HEAD"),
+        "src_commit": git("log", "-1", "--format=%H", "--", "src"),
         "src_modified": bool(git("status", "--porcelain", "src")),
     }
 
@@ -423,6 +424,12 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+def invocation() -> str:
+    """The command line as typed, with the BENCH_* overrides that were in effect."""
+    env = [f"{k}={shlex.quote(v)}" for k, v in os.environ.items() if k.startswith("BENCH_")]
+    return " ".join([*sorted(env), shlex.join(["python", "bench/run.py", *sys.argv[1:]])])
+
+
 def build_report(
     args: argparse.Namespace,
     sizes: Sizes,
@@ -437,7 +444,7 @@ def build_report(
     finished = dt.datetime.now(dt.UTC)
     return {
         "schema": 1,
-        "command": shlex.join(["python", "bench/run.py", *sys.argv[1:]]),
+        "command": invocation(),
         "started": started.isoformat(timespec="seconds"),
         "finished": finished.isoformat(timespec="seconds"),
         "duration_s": round((finished - started).total_seconds(), 1),
