@@ -129,7 +129,10 @@ class Server:
         deadline = time.monotonic() + timeout
         last = "no answer"
         while time.monotonic() < deadline:
-            self.check_alive()
+            try:
+                self.check_alive()
+            except ServerError as e:
+                raise HarnessError(f"{self.name} did not start: {e}") from None
             try:
                 with Http(self.host, self.port, timeout=2.0) as http:
                     resp = http.request("GET", "/v2/", expect=(200, 401))
