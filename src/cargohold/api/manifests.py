@@ -166,8 +166,19 @@ async def list_tags(request: web.Request, name: str) -> web.StreamResponse:
 
 async def catalog(request: web.Request) -> web.StreamResponse:
     reg = registry_of(request)
-    visible = await reg.repositories()
     allowed = request.get(CATALOG_FILTER_KEY)
+    if allowed is None:
+        n = parse_n(request)
+        n = CATALOG_DEFAULT_N if n is None else min(n, CATALOG_MAX_N)
+        page = reg.repositories_page(request.query.get("last") or None, n + 1)
+        if page is not None:
+            response = web.json_response({"repositories": page[:n]})
+            if len(page) > n and n > 0:
+                response.headers["Link"] = (
+                    f'<{request.path}?n={n}&last={page[n - 1]}>; rel="next"'
+                )
+            return response
+    visible = await reg.repositories()
     if allowed is not None:  # auth with an access policy: only what the caller may pull
         visible = allowed(visible)
     repos, link = _paginate(request, visible, CATALOG_DEFAULT_N, CATALOG_MAX_N, key=order_key)

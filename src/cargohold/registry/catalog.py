@@ -29,6 +29,46 @@ def order_key(name: str) -> list[str]:
     return name.split("/")
 
 
+def page_local(
+    driver: FilesystemDriver, last: str | None, limit: int, marker: str = "_manifests"
+) -> list[str]:
+    """Up to ``limit`` repositories after ``last``, walking only as far as the page needs.
+
+    Like registry:2, a ``_catalog?n=100`` of a store with thousands of repositories reads a few
+    hundred directories, not all of them: the walk is depth first with sorted children, which
+    is exactly the component-wise order, and skips every subtree that sorts before ``last``.
+    """
+    local = driver.local_path(paths.REPOSITORIES)
+    assert local is not None
+    after = order_key(last) if last else None
+    found: list[str] = []
+
+    def visit(directory: str, parts: list[str]) -> bool:
+        """False once the page is full."""
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except (FileNotFoundError, NotADirectoryError):
+            return True
+        is_repo = bool(parts) and any(e.name == marker for e in entries)
+        if is_repo and (after is None or parts > after):
+            found.append("/".join(parts))
+            if len(found) >= limit:
+                return False
+        for entry in entries:
+            name = entry.name
+            if name.startswith(("_", ".")) or not entry.is_dir(follow_symlinks=False):
+                continue
+            child = [*parts, name]
+            if after is not None and child < after[: len(child)]:
+                continue  # everything below sorts before ``last``
+            if not visit(entry.path, child):
+                return False
+        return True
+
+    visit(local, [])
+    return found
+
+
 def _walk_local(root: str, marker: str) -> list[str]:
     found: list[str] = []
     stack = [("", root)]

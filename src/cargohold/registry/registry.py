@@ -12,7 +12,7 @@ from typing import Any
 from cargohold.config import Config
 from cargohold.errors import ErrorCode, RegistryError
 from cargohold.registry.blobs import BlobStore
-from cargohold.registry.catalog import list_repositories
+from cargohold.registry.catalog import list_repositories, page_local
 from cargohold.registry.manifests import ManifestStore
 from cargohold.registry.repoindex import scan_repositories
 from cargohold.registry.scaleout import HealthCheck, layer_driver
@@ -69,6 +69,15 @@ class Registry:
         if self.layers.index is not None:
             return await self.layers.index.names()
         return await list_repositories(self.layers.base)
+
+    def repositories_page(self, last: str | None, limit: int) -> list[str] | None:
+        """Up to ``limit`` repositories after ``last`` from a walk that stops when the page is
+        full, where the store is a local directory with no repository index; None elsewhere
+        (the caller then pages :meth:`repositories`)."""
+        base = self.layers.base
+        if self.layers.index is not None or not isinstance(base, FilesystemDriver):
+            return None
+        return page_local(base, last, limit)
 
     async def purge_uploads(self) -> int:
         purging = self.config.storage.purging

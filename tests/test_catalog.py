@@ -1,0 +1,53 @@
+"""The catalog's early-stopping walk pages exactly as sorting the whole list would."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import pytest
+
+from cargohold.registry.catalog import list_repositories, order_key, page_local
+from cargohold.storage.filesystem import FilesystemDriver
+
+NAMES = [
+    "a", "a/b", "a/b/c", "a-c", "a.b", "a_b", "ab", "b", "b/a", "b-a/x", "c/d/e", "c/d-e",
+    "z9", "z10", "lib/alpine", "lib/alpine-edge", "lib/alpine/sub",
+]  # fmt: skip
+
+
+@pytest.fixture
+def driver(tmp_path: Path) -> FilesystemDriver:
+    root = tmp_path / "docker/registry/v2/repositories"
+    for name in NAMES:
+        (root / name / "_manifests").mkdir(parents=True)
+    # Not repositories: an upload-only directory and names under a `_` directory.
+    (root / "only-uploads/_uploads").mkdir(parents=True)
+    (root / "a/_layers/sha256/x/_manifests").mkdir(parents=True)
+    return FilesystemDriver(str(tmp_path))
+
+
+def test_full_walk_matches_component_order(driver: FilesystemDriver) -> None:
+    listed = asyncio.run(list_repositories(driver))
+    assert listed == sorted(NAMES, key=order_key)
+    assert listed.index("a/b/c") < listed.index("a-c")  # component order, not plain string order
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_pages_agree_with_the_sorted_list(driver: FilesystemDriver, seed: int) -> None:
+    everything = sorted(NAMES, key=order_key)
+    rnd = random.Random(seed)
+    last = rnd.choice([None, *everything, "a/a", "b0", "lib", "zz", "0"])
+    limit = rnd.randint(1, len(NAMES) + 2)
+    after = [n for n in everything if last is None or order_key(n) > order_key(last)]
+    assert page_local(driver, last, limit) == after[:limit]
+
+
+def test_paging_through_everything(driver: FilesystemDriver) -> None:
+    seen: list[str] = []
+    last = None
+    while page := page_local(driver, last, 3):
+        seen += page
+        last = page[-1]
+    assert seen == sorted(NAMES, key=order_key)
