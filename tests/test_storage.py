@@ -102,3 +102,32 @@ def test_filesystem_layout_is_plain_files(tmp_path: Path) -> None:
     run(driver.put_content("/docker/registry/v2/x/link", b"sha256:abc"))
     assert (tmp_path / "docker/registry/v2/x/link").read_bytes() == b"sha256:abc"
     assert [p.name for p in (tmp_path / "docker/registry/v2/x").iterdir()] == ["link"]
+
+
+def test_big_listings_are_reused_only_while_the_directory_is_unchanged(tmp_path: Path) -> None:
+    import os
+    import time
+
+    driver = FilesystemDriver(str(tmp_path))
+    base = tmp_path / "d"
+    base.mkdir()
+    for i in range(100):
+        (base / f"t{i}").mkdir()
+    os.utime(base, ns=(0, 1_000_000_000))  # long settled: the listing may be kept
+    first = run(driver.list("/d"))
+    assert len(first) == 100  # type: ignore[arg-type]
+    (base / "new").mkdir()  # moves the directory's mtime to now
+    assert "/d/new" in run(driver.list("/d"))  # type: ignore[operator]
+    os.utime(base, ns=(0, 2_000_000_000))
+    run(driver.list("/d"))
+    (base / "t5").rmdir()
+    listed = run(driver.list("/d"))
+    assert "/d/t5" not in listed and len(listed) == 100  # type: ignore[operator, arg-type]
+    # A directory changed within the last moments is never cached, so a second change that
+    # lands in the same clock tick (same mtime) is still seen.
+    recent = time.time_ns()
+    os.utime(base, ns=(recent, recent))
+    run(driver.list("/d"))
+    (base / "same-tick").mkdir()
+    os.utime(base, ns=(recent, recent))
+    assert "/d/same-tick" in run(driver.list("/d"))  # type: ignore[operator]

@@ -393,7 +393,8 @@ class ManifestStore:
             except PathNotFoundError:
                 raise RegistryError(ErrorCode.NAME_UNKNOWN, detail={"name": name}) from None
             return []
-        return sorted(e.rsplit("/", 1)[-1] for e in entries)
+        cut = len(paths.tags(name)) + 1
+        return sorted([e[cut:] for e in entries])
 
     async def referrers(self, name: str, subject: Digest) -> list[Manifest]:
         base = paths.referrers_dir(name, subject)

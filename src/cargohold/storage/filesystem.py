@@ -15,7 +15,9 @@ import errno
 import fcntl
 import os
 import shutil
+import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -30,6 +32,9 @@ from cargohold.storage.driver import (
 )
 
 READ_CHUNK = 1 << 20
+LISTING_CACHE_MIN = 64  # entries; smaller directories are cheaper to list than to track
+LISTING_CACHE_ENTRIES = 256
+LISTING_SETTLE_NS = 2_000_000_000
 TMP_PREFIX = ".cargohold-tmp-"
 
 
@@ -39,6 +44,9 @@ class FilesystemDriver(StorageDriver):
     def __init__(self, rootdirectory: str) -> None:
         self.root = os.path.abspath(rootdirectory)
         os.makedirs(self.root, exist_ok=True)
+        self._listings: OrderedDict[str, tuple[tuple[int, int], builtins.list[str]]] = (
+            OrderedDict()
+        )
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> FilesystemDriver:
@@ -145,11 +153,28 @@ class FilesystemDriver(StorageDriver):
     async def list(self, path: str) -> list[str]:
         full = self._full(path)
         try:
+            st = os.stat(full)
+            # A big directory (a repository's 1000 tags) is listed again only when it changed.
+            # Its mtime moves with every entry added or removed, but only at the clock's
+            # granularity, so a listing is reused only once the directory has been still for
+            # longer than that (git's "racy" rule): a change in the same tick is never missed.
+            version = (st.st_ino, st.st_mtime_ns)
+            cached = self._listings.get(full)
+            if cached is not None and cached[0] == version:
+                self._listings.move_to_end(full)
+                return builtins.list(cached[1])
             names = os.listdir(full)
         except (FileNotFoundError, NotADirectoryError):
             raise PathNotFoundError(path) from None
         base = path.rstrip("/")
-        return [f"{base}/{n}" for n in names if not n.startswith(".")]
+        listing = [f"{base}/{n}" for n in names if not n.startswith(".")]
+        settled = time.time_ns() - st.st_mtime_ns > LISTING_SETTLE_NS
+        if len(listing) >= LISTING_CACHE_MIN and settled:
+            self._listings[full] = (version, listing)
+            if len(self._listings) > LISTING_CACHE_ENTRIES:
+                self._listings.popitem(last=False)
+            return builtins.list(listing)
+        return listing
 
     def list_names(self, path: str) -> builtins.list[str]:
         """Child names only: the cheap form the tag and catalog listings need."""
