@@ -131,3 +131,19 @@ def test_big_listings_are_reused_only_while_the_directory_is_unchanged(tmp_path:
     (base / "same-tick").mkdir()
     os.utime(base, ns=(recent, recent))
     assert "/d/same-tick" in run(driver.list("/d"))  # type: ignore[operator]
+
+
+def test_small_file_cache_sees_every_replacement(tmp_path: Path) -> None:
+    import os
+
+    driver = FilesystemDriver(str(tmp_path))
+    run(driver.put_content("/r/link", b"sha256:old"))
+    link = tmp_path / "r/link"
+    os.utime(link, ns=(0, 1_000_000_000))  # settled: now cached
+    assert run(driver.get_content("/r/link")) == b"sha256:old"
+    assert run(driver.get_content("/r/link")) == b"sha256:old"
+    run(driver.put_content("/r/link", b"sha256:new"))  # rename: new inode and mtime
+    assert run(driver.get_content("/r/link")) == b"sha256:new"
+    run(driver.delete("/r/link"))
+    with pytest.raises(PathNotFoundError):
+        run(driver.get_content("/r/link"))

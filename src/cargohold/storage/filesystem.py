@@ -35,6 +35,8 @@ READ_CHUNK = 1 << 20
 LISTING_CACHE_MIN = 64  # entries; smaller directories are cheaper to list than to track
 LISTING_CACHE_ENTRIES = 256
 LISTING_SETTLE_NS = 2_000_000_000
+SMALL_FILE = 4096
+SMALL_FILE_ENTRIES = 65536
 TMP_PREFIX = ".cargohold-tmp-"
 
 
@@ -44,6 +46,7 @@ class FilesystemDriver(StorageDriver):
     def __init__(self, rootdirectory: str) -> None:
         self.root = os.path.abspath(rootdirectory)
         os.makedirs(self.root, exist_ok=True)
+        self._small: dict[str, tuple[tuple[int, int, int], bytes]] = {}
         self._listings: OrderedDict[str, tuple[tuple[int, int], builtins.list[str]]] = (
             OrderedDict()
         )
@@ -94,11 +97,25 @@ class FilesystemDriver(StorageDriver):
         return self.get_content_sync(path)
 
     def get_content_sync(self, path: str) -> bytes:
+        """Small files (link files, ~71 bytes, read on every manifest request) are kept once
+        settled and re-validated by one ``stat``: they are only ever replaced by rename, so a
+        new inode or mtime means new content (the same racy-mtime rule as listings)."""
+        full = self._full(path)
         try:
-            with open(self._full(path), "rb") as f:
-                return f.read()
+            st = os.stat(full)
+            version = (st.st_ino, st.st_mtime_ns, st.st_size)
+            cached = self._small.get(full)
+            if cached is not None and cached[0] == version:
+                return cached[1]
+            with open(full, "rb") as f:
+                data = f.read()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise PathNotFoundError(path) from None
+        if len(data) <= SMALL_FILE and time.time_ns() - st.st_mtime_ns > LISTING_SETTLE_NS:
+            self._small[full] = (version, data)
+            if len(self._small) > SMALL_FILE_ENTRIES:
+                self._small.pop(next(iter(self._small)))
+        return data
 
     async def put_content(self, path: str, data: bytes) -> None:
         if len(data) > READ_CHUNK:
