@@ -44,6 +44,7 @@ from support.servers import (  # noqa: E402
     reference_available,
     reference_process,
 )
+from support.stores import MotoServer, RedisServer  # noqa: E402
 
 RegistryFactory = Callable[..., RegistryProcess]
 
@@ -197,3 +198,22 @@ def podman() -> Iterator[Podman]:
     client = Podman()
     yield client
     client.stop()
+
+
+# Object store and cache servers, shared by tests/s3 and tests/scale (one each per session).
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    server = MotoServer(tmp_path_factory.mktemp("moto"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    if not RedisServer.available():
+        pytest.skip("redis-server is not installed")
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
