@@ -217,3 +217,16 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_cargohold(
+    tmp_path_factory: pytest.TempPathFactory, moto: MotoServer
+) -> Iterator[RegistryProcess]:
+    """A cargohold on S3 storage (moto), shared by the session like ``registry``, so the real
+    client suite runs on S3 too. Blob GETs redirect to presigned URLs, as in production."""
+    config = {"storage": moto.storage_section(moto.new_bucket()), "http": {"secret": "clients"}}
+    server = cargohold_process(tmp_path_factory.mktemp("cargohold-s3"), config=config)
+    server.start()
+    yield server
+    server.stop()

@@ -1,8 +1,8 @@
 """Fixtures for the real-client tests.
 
-``server`` is parametrized over cargohold and the reference registry, so every
-client test that uses it runs against both: a failure only on ``[cargohold]`` is a
-cargohold bug; a failure on both is a test (or environment) problem.
+``server`` is parametrized over cargohold (on local disk and on S3) and the reference
+registry, so every client test that uses it runs against all three: a failure only on a
+cargohold kind is a cargohold bug; a failure on all is a test (or environment) problem.
 Tests for features the reference lacks (e.g. the referrers API) use ``registry``.
 """
 
@@ -12,8 +12,12 @@ import pytest
 from support.clients import Skopeo
 from support.servers import RegistryProcess
 
-SERVER_KINDS = ("cargohold", "reference")
-_FIXTURE_FOR_KIND = {"cargohold": "registry", "reference": "reference_registry"}
+SERVER_KINDS = ("cargohold", "cargohold-s3", "reference")
+_FIXTURE_FOR_KIND = {
+    "cargohold": "registry",
+    "cargohold-s3": "s3_cargohold",
+    "reference": "reference_registry",
+}
 
 
 @pytest.fixture(params=SERVER_KINDS)
