@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -19,17 +20,36 @@ CATALOG_DEFAULT_N = 100
 CATALOG_MAX_N = 1000
 
 
-def _accepted(request: web.Request) -> set[str] | None:
+def _accepted(request: web.Request) -> frozenset[str] | None:
     """The manifest media types the client named, or None when it named none (serve anything)."""
+    headers = request.headers.getall("Accept", ())
+    if not headers:
+        return None
+    return _parse_accept(headers[0] if len(headers) == 1 else ",".join(headers))
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_accept(header: str) -> frozenset[str] | None:
+    """Clients send the same few Accept headers over and over: parse each once."""
     accepted: set[str] = set()
-    for header in request.headers.getall("Accept", []):
-        for part in header.split(","):
-            media = part.split(";", 1)[0].strip().lower()
-            if media in ("*/*", "application/*"):
-                return None
-            if media in mt.SUPPORTED or media in mt.SCHEMA1:
-                accepted.add(media)
-    return accepted or None
+    for part in header.split(","):
+        media = part.split(";", 1)[0].strip().lower()
+        if media in ("*/*", "application/*"):
+            return None
+        if media in mt.SUPPORTED or media in mt.SCHEMA1:
+            accepted.add(media)
+    return frozenset(accepted) or None
+
+
+@functools.lru_cache(maxsize=4096)
+def _manifest_headers(digest: Digest, media_type: str, size: int) -> tuple[tuple[str, str], ...]:
+    """The response headers of a manifest (immutable by digest), built once."""
+    return (
+        ("Content-Type", media_type),
+        ("Docker-Content-Digest", str(digest)),
+        ("ETag", f'"{digest}"'),
+        ("Content-Length", str(size)),
+    )
 
 
 async def _negotiate(request: web.Request, name: str, m: Manifest) -> Manifest:
@@ -58,13 +78,8 @@ async def _negotiate(request: web.Request, name: str, m: Manifest) -> Manifest:
 async def get_manifest(request: web.Request, name: str, reference: str) -> web.StreamResponse:
     reg = registry_of(request)
     m = await _negotiate(request, name, await reg.manifests.get(name, reference))
-    etag = f'"{m.digest}"'
-    headers = {
-        "Content-Type": m.media_type,
-        "Docker-Content-Digest": str(m.digest),
-        "ETag": etag,
-        "Content-Length": str(len(m.data)),
-    }
+    headers = dict(_manifest_headers(m.digest, m.media_type, len(m.data)))
+    etag = headers["ETag"]
     if request.method == "GET":  # registry:2: a HEAD is not a pull
         tag = "" if is_digest_reference(reference) else reference
         notify.manifest_event(request, "pull", name, m, tag)
@@ -174,9 +189,7 @@ async def catalog(request: web.Request) -> web.StreamResponse:
         if page is not None:
             response = web.json_response({"repositories": page[:n]})
             if len(page) > n and n > 0:
-                response.headers["Link"] = (
-                    f'<{request.path}?n={n}&last={page[n - 1]}>; rel="next"'
-                )
+                response.headers["Link"] = f'<{request.path}?n={n}&last={page[n - 1]}>; rel="next"'
             return response
     visible = await reg.repositories()
     if allowed is not None:  # auth with an access policy: only what the caller may pull

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import re
 import weakref
@@ -162,6 +163,12 @@ def parse_manifest(data: bytes, content_type: str | None, digest: Digest | None 
     )
 
 
+@functools.lru_cache(maxsize=65536)
+def link_digest(raw: bytes) -> Digest | None:
+    """The digest a link file holds (parsed once per distinct content: tags are read a lot)."""
+    return Digest.try_parse(raw.decode("ascii", "replace").strip())
+
+
 def referrer_artifact_type(m: Manifest) -> str | None:
     """The spec's rule: ``artifactType`` if set, else the config's media type for images."""
     if m.artifact_type:
@@ -208,7 +215,7 @@ class ManifestStore:
             raw = await self.driver.get_content(paths.tag_current_link(name, reference))
         except PathNotFoundError:
             await self._raise_unknown(name, reference)
-        digest = Digest.try_parse(raw.decode("ascii", "replace").strip())
+        digest = link_digest(raw)
         if digest is None or not await self.exists(name, digest):
             raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"tag": reference})
         return digest
