@@ -142,7 +142,7 @@ def create_app(
     app.router.add_get("/", health.root)
     app.router.add_get("/debug/health", health.debug_health)
     install_auth(app, registry.config)  # after error_middleware: its errors become JSON
-    app.on_response_prepare.append(_digest_etag)
+    app.on_response_prepare.append(_final_headers)
     if extra_headers:
 
         async def _add_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -154,7 +154,7 @@ def create_app(
     return app
 
 
-async def _digest_etag(request: web.Request, response: web.StreamResponse) -> None:
+async def _final_headers(request: web.Request, response: web.StreamResponse) -> None:
     """Headers every response carries, set at the last moment so that streamed bodies (which
     handlers prepare themselves) get them too. FileResponse sets an mtime-based ETag just before
     sending; a blob's ETag is its digest, the same on GET and HEAD and on every replica."""

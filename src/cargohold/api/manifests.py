@@ -144,6 +144,10 @@ async def delete_manifest(request: web.Request, name: str, reference: str) -> we
     return empty(202, {})
 
 
+def _next_link(request: web.Request, n: int, last: str) -> str:
+    return f'<{request.path}?n={n}&last={last}>; rel="next"'
+
+
 def _paginate(
     request: web.Request,
     items: list[str],
@@ -166,7 +170,7 @@ def _paginate(
     if n is None or len(items) <= n:
         return items, None
     page = items[:n]
-    link = f'<{request.path}?n={n}&last={page[-1]}>; rel="next"' if page else None
+    link = _next_link(request, n, page[-1]) if page else None
     return page, link
 
 
@@ -189,7 +193,7 @@ async def catalog(request: web.Request) -> web.StreamResponse:
         if page is not None:
             response = web.json_response({"repositories": page[:n]})
             if len(page) > n and n > 0:
-                response.headers["Link"] = f'<{request.path}?n={n}&last={page[n - 1]}>; rel="next"'
+                response.headers["Link"] = _next_link(request, n, page[n - 1])
             return response
     visible = await reg.repositories()
     if allowed is not None:  # auth with an access policy: only what the caller may pull

@@ -8,18 +8,17 @@ as registry:2 orders them, and pagination's ``last`` compares the same way.
 from __future__ import annotations
 
 import os
+import sys
 
 from cargohold.storage import paths
 from cargohold.storage.driver import PathNotFoundError, StorageDriver
-from cargohold.storage.filesystem import TMP_PREFIX, FilesystemDriver
+from cargohold.storage.filesystem import FilesystemDriver
 
 
 async def list_repositories(driver: StorageDriver, marker: str = "_manifests") -> list[str]:
     """Repositories having a ``marker`` child (``_uploads`` finds those with uploads)."""
     if isinstance(driver, FilesystemDriver):
-        local = driver.local_path(paths.REPOSITORIES)
-        assert local is not None
-        return _walk_local(local, marker)
+        return page_local(driver, None, sys.maxsize, marker)
     found: list[str] = []
     await _walk(driver, paths.REPOSITORIES, "", found, marker)
     return sorted(found, key=order_key)
@@ -66,29 +65,6 @@ def page_local(
         return True
 
     visit(local, [])
-    return found
-
-
-def _walk_local(root: str, marker: str) -> list[str]:
-    found: list[str] = []
-    stack = [("", root)]
-    while stack:
-        prefix, directory = stack.pop()
-        try:
-            entries = list(os.scandir(directory))
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        is_repo = False
-        for entry in entries:
-            if entry.name.startswith("_"):
-                is_repo = is_repo or entry.name == marker
-            elif not entry.name.startswith((".", TMP_PREFIX)) and entry.is_dir(
-                follow_symlinks=False
-            ):
-                stack.append((f"{prefix}{entry.name}/", entry.path))
-        if is_repo and prefix:
-            found.append(prefix[:-1])
-    found.sort(key=order_key)
     return found
 
 
