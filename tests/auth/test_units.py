@@ -10,6 +10,8 @@ import json
 import logging
 import os
 import ssl
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,17 +27,14 @@ from cargohold.auth.accesslog import USER_KEY, AccessLog, redact_query
 from cargohold.auth.htpasswd import HtpasswdFile, PasswordChecker, hash_password, parse
 from cargohold.auth.middleware import Target, parse_basic, target_of
 from cargohold.auth.policy import Policy, glob_match
+from cargohold.auth.scopes import Grants, InvalidToken, Scope, parse_scopes
 from cargohold.auth.throttle import Throttle
 from cargohold.auth.tokens import (
-    Grants,
-    InvalidToken,
-    Scope,
     TokenIssuer,
     TokenVerifier,
     jwk_thumbprint,
     libtrust_key_id,
     load_or_create_signing_key,
-    parse_scopes,
 )
 from cargohold.config import Config, ConfigError, TlsConfig, TokenConfig, load_config
 from cargohold.tls import ServerTLS
@@ -618,3 +617,33 @@ def test_tls_files_that_do_not_load_stop_the_start_naming_the_key(pki: Pki, tmp_
     with pytest.raises(ConfigError) as info:
         ServerTLS(TlsConfig(str(pki.server_cert), str(pki.server_key), [str(tmp_path / "none")]))
     assert info.value.key == "http.tls.clientcas[0]"
+
+
+def test_cert_command_default_validity_is_the_certs_one() -> None:
+    from cargohold.auth import commands
+
+    assert commands.LEAF_DAYS == certs.LEAF_DAYS
+
+
+def test_a_registry_without_token_auth_does_not_load_cryptography(tmp_path: Path) -> None:
+    """PyJWT and cryptography cost ~15 MiB in every worker; only token auth and TLS need them."""
+    code = (
+        "import sys\n"
+        "from cargohold.cli import build_parser\n"
+        "from cargohold.config import load_config\n"
+        "from cargohold.api.app import create_app\n"
+        "from cargohold.registry.registry import Registry\n"
+        "import cargohold.server\n"
+        "build_parser()\n"
+        "cfg = load_config(None, {}, default_root=sys.argv[1])\n"
+        "create_app(Registry(cfg))\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('cryptography', 'jwt'))\n"
+        "print(' '.join(bad))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert out == ""

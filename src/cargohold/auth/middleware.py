@@ -24,6 +24,7 @@ import base64
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -34,18 +35,13 @@ from cargohold.api.common import CATALOG_FILTER_KEY
 from cargohold.auth.accesslog import USER_KEY
 from cargohold.auth.htpasswd import HtpasswdFile, PasswordChecker
 from cargohold.auth.policy import ALL_ACTIONS, NOTHING, Policy
+from cargohold.auth.scopes import Grants, InvalidToken, Scope, parse_scopes
 from cargohold.auth.throttle import Throttle
-from cargohold.auth.tokens import (
-    Grants,
-    InvalidToken,
-    Scope,
-    TokenIssuer,
-    TokenVerifier,
-    load_or_create_signing_key,
-    parse_scopes,
-)
 from cargohold.config import Config, ConfigError, TokenConfig
 from cargohold.errors import ErrorCode, RegistryError
+
+if TYPE_CHECKING:
+    from cargohold.auth.tokens import TokenIssuer, TokenVerifier
 
 log = logging.getLogger("cargohold.auth")
 audit = logging.getLogger("cargohold.audit")
@@ -168,6 +164,9 @@ class Authenticator:
         token = auth.token
         assert token is not None
         self.bearer = True
+        # Only token auth needs PyJWT and cryptography: imported here, not by every registry.
+        from cargohold.auth.tokens import TokenIssuer, TokenVerifier, load_or_create_signing_key
+
         own = None
         if token.builtin is not None:
             builtin = token.builtin
