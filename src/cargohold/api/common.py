@@ -12,7 +12,6 @@ from cargohold.errors import ErrorCode, RegistryError
 from cargohold.registry.registry import Registry
 
 API_VERSION_HEADER: Final = {"Docker-Distribution-API-Version": "registry/2.0"}
-BUFFER = 1 << 20
 REGISTRY_KEY: Final = web.AppKey("registry", Registry)
 # Set by the auth middleware on _catalog requests: repositories -> those the caller may pull.
 CATALOG_FILTER_KEY: Final = web.RequestKey[Callable[[list[str]], list[str]]]("catalog_filter")
@@ -31,22 +30,9 @@ def location(request: web.Request, path: str) -> str:
 
 
 async def body_stream(request: web.Request) -> AsyncIterator[bytes]:
-    """The request body in buffers of about 1 MiB: big enough that hashing and writing in a
-    thread pay for the hop, small enough that memory stays flat however large the blob."""
-    content = request.content
-    parts: list[bytes] = []
-    size = 0
-    while True:
-        chunk = await content.readany()
-        if not chunk:
-            break
-        parts.append(chunk)
-        size += len(chunk)
-        if size >= BUFFER:
-            yield parts[0] if len(parts) == 1 else b"".join(parts)
-            parts, size = [], 0
-    if parts:
-        yield b"".join(parts)
+    """The request body as it arrives; uploads copy it into pooled buffers of their own."""
+    async for chunk in request.content.iter_any():
+        yield chunk
 
 
 def has_body(request: web.Request) -> bool:

@@ -35,7 +35,7 @@ import re
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +43,7 @@ from typing import Any
 from cargohold.digest import Digest
 from cargohold.errors import ErrorCode, RegistryError
 from cargohold.registry.blobs import BlobInfo, BlobStore
+from cargohold.registry.buffers import BufferPool
 from cargohold.storage import paths
 from cargohold.storage.driver import FileInfo, FileWriter, PathNotFoundError, StorageDriver
 
@@ -52,7 +53,7 @@ UPLOAD_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-
 INLINE_LIMIT = 64 * 1024  # below this, hashing on the loop is cheaper than a thread hop
 MAX_HASH_STATES = 1024
 
-ByteStream = AsyncIterator[bytes]
+ByteStream = AsyncIterator[bytes]  # any chunk sizes: uploads regroup them (see _ingest)
 
 
 @dataclass
@@ -74,6 +75,7 @@ class UploadManager:
         self.blobs = blobs
         self._states: OrderedDict[str, _HashState] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
+        self.buffers = BufferPool()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -318,33 +320,60 @@ class UploadManager:
     async def _ingest(
         self, stream: ByteStream, writer: FileWriter, state: _HashState | None
     ) -> int:
-        """Write and hash each buffer in worker threads while the next one is being received."""
-        loop = asyncio.get_running_loop()
-        pending: asyncio.Future[Any] | None = None
+        """Copy the body into pooled buffers (see :mod:`.buffers`) and write and hash each full
+        one in worker threads while the next one fills; return the bytes received."""
+        pool = self.buffers
+        pending: asyncio.Future[None] | None = None
+        buf: bytearray | None = None
+        space = memoryview(b"")  # buf, to copy into (slice assignment to a bytearray copies twice)
+        filled = 0
         received = 0
+
+        async def submit() -> None:
+            nonlocal pending, buf, space, filled
+            assert buf is not None
+            if pending is not None:
+                await pending  # in order: the previous buffer is written and hashed first
+                pending = None
+            data, held, size = space[:filled], buf, filled
+            space.release()
+            buf, filled = None, 0
+            if state is not None:
+                state.offset += size
+            if size < INLINE_LIMIT:  # small: no thread hop
+                try:
+                    if state is not None:
+                        state.hasher.update(data)
+                    await writer.write(data)
+                finally:
+                    data.release()
+                    pool.release(held)
+            else:
+                pending = _write_and_hash(writer, data, state, lambda: pool.release(held))
+
         try:
-            async for buf in stream:
-                if not buf:
-                    continue
-                if pending is not None:
-                    await pending
-                    pending = None
-                received += len(buf)
-                if state is None:
-                    await writer.write(buf)
-                elif len(buf) < INLINE_LIMIT:
-                    state.hasher.update(buf)
-                    await writer.write(buf)
-                else:
-                    pending = asyncio.gather(
-                        writer.write(buf), loop.run_in_executor(None, state.hasher.update, buf)
-                    )
-                if state is not None:
-                    state.offset += len(buf)
+            async for chunk in stream:
+                received += len(chunk)
+                view = memoryview(chunk)
+                while view:
+                    if buf is None:
+                        buf = await pool.acquire()
+                        space = memoryview(buf)
+                    n = min(len(view), pool.size - filled)
+                    space[filled : filled + n] = view[:n]
+                    filled += n
+                    view = view[n:]
+                    if filled == pool.size or pool.contended:
+                        await submit()
+            if buf is not None and filled:
+                await submit()
             if pending is not None:
                 await pending
                 pending = None
         finally:
+            if buf is not None:
+                space.release()
+                pool.release(buf)
             if pending is not None:
                 # The client went away mid-chunk: let the last write land so the stored size and
                 # the hash offset agree, or the next request re-hashes from storage.
@@ -373,6 +402,40 @@ async def _exactly(stream: ByteStream, length: int) -> ByteStream:
         raise RegistryError(
             ErrorCode.SIZE_INVALID, f"chunk declared {length} bytes but {received} arrived"
         )
+
+
+def _write_and_hash(
+    writer: FileWriter, data: memoryview, state: _HashState | None, done: Callable[[], None]
+) -> asyncio.Future[None]:
+    """Write ``data`` and feed it to the running hash, each in a worker thread; ``done`` runs
+    once *both* have finished with ``data`` (not when the first one fails), so that its buffer
+    is never reused while a thread still reads it."""
+    loop = asyncio.get_running_loop()
+    jobs: list[asyncio.Future[Any]] = [asyncio.ensure_future(writer.write(data))]
+    if state is not None:
+        jobs.append(loop.run_in_executor(None, state.hasher.update, data))
+    result: asyncio.Future[None] = loop.create_future()
+    left = len(jobs)
+
+    def finished(_: asyncio.Future[Any]) -> None:
+        nonlocal left
+        left -= 1
+        if left:
+            return
+        done()
+        if result.cancelled():
+            return
+        errors = [e for j in jobs if not j.cancelled() and (e := j.exception()) is not None]
+        if errors:
+            result.set_exception(errors[0])
+        elif any(j.cancelled() for j in jobs):
+            result.cancel()
+        else:
+            result.set_result(None)
+
+    for job in jobs:
+        job.add_done_callback(finished)
+    return result
 
 
 def _hash_file(path: str, hasher: Any) -> None:

@@ -295,7 +295,7 @@ class _InvalidatingWriter(FileWriter):
     def token(self) -> str | None:
         return self._inner.token
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes | memoryview) -> None:
         await self._inner.write(data)
 
     async def truncate(self, size: int) -> None:

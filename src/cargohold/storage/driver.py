@@ -56,6 +56,7 @@ class FileWriter(abc.ABC):
 
     Writers for the upload area write in place (the upload's own ``data`` file is private to the
     upload); ``commit`` makes the bytes durable for the next request, ``cancel`` throws them away.
+    :meth:`write` must not keep ``data`` once it returns: uploads reuse their buffers.
     """
 
     @property
@@ -63,7 +64,7 @@ class FileWriter(abc.ABC):
     def size(self) -> int: ...
 
     @abc.abstractmethod
-    async def write(self, data: bytes) -> None: ...
+    async def write(self, data: bytes | memoryview) -> None: ...
 
     @abc.abstractmethod
     async def commit(self) -> None: ...

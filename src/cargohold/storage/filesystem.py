@@ -249,7 +249,7 @@ class _FileWriter(FileWriter):
     def size(self) -> int:
         return self._size
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes | memoryview) -> None:
         if len(data) >= 65536:
             await asyncio.to_thread(self._f.write, data)
         else:

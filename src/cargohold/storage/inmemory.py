@@ -105,7 +105,7 @@ class _MemoryWriter(FileWriter):
     def size(self) -> int:
         return len(self._buf)
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes | memoryview) -> None:
         self._buf += data
 
     async def commit(self) -> None:

@@ -663,7 +663,7 @@ class _Writer(FileWriter):
     def token(self) -> str | None:
         return self._token
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes | memoryview) -> None:
         if self._done:
             raise StorageError(f"write to a closed writer: {self._path}")
         self._buf += data
