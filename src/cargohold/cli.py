@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers", type=int, default=1, help="worker processes sharing the port (default 1)"
     )
+    # Internal: how cargohold.supervisor starts a replacement for worker I.
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     register_auth(sub)  # cert, htpasswd
     register_images(sub)
     register_admin(sub)  # garbage-collect, du, retention
@@ -101,7 +103,7 @@ def _serve(args: argparse.Namespace) -> int:
         print("cargohold: inmemory storage cannot be shared by several workers", file=sys.stderr)
         return 2
     try:
-        return serve(config, args.workers)
+        return serve(config, args.workers, args.worker_index)
     except (OSError, ConfigError) as e:
         print(f"cargohold: cannot start: {e}", file=sys.stderr)
         return 1

@@ -44,6 +44,11 @@ def prepare() -> str:
     return directory
 
 
+def created_dir() -> str | None:
+    """The directory :func:`prepare` made (not one the operator set), for whoever cleans up."""
+    return _created_dir
+
+
 def cleanup() -> None:
     """In the parent at exit: remove the directory :func:`prepare` created."""
     global _created_dir

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import gc
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ from cargohold.tls import ServerTLS
 log = logging.getLogger("cargohold")
 
 ACCESS_LOG_FORMAT = '%a "%r" %s %b "%{User-Agent}i" %Tfs'
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 LEVELS = {
     "error": logging.ERROR,
     "warn": logging.WARNING,
@@ -221,7 +223,13 @@ def _worker_main(config: Config, host: str, port: int, index: int) -> None:
     asyncio.run(run_worker(config, sock, index))
 
 
-def serve(config: Config, workers: int = 1) -> int:
+def serve(config: Config, workers: int = 1, worker_index: int | None = None) -> int:
+    if worker_index is not None:
+        # A replacement for a worker that died, started by cargohold.supervisor: the parent
+        # already checked everything and put what it generated into the environment.
+        host, port = parse_addr(config.http.addr)
+        _worker_main(config, host, port, worker_index)
+        return 0
     setup_logging(config)
     ensure_secret(config)
     # fail fast on a bad storage, auth or TLS setup, before any process starts
@@ -250,24 +258,35 @@ def serve(config: Config, workers: int = 1) -> int:
     )
     if config.debug.addr and config.debug.prometheus_enabled:
         metrics.prepare()  # before any fork: the workers' shared metrics directory
-    try:
-        if workers <= 1:
+    if workers <= 1:
+        try:
             _tune_interpreter()
             probe.listen(1024)
             asyncio.run(run_worker(config, probe, 0))
             return 0
-        return _supervise(config, host, port, workers, probe)
-    finally:
-        metrics.cleanup()
+        finally:
+            metrics.cleanup()
+    _start_workers(config, host, port, workers, probe)
+    return 0  # not reached: the process is now cargohold.supervisor
 
 
-def _supervise(config: Config, host: str, port: int, workers: int, probe: socket.socket) -> int:
-    """Fork the workers and restart any that dies, until SIGINT or SIGTERM."""
-    children: dict[int, int] = {}
-
-    def spawn(index: int) -> None:
+def _start_workers(
+    config: Config, host: str, port: int, workers: int, probe: socket.socket
+) -> None:
+    """Fork the workers, then become :mod:`cargohold.supervisor`, which restarts any that dies
+    by running this same command line with ``--worker-index``."""
+    os.environ["REGISTRY_HTTP_SECRET"] = config.http.secret  # replacements sign uploads alike
+    # Objects made so far are never freed: keep the collector from touching (and so copying)
+    # the pages the workers share with this process.
+    gc.freeze()
+    # A stop signal that arrives before the supervisor has its handlers would kill it and
+    # orphan the workers: hold them back (the mask survives exec) until it is ready.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    children: list[str] = []
+    for index in range(workers):
         pid = os.fork()
         if pid == 0:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
             probe.close()
             code = 0
             try:
@@ -277,34 +296,15 @@ def _supervise(config: Config, host: str, port: int, workers: int, probe: socket
                 code = 1
             finally:
                 os._exit(code)
-        children[pid] = index
-
-    stopping = False
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
-        for pid in list(children):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    for i in range(workers):
-        spawn(i)
-    while children:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            break
-        except InterruptedError:
-            continue
-        index = children.pop(pid, None)
-        metrics.process_dead(pid)
-        if index is None or stopping:
-            continue
-        log.error("worker %d exited (status %d); restarting it", index, status)
-        time.sleep(0.5)
-        spawn(index)
+        children += ["--child", f"{pid}:{index}"]
     probe.close()
-    return 0
+    cleanup = metrics.created_dir()
+    argv = [sys.executable, "-m", "cargohold.supervisor", *children]
+    if cleanup:
+        argv += ["--cleanup", cleanup]
+    if config.log.formatter == "json":
+        argv.append("--json-log")
+    command = [sys.executable, *sys.orig_argv[1:]]
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os.execv(sys.executable, [*argv, "--", *command])

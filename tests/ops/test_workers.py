@@ -1,0 +1,116 @@
+"""``serve --workers N``: a small supervisor process, workers restarted when they die, replacements
+that honour upload URLs signed before the crash, and a clean stop."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import requests
+from support.servers import RegistryProcess
+
+RegistryFactory = Callable[..., RegistryProcess]
+
+
+def tree(server: RegistryProcess) -> tuple[int, list[int]]:
+    """(supervisor pid, worker pids) of a running server."""
+    assert server.proc is not None
+    leader = server.proc.pid
+    workers = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) == leader:
+            workers.append(int(entry))
+    return leader, sorted(workers)
+
+
+def cmdline(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.1)
+
+
+def replace_worker(server: RegistryProcess, victim: int) -> int:
+    """SIGKILL one worker and wait for its replacement; return the new pid."""
+    _, before = tree(server)
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: victim not in tree(server)[1] and len(tree(server)[1]) == len(before))
+    (new,) = set(tree(server)[1]) - set(before)
+    return new
+
+
+def test_the_supervisor_is_small_and_the_workers_do_the_serving(
+    make_registry: RegistryFactory,
+) -> None:
+    server = make_registry(workers=2)
+    leader, workers = tree(server)
+    assert len(workers) == 2
+    assert cmdline(leader)[1:3] == ["-m", "cargohold.supervisor"]
+    assert all("serve" in cmdline(w) for w in workers)
+    # It imports next to nothing: far less resident memory than a worker.
+    assert rss_kib(leader) < min(rss_kib(w) for w in workers) * 0.6
+    assert requests.get(f"{server.url}/v2/", timeout=10).status_code == 200
+
+
+def test_a_killed_worker_is_replaced_and_signed_upload_urls_survive(
+    make_registry: RegistryFactory,
+) -> None:
+    # No http.secret in the config: the one generated at start must reach replacements.
+    server = make_registry(workers=2)
+    body = os.urandom(300_000)
+    digest = "sha256:" + hashlib.sha256(body).hexdigest()
+    started = requests.post(f"{server.url}/v2/crash/test/blobs/uploads/", timeout=10)
+    assert started.status_code == 202
+    location = started.headers["Location"]
+    assert "_state=" in location
+
+    _, workers = tree(server)
+    for victim in workers:  # every worker that could have signed it is gone
+        new = replace_worker(server, victim)
+        assert cmdline(new)[-2:] == ["--worker-index", str(workers.index(victim))]
+    assert "restarting it" in server.log_tail()
+
+    url = location if location.startswith("http") else server.url + location
+    put = requests.put(
+        url,
+        params={"digest": digest},
+        data=body,
+        headers={"Content-Type": "application/octet-stream"},
+        timeout=30,
+    )
+    assert put.status_code == 201, put.text
+    got = requests.get(f"{server.url}/v2/crash/test/blobs/{digest}", timeout=10)
+    assert got.content == body
+
+
+def test_sigterm_stops_the_supervisor_and_every_worker(make_registry: RegistryFactory) -> None:
+    server = make_registry(workers=2)
+    leader, workers = tree(server)
+    assert server.proc is not None
+    os.kill(leader, signal.SIGTERM)
+    assert server.proc.wait(timeout=30) == 0
+    for pid in workers:
+        wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists(), timeout=10)
+    assert "restarting" not in server.log_tail()
