@@ -201,7 +201,9 @@ class Server:
         return process_tree(self.proc.pid)
 
     def rss_bytes(self) -> int:
-        """Sum of the resident set sizes of the server process and all its descendants."""
+        """Sum of the resident set sizes of the server process and all its descendants.
+
+        Pages that forked workers share are counted once per process that maps them."""
         total = 0
         for pid in self.pids():
             try:
@@ -209,6 +211,21 @@ class Server:
                     total += int(f.read().split()[1]) * PAGE_SIZE
             except (OSError, IndexError, ValueError):
                 pass  # exited between listing and reading
+        return total
+
+    def pss_bytes(self) -> int:
+        """Sum of the proportional set sizes of the tree: each shared page is split among the
+        processes that map it, so the sum is the memory the tree really occupies."""
+        total = 0
+        for pid in self.pids():
+            try:
+                with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+                    for line in f:
+                        if line.startswith(b"Pss:"):
+                            total += int(line.split()[1]) * 1024
+                            break
+            except (OSError, IndexError, ValueError):
+                pass
         return total
 
 
@@ -261,18 +278,24 @@ def install_signal_handlers() -> None:
 
 
 class RssSampler:
-    """Samples a server's RSS every ``interval`` seconds in a background thread."""
+    """Samples a server's RSS and PSS (see :meth:`Server.pss_bytes`) every ``interval`` seconds
+    in a background thread."""
 
     def __init__(self, server: Server, interval: float = 0.05) -> None:
         self.server = server
         self.interval = interval
         self.samples: list[int] = []
+        self.pss_samples: list[int] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
 
+    def _sample(self) -> None:
+        self.samples.append(self.server.rss_bytes())
+        self.pss_samples.append(self.server.pss_bytes())
+
     def _run(self) -> None:
         while True:
-            self.samples.append(self.server.rss_bytes())
+            self._sample()
             if self._stop.wait(self.interval):
                 break
 
@@ -283,11 +306,15 @@ class RssSampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
-        self.samples.append(self.server.rss_bytes())
+        self._sample()
 
     @property
     def peak(self) -> int:
         return max(self.samples, default=0)
+
+    @property
+    def peak_pss(self) -> int:
+        return max(self.pss_samples, default=0)
 
 
 def run_bounded(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:

@@ -54,6 +54,7 @@ class Metric:
 # metric passes when ratio >= target, a lower-is-better one when ratio <= target.
 METRICS: tuple[Metric, ...] = (
     Metric("rss_idle", "Server RSS, idle", "MiB", False, None),
+    Metric("pss_idle", "Server PSS, idle", "MiB", False, None),
     Metric("upload_monolithic", "Monolithic upload", "MB/s", True, 2.0),
     Metric("upload_chunked", "Chunked upload (PATCH)", "MB/s", True, 1.8),
     Metric("download_single", "Blob download, 1 stream", "GB/s", True, 1.5),
@@ -63,9 +64,11 @@ METRICS: tuple[Metric, ...] = (
     Metric("tags_list", "tags/list", "req/s", True, 3.0),
     Metric("catalog", "_catalog?n=100", "req/s", True, 3.0),
     Metric("upload_storm_peak_rss", "Peak RSS, upload storm", "MiB", False, 2.0),
+    Metric("upload_storm_peak_pss", "Peak PSS, upload storm", "MiB", False, None),
     Metric("upload_storm_wall", "Wall time, upload storm", "s", False, None),
     Metric("pull_storm_wall", "Pull storm wall time", "s", False, 0.7),
     Metric("pull_storm_peak_rss", "Pull storm peak RSS", "MiB", False, 0.25),
+    Metric("pull_storm_peak_pss", "Pull storm peak PSS", "MiB", False, None),
 )
 
 WORKLOAD_OF = {key: w.name for w in WORKLOADS for key in w.produces()}

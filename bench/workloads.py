@@ -268,17 +268,26 @@ class Fixtures:
 
 class RssIdle(Workload):
     name = "rss_idle"
+    metrics = ("rss_idle", "pss_idle")
 
     def describe(self) -> str:
-        return f"RSS of the server's process tree at rest, sampled for {self.sizes.idle_seconds} s"
+        return (
+            f"RSS and PSS of the server's process tree at rest, sampled for "
+            f"{self.sizes.idle_seconds} s"
+        )
 
     def measure(self, server: Server) -> dict[str, float]:
         samples: list[int] = []
+        pss: list[int] = []
         deadline = time.monotonic() + self.sizes.idle_seconds
         while time.monotonic() < deadline:
             samples.append(server.rss_bytes())
+            pss.append(server.pss_bytes())
             time.sleep(0.05)
-        return {"rss_idle": statistics.median(samples) / MiB}
+        return {
+            "rss_idle": statistics.median(samples) / MiB,
+            "pss_idle": statistics.median(pss) / MiB,
+        }
 
 
 # --- uploads -------------------------------------------------------------------------------
@@ -536,11 +545,11 @@ class Catalog(Workload):
 
 class UploadStorm(Workload):
     name = "upload_storm"
-    metrics = ("upload_storm_peak_rss", "upload_storm_wall")
+    metrics = ("upload_storm_peak_rss", "upload_storm_peak_pss", "upload_storm_wall")
 
     def describe(self) -> str:
         n, size = self.sizes.storm_uploads, human_bytes(self.sizes.storm_upload_bytes)
-        return f"{n} concurrent monolithic uploads of {size} each; peak RSS sampled every 50 ms"
+        return f"{n} concurrent monolithic uploads of {size} each; peak RSS/PSS every 50 ms"
 
     def measure(self, server: Server) -> dict[str, float]:
         n, size = self.sizes.storm_uploads, self.sizes.storm_upload_bytes
@@ -580,12 +589,16 @@ class UploadStorm(Workload):
                 http.close()
             os.close(fd)
             path.unlink()
-        return {"upload_storm_peak_rss": rss.peak / MiB, "upload_storm_wall": wall}
+        return {
+            "upload_storm_peak_rss": rss.peak / MiB,
+            "upload_storm_peak_pss": rss.peak_pss / MiB,
+            "upload_storm_wall": wall,
+        }
 
 
 class PullStorm(Workload):
     name = "pull_storm"
-    metrics = ("pull_storm_wall", "pull_storm_peak_rss")
+    metrics = ("pull_storm_wall", "pull_storm_peak_rss", "pull_storm_peak_pss")
     repo = "bench/pull"
 
     def describe(self) -> str:
@@ -633,7 +646,11 @@ class PullStorm(Workload):
         finally:
             for http in conns:
                 http.close()
-        return {"pull_storm_wall": wall, "pull_storm_peak_rss": rss.peak / MiB}
+        return {
+            "pull_storm_wall": wall,
+            "pull_storm_peak_rss": rss.peak / MiB,
+            "pull_storm_peak_pss": rss.peak_pss / MiB,
+        }
 
 
 WORKLOADS: tuple[type[Workload], ...] = (

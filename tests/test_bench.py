@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Every metric bench/run.py reports (see METRICS there).
 EXPECTED_METRICS = (
     "rss_idle",
+    "pss_idle",
     "upload_monolithic",
     "upload_chunked",
     "download_single",
@@ -29,9 +30,11 @@ EXPECTED_METRICS = (
     "tags_list",
     "catalog",
     "upload_storm_peak_rss",
+    "upload_storm_peak_pss",
     "upload_storm_wall",
     "pull_storm_wall",
     "pull_storm_peak_rss",
+    "pull_storm_peak_pss",
 )
 SERVERS = ("cargohold", "registry2")
 TOOLS = {
