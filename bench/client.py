@@ -1,9 +1,9 @@
 """A small, fast HTTP/1.1 client for the benchmark, plus the registry operations it needs.
 
 Built on ``http.client`` so that the hot paths stay cheap: uploads go out with
-``socket.sendfile`` (zero copy from the page cache) and downloads are read with
-``readinto`` into one large reusable buffer and thrown away.  Every socket
-operation has a timeout.
+``socket.sendfile`` (zero copy from the page cache); downloads that are checked are
+read with ``readinto`` into one large reusable buffer, and timed ones are dropped in
+the kernel (:meth:`Http.discard`).  Every socket operation has a timeout.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import hashlib
 import http.client
 import json
 import os
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,6 +181,53 @@ class Http:
         self._used = True
         if raw.will_close:
             self._conn.close()
+        return total
+
+    def discard(self, path: str, buf: bytearray) -> int:
+        """GET ``path`` and drop the body inside the kernel (``recv`` with ``MSG_TRUNC`` copies
+        nothing to user space); return its length.
+
+        The clients of a real pull storm run on other machines. Here they share two cores
+        with the server, and a client that copies what it receives pays more for bytes that
+        come straight from the page cache (sendfile: the copy reads them cold) than for bytes
+        a server has just copied through its own buffers (warm): measured, 3.3 s of client
+        kernel time against cargohold versus 1.8 s against registry:2 for the same 6 GB.
+        Dropping the bytes in the kernel keeps the client's cost the same whatever the server
+        does, so the figures measure the servers.
+        """
+        conn = self._conn
+        if conn.sock is None:
+            conn.connect()
+        sock = conn.sock
+        assert sock is not None
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n\r\n".encode())
+        view = memoryview(buf)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            n = sock.recv_into(view, min(len(view), 8192))
+            if not n or len(head) > 65536:
+                raise ServerError(f"GET {path}: no complete response head")
+            head += bytes(view[:n])
+        head, _, extra = head.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {
+            k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])
+        }
+        if "content-length" not in headers:
+            raise ServerError(f"GET {path}: no Content-Length")
+        length = int(headers["content-length"])
+        total = len(extra)
+        while total < length:
+            n = sock.recv_into(view, min(len(view), length - total), socket.MSG_TRUNC)
+            if not n:
+                raise ServerError(f"GET {path}: connection closed after {total} of {length}")
+            total += n
+        self._used = True
+        if status != 200:
+            raise ServerError(f"GET {path}: expected 200, got {status}")
+        if headers.get("connection", "").lower() == "close":
+            conn.close()
         return total
 
 

@@ -354,7 +354,7 @@ class DownloadSingle(Workload):
         with server.http() as http:
             http.connect()
             start = time.perf_counter()
-            got = http.download(f"/v2/{repo}/blobs/{digest}", buf)
+            got = http.discard(f"/v2/{repo}/blobs/{digest}", buf)
             elapsed = time.perf_counter() - start
         if got != size:
             raise ServerError(f"got {got} of {size} bytes")
@@ -381,7 +381,7 @@ class DownloadParallel(DownloadSingle):
 
         def work(_: int, state: tuple[Http, bytearray]) -> None:
             http, buf = state
-            got = http.download(f"/v2/{repo}/blobs/{digest}", buf)
+            got = http.discard(f"/v2/{repo}/blobs/{digest}", buf)
             if got != size:
                 raise ServerError(f"got {got} of {size} bytes")
 
@@ -634,7 +634,7 @@ class PullStorm(Workload):
             if resp.body != image.manifest:
                 raise ServerError("pull storm: wrong manifest")
             for digest, size in layers:
-                got = http.download(f"/v2/{self.repo}/blobs/{digest}", buf)
+                got = http.discard(f"/v2/{self.repo}/blobs/{digest}", buf)
                 if got != size:
                     raise ServerError(f"pull storm: got {got} of {size} bytes")
 
