@@ -213,6 +213,23 @@ class Server:
                 pass  # exited between listing and reading
         return total
 
+    def drop_blob_data(self, digest: str) -> None:
+        """Delete a blob's data from the storage root, between repetitions, untimed.
+
+        Each upload repetition writes fresh data; kept, a full run leaves ~20 GiB in the page
+        cache, and on these VMs writes got 2-3x slower for both servers once it held more than
+        ~4 GiB (new guest memory is slow to touch), so later repetitions measured the VM. Both
+        servers use the same layout, and nothing reads these blobs again.
+        """
+        algorithm, _, hexdigest = digest.partition(":")
+        data = (
+            (self.workdir / "storage" / "docker/registry/v2/blobs" / algorithm / hexdigest[:2])
+            / hexdigest
+            / "data"
+        )
+        with contextlib.suppress(FileNotFoundError):
+            data.unlink()
+
     def pss_bytes(self) -> int:
         """Sum of the proportional set sizes of the tree: each shared page is split among the
         processes that map it, so the sum is the memory the tree really occupies."""

@@ -320,6 +320,7 @@ class UploadMonolithic(Workload):
         finally:
             os.close(fd)
             path.unlink()
+            server.drop_blob_data(digest)
         return {self.name: size / elapsed / MB}
 
 
@@ -589,6 +590,8 @@ class UploadStorm(Workload):
                 http.close()
             os.close(fd)
             path.unlink()
+            for digest in digests:
+                server.drop_blob_data(digest)
         return {
             "upload_storm_peak_rss": rss.peak / MiB,
             "upload_storm_peak_pss": rss.peak_pss / MiB,
