@@ -283,6 +283,7 @@ def _start_workers(
     # orphan the workers: hold them back (the mask survives exec) until it is ready.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     children: list[str] = []
+    pids: list[int] = []
     for index in range(workers):
         pid = os.fork()
         if pid == 0:
@@ -297,6 +298,7 @@ def _start_workers(
             finally:
                 os._exit(code)
         children += ["--child", f"{pid}:{index}"]
+        pids.append(pid)
     probe.close()
     cleanup = metrics.created_dir()
     argv = [sys.executable, "-m", "cargohold.supervisor", *children]
@@ -307,4 +309,12 @@ def _start_workers(
     command = [sys.executable, *sys.orig_argv[1:]]
     for handler in logging.getLogger().handlers:
         handler.flush()
-    os.execv(sys.executable, [*argv, "--", *command])
+    sys.stdout.flush()  # exec discards whatever is still buffered
+    sys.stderr.flush()
+    try:
+        os.execv(sys.executable, [*argv, "--", *command])
+    except OSError:
+        for pid in pids:  # no supervisor after all: do not leave the workers behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        raise
