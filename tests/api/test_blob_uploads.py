@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import socket
+import time
 import uuid
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -546,3 +549,41 @@ def test_empty_patch_changes_nothing(registry):
     r = requests.patch(url, data=b"")
     assert r.status_code == 202
     assert r.headers["Range"] == "0-2"
+
+
+def test_chunked_body_whose_chunk_ends_arrive_late(registry):
+    """Transfer-Encoding: chunked, with each chunk's closing CRLF sent after a pause, as a
+    slow link or a client's write pattern can do: the server has read the chunk's bytes before
+    it learns the chunk ended, and aiohttp then reports an empty read that is only a chunk
+    boundary. The upload must take every byte of every chunk, not stop there."""
+    name = repo()
+    data = rand_bytes(3 * 100_000)
+    url = start_upload(registry.url, name)
+    parts = urlsplit(url)
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        sock.sendall(
+            f"PATCH {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+            "Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+        )
+        for i in range(0, len(data), 100_000):
+            piece = data[i : i + 100_000]
+            sock.sendall(f"{len(piece):x}\r\n".encode() + piece)
+            time.sleep(0.3)  # the server reads the bytes, then the chunk's end arrives
+            sock.sendall(b"\r\n")
+        sock.sendall(b"0\r\n\r\n")
+        response = b""
+        while b"\r\n\r\n" not in response:
+            got = sock.recv(65536)
+            assert got, "connection closed before a response"
+            response += got
+    status_line, _, head = response.partition(b"\r\n")
+    assert status_line.split()[1] == b"202", response[:500]
+    headers = dict(
+        line.split(": ", 1) for line in head.decode().split("\r\n\r\n")[0].split("\r\n") if line
+    )
+    assert headers["Range"] == f"0-{len(data) - 1}"
+    location = absolute(registry.url, headers["Location"])
+    r = requests.put(with_query(location, f"digest={sha256(data)}"))
+    assert r.status_code == 201, r.text
+    assert fetch_blob(registry.url, name, sha256(data)).content == data

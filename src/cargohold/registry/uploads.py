@@ -51,6 +51,7 @@ log = logging.getLogger("cargohold.uploads")
 
 UPLOAD_ID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 INLINE_LIMIT = 64 * 1024  # below this, hashing on the loop is cheaper than a thread hop
+HAND_ON = 256 * 1024  # when others wait for buffers, hand on a partial one from this size
 MAX_HASH_STATES = 1024
 
 ByteStream = AsyncIterator[bytes]  # any chunk sizes: uploads regroup them (see _ingest)
@@ -363,7 +364,7 @@ class UploadManager:
                     space[filled : filled + n] = view[:n]
                     filled += n
                     view = view[n:]
-                    if filled == pool.size or pool.contended:
+                    if filled == pool.size or (filled >= HAND_ON and pool.contended):
                         await submit()
             if buf is not None and filled:
                 await submit()
