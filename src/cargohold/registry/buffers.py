@@ -14,11 +14,11 @@ from the second 1 GiB upload on (2 ms per write instead of 0.2 ms; 800 -> 250 MB
 unaligned sizes, as the previous code's arbitrary ones, that happened only once several GiB
 were cached, which the benchmark now avoids.
 
-An upload keeps a half-filled buffer while it waits for more of its body only while nobody else
-wants one (see :meth:`BufferPool.contended`); otherwise it hands what it has to the threads. A
-client that goes quiet while holding one can still delay others, so a wait longer than
-``PATIENCE`` seconds gets an extra buffer, dropped again when returned: slow clients cost a
-little memory, never a stall.
+An upload keeps a partly filled buffer while it waits for more of its body only while nobody
+else wants one (see :meth:`BufferPool.contended`); when someone does, it hands the buffer to the
+threads once it holds a quarter of a megabyte (``uploads.HAND_ON``). A client that goes quiet
+while holding one can still delay others, so a wait longer than ``PATIENCE`` seconds gets an
+extra buffer, dropped again when returned: slow clients cost a little memory, never a stall.
 """
 
 from __future__ import annotations
