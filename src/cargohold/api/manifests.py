@@ -144,65 +144,57 @@ async def delete_manifest(request: web.Request, name: str, reference: str) -> we
     return empty(202, {})
 
 
-def _next_link(request: web.Request, n: int, last: str) -> str:
-    return f'<{request.path}?n={n}&last={last}>; rel="next"'
-
-
-def _paginate(
-    request: web.Request,
-    items: list[str],
-    default_n: int | None,
-    max_n: int | None,
-    key: Any = None,
-) -> tuple[list[str], str | None]:
+def _page_size(request: web.Request, default_n: int | None, max_n: int | None) -> int | None:
+    """``n`` from the query, else ``default_n``; at most ``max_n``; None: no limit."""
     n = parse_n(request)
     if n is None:
         n = default_n
     if n is not None and max_n is not None and n > max_n:
         n = max_n
+    return n
+
+
+def _after_last(request: web.Request, items: list[str], key: Any = None) -> list[str]:
     last = request.query.get("last")
-    if last:
-        if key is None:
-            items = [i for i in items if i > last]
-        else:
-            last_key = key(last)
-            items = [i for i in items if key(i) > last_key]
-    if n is None or len(items) <= n:
-        return items, None
-    page = items[:n]
-    link = _next_link(request, n, page[-1]) if page else None
-    return page, link
+    if not last:
+        return items
+    if key is None:
+        return [i for i in items if i > last]
+    last_key = key(last)
+    return [i for i in items if key(i) > last_key]
+
+
+def _listing(
+    request: web.Request, field: str, items: list[str], n: int | None, **extra: str
+) -> web.Response:
+    """The first ``n`` of ``items`` (those after ``last``) as ``{field: [...]}``, with a
+    ``Link`` to the next page when there are more."""
+    response = web.json_response({**extra, field: items if n is None else items[:n]})
+    if n is not None and 0 < n < len(items):
+        response.headers["Link"] = f'<{request.path}?n={n}&last={items[n - 1]}>; rel="next"'
+    return response
 
 
 async def list_tags(request: web.Request, name: str) -> web.StreamResponse:
     reg = registry_of(request)
-    tags, link = _paginate(request, await reg.manifests.tags(name), None, None)
-    response = web.json_response({"name": name, "tags": tags})
-    if link:
-        response.headers["Link"] = link
-    return response
+    tags = _after_last(request, await reg.manifests.tags(name))
+    return _listing(request, "tags", tags, _page_size(request, None, None), name=name)
 
 
 async def catalog(request: web.Request) -> web.StreamResponse:
     reg = registry_of(request)
+    n = _page_size(request, CATALOG_DEFAULT_N, CATALOG_MAX_N)
+    assert n is not None
     allowed = request.get(CATALOG_FILTER_KEY)
     if allowed is None:
-        n = parse_n(request)
-        n = CATALOG_DEFAULT_N if n is None else min(n, CATALOG_MAX_N)
+        # One more than the page, from a walk that stops there, tells whether a next page exists.
         page = reg.repositories_page(request.query.get("last") or None, n + 1)
         if page is not None:
-            response = web.json_response({"repositories": page[:n]})
-            if len(page) > n and n > 0:
-                response.headers["Link"] = _next_link(request, n, page[n - 1])
-            return response
+            return _listing(request, "repositories", page, n)
     visible = await reg.repositories()
     if allowed is not None:  # auth with an access policy: only what the caller may pull
         visible = allowed(visible)
-    repos, link = _paginate(request, visible, CATALOG_DEFAULT_N, CATALOG_MAX_N, key=order_key)
-    response = web.json_response({"repositories": repos})
-    if link:
-        response.headers["Link"] = link
-    return response
+    return _listing(request, "repositories", _after_last(request, visible, order_key), n)
 
 
 async def referrers(request: web.Request, name: str, digest_s: str) -> web.StreamResponse:
