@@ -320,15 +320,14 @@ class UploadManager:
 
     async def _ingest(
         self, stream: ByteStream, writer: FileWriter, state: _HashState | None
-    ) -> int:
+    ) -> None:
         """Copy the body into pooled buffers (see :mod:`.buffers`) and write and hash each full
-        one in worker threads while the next one fills; return the bytes received."""
+        one in worker threads while the next one fills."""
         pool = self.buffers
         pending: asyncio.Future[None] | None = None
         buf: bytearray | None = None
         space = memoryview(b"")  # buf, to copy into (slice assignment to a bytearray copies twice)
         filled = 0
-        received = 0
 
         async def submit() -> None:
             nonlocal pending, buf, space, filled
@@ -354,7 +353,6 @@ class UploadManager:
 
         try:
             async for chunk in stream:
-                received += len(chunk)
                 view = memoryview(chunk)
                 while view:
                     if buf is None:
@@ -380,7 +378,6 @@ class UploadManager:
                 # the hash offset agree, or the next request re-hashes from storage.
                 with contextlib.suppress(Exception):
                     await pending
-        return received
 
     async def _discard(self, name: str, upload_id: str) -> None:
         self._states.pop(upload_id, None)
