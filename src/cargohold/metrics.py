@@ -3,8 +3,9 @@
 The parent process calls :func:`prepare` before it forks: it points ``PROMETHEUS_MULTIPROC_DIR``
 at a fresh directory (or wipes the one the operator set), so every worker writes its samples to
 its own memory-mapped files there, and whichever process serves ``/metrics`` (worker 0's debug
-listener) adds them all up. When a worker dies the parent calls :func:`process_dead` so its
-live gauges stop counting; its counters stay, as counters must.
+listener) adds them all up. When a worker dies the supervisor marks it dead
+(:func:`cargohold.supervisor.mark_dead`) so its live gauges stop counting; its counters stay,
+as counters must.
 
 Everything here is a no-op until :func:`setup` ran (no ``http.debug.addr``: no metrics and no
 cost on the request path). Names follow registry:2's where it has one (``registry_http_*``,
@@ -56,12 +57,6 @@ def cleanup() -> None:
         shutil.rmtree(_created_dir, ignore_errors=True)
         _created_dir = None
 
-
-def process_dead(pid: int) -> None:
-    if os.environ.get(ENV):
-        from prometheus_client import multiprocess
-
-        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
 def enabled() -> bool:

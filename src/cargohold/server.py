@@ -20,7 +20,7 @@ import signal
 import socket
 import sys
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from aiohttp import web
 
@@ -253,12 +253,11 @@ def serve(config: Config, workers: int = 1, worker_index: int | None = None) -> 
         finally:
             metrics.cleanup()
     _start_workers(config, host, port, workers, probe)
-    return 0  # not reached: the process is now cargohold.supervisor
 
 
 def _start_workers(
     config: Config, host: str, port: int, workers: int, probe: socket.socket
-) -> None:
+) -> NoReturn:
     """Fork the workers, then become :mod:`cargohold.supervisor`, which restarts any that dies
     by running this same command line with ``--worker-index``."""
     os.environ["REGISTRY_HTTP_SECRET"] = config.http.secret  # replacements sign uploads alike
@@ -268,7 +267,6 @@ def _start_workers(
     # A stop signal that arrives before the supervisor has its handlers would kill it and
     # orphan the workers: hold them back (the mask survives exec) until it is ready.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    children: list[str] = []
     pids: list[int] = []
     for index in range(workers):
         pid = os.fork()
@@ -283,11 +281,12 @@ def _start_workers(
                 code = 1
             finally:
                 os._exit(code)
-        children += ["--child", f"{pid}:{index}"]
         pids.append(pid)
     probe.close()
     cleanup = metrics.created_dir()
-    argv = [sys.executable, "-m", "cargohold.supervisor", *children]
+    argv = [sys.executable, "-m", "cargohold.supervisor"]
+    for index, pid in enumerate(pids):
+        argv += ["--child", f"{pid}:{index}"]
     if cleanup:
         argv += ["--cleanup", cleanup]
     if config.log.formatter == "json":
