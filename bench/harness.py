@@ -19,7 +19,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -90,6 +90,7 @@ class Server:
         self.spec = spec
         self.name = spec.name
         self.workdir = workdir
+        self.root = workdir / "storage"
         self.request_timeout = request_timeout
         self.host = "127.0.0.1"
         self.port = 0
@@ -100,11 +101,10 @@ class Server:
 
     def start(self, startup_timeout: float) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        root = self.workdir / "storage"
-        root.mkdir()
+        self.root.mkdir()
         self.port = free_port()
         config = self.workdir / "config.yml"
-        config.write_text(CONFIG_TEMPLATE.format(root=root, port=self.port))
+        config.write_text(CONFIG_TEMPLATE.format(root=self.root, port=self.port))
         argv = [a.replace("{config}", str(config)) for a in self.spec.argv]
         env = {**os.environ, **self.spec.env}
         with open(self.log_path, "wb") as log:
@@ -200,18 +200,18 @@ class Server:
         assert self.proc is not None
         return process_tree(self.proc.pid)
 
+    def _tree_sum(self, read: Callable[[int], int]) -> int:
+        total = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError, IndexError, ValueError):  # exited meanwhile
+                total += read(pid)
+        return total
+
     def rss_bytes(self) -> int:
         """Sum of the resident set sizes of the server process and all its descendants.
 
         Pages that forked workers share are counted once per process that maps them."""
-        total = 0
-        for pid in self.pids():
-            try:
-                with open(f"/proc/{pid}/statm", "rb") as f:
-                    total += int(f.read().split()[1]) * PAGE_SIZE
-            except (OSError, IndexError, ValueError):
-                pass  # exited between listing and reading
-        return total
+        return self._tree_sum(_rss)
 
     def drop_blob_data(self, digest: str) -> None:
         """Delete a blob's data from the storage root, between repetitions, untimed.
@@ -222,28 +222,28 @@ class Server:
         servers use the same layout, and nothing reads these blobs again.
         """
         algorithm, _, hexdigest = digest.partition(":")
-        data = (
-            (self.workdir / "storage" / "docker/registry/v2/blobs" / algorithm / hexdigest[:2])
-            / hexdigest
-            / "data"
-        )
+        blobs = self.root / "docker/registry/v2/blobs" / algorithm
+        data = blobs / hexdigest[:2] / hexdigest / "data"
         with contextlib.suppress(FileNotFoundError):
             data.unlink()
 
     def pss_bytes(self) -> int:
         """Sum of the proportional set sizes of the tree: each shared page is split among the
         processes that map it, so the sum is the memory the tree really occupies."""
-        total = 0
-        for pid in self.pids():
-            try:
-                with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
-                    for line in f:
-                        if line.startswith(b"Pss:"):
-                            total += int(line.split()[1]) * 1024
-                            break
-            except (OSError, IndexError, ValueError):
-                pass
-        return total
+        return self._tree_sum(_pss)
+
+
+def _rss(pid: int) -> int:
+    with open(f"/proc/{pid}/statm", "rb") as f:
+        return int(f.read().split()[1]) * PAGE_SIZE
+
+
+def _pss(pid: int) -> int:
+    with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+        for line in f:
+            if line.startswith(b"Pss:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def _proc_stats() -> Iterator[tuple[int, int, int]]:
