@@ -22,7 +22,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import pytest
 
@@ -49,16 +49,29 @@ from support.stores import MotoServer, RedisServer  # noqa: E402
 RegistryFactory = Callable[..., RegistryProcess]
 
 
+class _Service(Protocol):
+    def start(self) -> object: ...
+
+    def stop(self) -> object: ...
+
+
+ServiceT = TypeVar("ServiceT", bound=_Service)
+
+
+def _serving(server: ServiceT) -> Iterator[ServiceT]:
+    """The body of a session fixture: start ``server``, hand it out, stop it at teardown."""
+    server.start()
+    yield server
+    server.stop()
+
+
 # --------------------------------------------------------------------------- servers
 
 
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
     """A cargohold server shared by the whole session (per xdist worker)."""
-    server = cargohold_process(tmp_path_factory.mktemp("cargohold"))
-    server.start()
-    yield server
-    server.stop()
+    yield from _serving(cargohold_process(tmp_path_factory.mktemp("cargohold")))
 
 
 class _Factory:
@@ -120,10 +133,7 @@ def _require_reference() -> None:
 def reference_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
     """The reference registry (distribution 2.x) shared by the session; skips if absent."""
     _require_reference()
-    server = reference_process(tmp_path_factory.mktemp("reference"))
-    server.start()
-    yield server
-    server.stop()
+    yield from _serving(reference_process(tmp_path_factory.mktemp("reference")))
 
 
 @pytest.fixture
@@ -203,20 +213,14 @@ def podman() -> Iterator[Podman]:
 # Object store and cache servers, shared by tests/s3 and tests/scale (one each per session).
 @pytest.fixture(scope="session")
 def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    server = MotoServer(tmp_path_factory.mktemp("moto"))
-    server.start()
-    yield server
-    server.stop()
+    yield from _serving(MotoServer(tmp_path_factory.mktemp("moto")))
 
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     if not RedisServer.available():
         pytest.skip("redis-server is not installed")
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
+    yield from _serving(RedisServer(tmp_path_factory.mktemp("redis")))
 
 
 @pytest.fixture(scope="session")
@@ -226,7 +230,4 @@ def s3_cargohold(
     """A cargohold on S3 storage (moto), shared by the session like ``registry``, so the real
     client suite runs on S3 too. Blob GETs redirect to presigned URLs, as in production."""
     config = {"storage": moto.storage_section(moto.new_bucket()), "http": {"secret": "clients"}}
-    server = cargohold_process(tmp_path_factory.mktemp("cargohold-s3"), config=config)
-    server.start()
-    yield server
-    server.stop()
+    yield from _serving(cargohold_process(tmp_path_factory.mktemp("cargohold-s3"), config=config))
