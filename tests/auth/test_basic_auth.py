@@ -6,15 +6,14 @@ may pull and push team/**, everyone may pull public/**, each user owns home/<use
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 from support.images import ImageCache, TestImage, push_image, sha256_digest
 from support.servers import RegistryProcess
+from support.waiting import eventually
 
 from .helpers import PASSWORDS, POLICY, add_user, assert_no_secrets, cargohold_cli
 
@@ -192,11 +191,11 @@ def test_htpasswd_file_is_reread_while_running(
     dave = session("dave", "dave-new-pw")
     assert dave.get(server.url + "/v2/", timeout=10).status_code == 401
     add_user(htpasswd_file, "dave", "dave-new-pw")
-    _eventually(lambda: dave.get(server.url + "/v2/", timeout=10).status_code == 200)
+    eventually(lambda: dave.get(server.url + "/v2/", timeout=10).status_code == 200, interval=0.2)
     bob = session("bob")
     assert bob.get(server.url + "/v2/", timeout=10).status_code == 200  # now cached
     cargohold_cli("htpasswd", "delete", str(htpasswd_file), "bob")
-    _eventually(lambda: bob.get(server.url + "/v2/", timeout=10).status_code == 401)
+    eventually(lambda: bob.get(server.url + "/v2/", timeout=10).status_code == 401, interval=0.2)
 
 
 def test_failed_logins_are_throttled(server: RegistryProcess) -> None:
@@ -243,11 +242,3 @@ def test_monolithic_upload_as_a_user(server: RegistryProcess) -> None:
         timeout=10,
     )
     assert resp.status_code == 201, resp.text
-
-
-def _eventually(check: Callable[[], Any], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.2)

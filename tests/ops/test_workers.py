@@ -6,12 +6,12 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import requests
 from support.servers import RegistryProcess
+from support.waiting import eventually
 
 RegistryFactory = Callable[..., RegistryProcess]
 
@@ -44,19 +44,14 @@ def rss_kib(pid: int) -> int:
     raise AssertionError(f"no VmRSS for {pid}")
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.1)
-
-
 def replace_worker(server: RegistryProcess, victim: int) -> int:
     """SIGKILL one worker and wait for its replacement; return the new pid."""
     _, before = tree(server)
     os.kill(victim, signal.SIGKILL)
-    wait_for(lambda: victim not in tree(server)[1] and len(tree(server)[1]) == len(before))
+    eventually(
+        lambda: victim not in tree(server)[1] and len(tree(server)[1]) == len(before),
+        timeout=30.0,
+    )
     (new,) = set(tree(server)[1]) - set(before)
     return new
 
@@ -112,5 +107,5 @@ def test_sigterm_stops_the_supervisor_and_every_worker(make_registry: RegistryFa
     os.kill(leader, signal.SIGTERM)
     assert server.proc.wait(timeout=30) == 0
     for pid in workers:
-        wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists(), timeout=10)
+        eventually(lambda pid=pid: not Path(f"/proc/{pid}").exists(), timeout=10)
     assert "restarting" not in server.log_tail()
