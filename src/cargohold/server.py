@@ -27,6 +27,7 @@ from aiohttp import web
 from cargohold import __version__, metrics
 from cargohold.admin.service import Operations
 from cargohold.api.app import create_app
+from cargohold.api.common import READ_SIZE
 from cargohold.auth.accesslog import AccessLog
 from cargohold.config import Config, parse_addr
 from cargohold.registry.registry import Registry
@@ -168,6 +169,7 @@ async def run_worker(config: Config, sock: socket.socket, index: int) -> None:
         access_log_class=AccessLog,  # ACCESS_LOG_FORMAT with secrets in query strings redacted
         access_log_format=ACCESS_LOG_FORMAT,
         handle_signals=False,
+        read_bufsize=READ_SIZE // 2,  # request bodies: see api.common.body_stream
     )
     await runner.setup()
     tls = ServerTLS(config.http.tls) if config.http.tls is not None else None
