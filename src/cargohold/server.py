@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 
 from aiohttp import web
 
-from cargohold import __version__, metrics
+from cargohold import __version__, metrics, supervisor
 from cargohold.admin.service import Operations
 from cargohold.api.app import create_app
 from cargohold.api.common import READ_SIZE
@@ -286,7 +286,9 @@ def _start_workers(
         pids.append(pid)
     probe.close()
     cleanup = metrics.created_dir()
-    argv = [sys.executable, "-m", "cargohold.supervisor"]
+    # Run as a script in isolated mode without site-packages: it needs only the standard
+    # library, and skipping site's imports (and any .pth hooks) keeps it ~3 MiB smaller.
+    argv = [sys.executable, "-I", "-S", supervisor.__file__]
     for index, pid in enumerate(pids):
         argv += ["--child", f"{pid}:{index}"]
     if cleanup:

@@ -2,13 +2,14 @@
 
 The parent loads the whole server, checks the configuration and forks the workers, so that they
 start at once and share its memory pages. Then it replaces itself (``exec``) with this module,
-a Python that imports next to nothing: ~10 MiB resident instead of ~45 MiB for a process that
-only waits. A worker that dies is started afresh as the original command line plus
-``--worker-index I``; the parent has put anything it decided at start-up (a generated
-``http.secret``) into the environment that such a worker inherits.
+run as a script by a Python in isolated mode without site-packages (``-I -S``) that imports
+next to nothing: ~10 MiB resident instead of ~45 MiB for a process that only waits. A worker
+that dies is started afresh as the original command line plus ``--worker-index I``; the parent
+has put anything it decided at start-up (a generated ``http.secret``) into the environment that
+such a worker inherits.
 
-Deliberately standard-library only, and small: importing ``cargohold.server`` here would undo
-the point.
+Deliberately standard-library only (it cannot import anything else) and small: importing
+``cargohold.server`` here would undo the point.
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ import requests
 from support.servers import RegistryProcess
 from support.waiting import eventually
 
+from cargohold import supervisor
+
 RegistryFactory = Callable[..., RegistryProcess]
 
 
@@ -62,7 +64,7 @@ def test_the_supervisor_is_small_and_the_workers_do_the_serving(
     server = make_registry(workers=2)
     leader, workers = tree(server)
     assert len(workers) == 2
-    assert cmdline(leader)[1:3] == ["-m", "cargohold.supervisor"]
+    assert cmdline(leader)[1:4] == ["-I", "-S", supervisor.__file__]
     assert all("serve" in cmdline(w) for w in workers)
     # It imports next to nothing: far less resident memory than a worker.
     assert rss_kib(leader) < min(rss_kib(w) for w in workers) * 0.6

@@ -27,7 +27,7 @@ import asyncio
 import collections
 
 BUFFER_SIZE = 1_000_000  # not a multiple of the page size: see above
-POOL_BUFFERS = 8  # per process: 8 MB at most, enough to keep both cores hashing
+POOL_BUFFERS = 4  # per process: 4 MB at most; two uploads hashing and two filling
 PATIENCE = 1.0
 
 
