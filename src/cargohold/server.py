@@ -286,9 +286,11 @@ def _start_workers(
         pids.append(pid)
     probe.close()
     cleanup = metrics.created_dir()
-    # Run as a script in isolated mode without site-packages: it needs only the standard
-    # library, and skipping site's imports (and any .pth hooks) keeps it ~3 MiB smaller.
-    argv = [sys.executable, "-I", "-S", supervisor.__file__]
+    # Run as a script, without site-packages unless it must mark dead workers for Prometheus'
+    # multiprocess mode: otherwise it needs only the standard library, and skipping site's
+    # imports (and any .pth hooks) keeps it ~3 MiB smaller.
+    flags = [] if os.environ.get(metrics.ENV) else ["-S"]
+    argv = [sys.executable, *flags, supervisor.__file__]
     for index, pid in enumerate(pids):
         argv += ["--child", f"{pid}:{index}"]
     if cleanup:

@@ -1,12 +1,12 @@
 """The parent process of ``serve --workers N`` once the workers run: it restarts any that dies.
 
 The parent loads the whole server, checks the configuration and forks the workers, so that they
-start at once and share its memory pages. Then it replaces itself (``exec``) with this module,
-run as a script by a Python in isolated mode without site-packages (``-I -S``) that imports
-next to nothing: ~10 MiB resident instead of ~45 MiB for a process that only waits. A worker
-that dies is started afresh as the original command line plus ``--worker-index I``; the parent
-has put anything it decided at start-up (a generated ``http.secret``) into the environment that
-such a worker inherits.
+start at once and share its memory pages. Then it replaces itself (``exec``) with this module, run
+as a script by a Python without site-packages (``-S``, unless Prometheus' multiprocess mode needs
+``prometheus_client`` here) that imports next to nothing: ~10 MiB resident instead of ~45 MiB for a
+process that only waits. A worker that dies is started afresh as the original command line plus
+``--worker-index I``; the parent has put anything it decided at start-up (a generated
+``http.secret``) into the environment that such a worker inherits.
 
 Deliberately standard-library only (it cannot import anything else) and small: importing
 ``cargohold.server`` here would undo the point.

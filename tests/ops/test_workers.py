@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import requests
-from support.servers import RegistryProcess
+from support.servers import RegistryProcess, free_port
 from support.waiting import eventually
 
 from cargohold import supervisor
@@ -64,7 +64,7 @@ def test_the_supervisor_is_small_and_the_workers_do_the_serving(
     server = make_registry(workers=2)
     leader, workers = tree(server)
     assert len(workers) == 2
-    assert cmdline(leader)[1:4] == ["-I", "-S", supervisor.__file__]
+    assert cmdline(leader)[1:3] == ["-S", supervisor.__file__]
     assert all("serve" in cmdline(w) for w in workers)
     # It imports next to nothing: far less resident memory than a worker.
     assert rss_kib(leader) < min(rss_kib(w) for w in workers) * 0.6
@@ -111,3 +111,24 @@ def test_sigterm_stops_the_supervisor_and_every_worker(make_registry: RegistryFa
     for pid in workers:
         eventually(lambda pid=pid: not Path(f"/proc/{pid}").exists(), timeout=10)
     assert "restarting" not in server.log_tail()
+
+
+def test_a_dead_workers_live_gauges_are_dropped_with_multiprocess_metrics(
+    make_registry: RegistryFactory,
+) -> None:
+    # With Prometheus on, the supervisor imports prometheus_client to clean up after a worker.
+    debug = f"127.0.0.1:{free_port()}"
+    config = {"http": {"debug": {"addr": debug, "prometheus": {"enabled": True}}}}
+    server = make_registry(config=config, workers=2)
+    leader, workers = tree(server)
+    assert "-S" not in cmdline(leader)
+    environ = Path(f"/proc/{leader}/environ").read_bytes().split(b"\0")
+    (entry,) = [e for e in environ if e.startswith(b"PROMETHEUS_MULTIPROC_DIR=")]
+    shared = Path(entry.split(b"=", 1)[1].decode())
+    victim = workers[0]
+    eventually(lambda: (shared / f"gauge_livesum_{victim}.db").exists(), timeout=10)
+    new = replace_worker(server, victim)
+    assert not (shared / f"gauge_livesum_{victim}.db").exists()
+    assert "Traceback" not in server.log_tail()
+    eventually(lambda: (shared / f"gauge_livesum_{new}.db").exists(), timeout=10)
+    assert requests.get(f"http://{debug}/metrics", timeout=10).status_code == 200
