@@ -15,6 +15,7 @@ import pytest
 
 from cargohold.digest import Digest
 from cargohold.registry.blobs import BlobStore
+from cargohold.registry.body import ChunkBody
 from cargohold.registry.buffers import BufferPool
 from cargohold.registry.uploads import UploadManager
 from cargohold.storage import paths
@@ -30,7 +31,11 @@ def manager(root: Path, buffers: int = 2, size: int = 256 * 1024) -> UploadManag
     return uploads
 
 
-async def chunks(data: bytes, sizes: list[int]) -> AsyncIterator[bytes]:
+def chunks(data: bytes, sizes: list[int]) -> ChunkBody:
+    return ChunkBody(pieces(data, sizes))
+
+
+async def pieces(data: bytes, sizes: list[int]) -> AsyncIterator[bytes]:
     pos, i = 0, 0
     while pos < len(data):
         n = sizes[i % len(sizes)]

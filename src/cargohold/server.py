@@ -27,7 +27,7 @@ from aiohttp import web
 from cargohold import __version__, metrics, supervisor
 from cargohold.admin.service import Operations
 from cargohold.api.app import create_app
-from cargohold.api.common import READ_SIZE
+from cargohold.api.bodies import READ_SIZE
 from cargohold.auth.accesslog import AccessLog
 from cargohold.config import Config, parse_addr
 from cargohold.registry.registry import Registry
@@ -169,7 +169,8 @@ async def run_worker(config: Config, sock: socket.socket, index: int) -> None:
         access_log_class=AccessLog,  # ACCESS_LOG_FORMAT with secrets in query strings redacted
         access_log_format=ACCESS_LOG_FORMAT,
         handle_signals=False,
-        read_bufsize=READ_SIZE // 2,  # request bodies: see api.common.body_stream
+        read_bufsize=READ_SIZE // 2,  # request bodies: see api.bodies
+        auto_decompress=False,  # a blob is the bytes sent, whatever Content-Encoding says
     )
     await runner.setup()
     tls = ServerTLS(config.http.tls) if config.http.tls is not None else None

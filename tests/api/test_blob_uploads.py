@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import socket
 import time
@@ -587,3 +588,15 @@ def test_chunked_body_whose_chunk_ends_arrive_late(registry):
     r = requests.put(with_query(location, f"digest={sha256(data)}"))
     assert r.status_code == 201, r.text
     assert fetch_blob(registry.url, name, sha256(data)).content == data
+
+
+def test_a_content_encoding_is_not_undone(registry):
+    """A blob is the bytes the client sent: a ``Content-Encoding: gzip`` upload stores the gzip
+    bytes under their digest (registry:2 does not decode request bodies either)."""
+    name = repo()
+    raw = gzip.compress(rand_bytes(50_000, seed=66))
+    digest = sha256(raw)
+    url = with_query(start_upload(registry.url, name), f"digest={digest}")
+    r = requests.put(url, data=raw, headers={"Content-Encoding": "gzip"})
+    assert r.status_code == 201, r.text
+    assert fetch_blob(registry.url, name, digest).content == raw

@@ -4,6 +4,8 @@ including registry:2 itself trusting cargohold's token server."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
 import socket
 import ssl
@@ -464,3 +466,30 @@ def test_tls_and_logins_with_several_workers(
     )
     assert image.digest in out.stdout
     assert_no_secrets(server.log_path, all_secrets())
+
+
+def test_large_uploads_over_tls(secure_registry: SecureFactory, pki: Pki) -> None:
+    """Bodies of a megabyte or more bypass aiohttp's parser (api.bodies); over TLS they are
+    read through asyncio's SSL protocol, straight into the upload's buffers all the same."""
+    server = secure_registry()
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    ca = str(pki.ca)  # per request: REQUESTS_CA_BUNDLE would override a Session's verify
+    with requests.Session() as s:
+        started = s.post(f"{server.url}/v2/tls/big/blobs/uploads/", timeout=10, verify=ca)
+        assert started.status_code == 202
+        location = started.headers["Location"]
+        url = location if location.startswith("http") else server.url + location
+        half = len(data) // 2
+        r = s.patch(
+            url, data=data[:half], headers={"Content-Range": f"0-{half - 1}"}, timeout=30, verify=ca
+        )
+        assert r.status_code == 202, r.text
+        assert r.headers["Connection"].lower() == "close"
+        location = r.headers["Location"]
+        url = location if location.startswith("http") else server.url + location
+        sep = "&" if "?" in url else "?"
+        r = s.put(f"{url}{sep}digest={digest}", data=data[half:], timeout=30, verify=ca)
+        assert r.status_code == 201, r.text
+        got = s.get(f"{server.url}/v2/tls/big/blobs/{digest}", timeout=30, verify=ca)
+        assert got.content == data

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from cargohold import metrics
 from cargohold.api import blobs, health, manifests
+from cargohold.api.bodies import close_if_spent
 from cargohold.api.common import API_VERSION_HEADER, REGISTRY_KEY
 from cargohold.auth.middleware import install_auth
 from cargohold.digest import check_name
@@ -116,18 +117,19 @@ async def error_middleware(
     try:
         response = await handler(request)
     except RegistryError as err:
-        return _error_response(request, err)
+        response = _error_response(request, err)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _error_response(request, _from_http_exception(exc))
+        response = _error_response(request, _from_http_exception(exc))
     except StorageError as exc:
         log.error("storage error on %s %s: %s", request.method, request.path, exc)
         metrics.storage_error(metrics.handler_name(request))
-        return _error_response(request, RegistryError(ErrorCode.UNKNOWN, "storage error"))
+        response = _error_response(request, RegistryError(ErrorCode.UNKNOWN, "storage error"))
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
-        return _error_response(request, RegistryError(ErrorCode.UNKNOWN))
+        response = _error_response(request, RegistryError(ErrorCode.UNKNOWN))
+    close_if_spent(request, response)  # before aiohttp writes the Connection header
     return response
 
 

@@ -7,8 +7,8 @@ import re
 from aiohttp import web
 
 from cargohold.api import notify, uploadstate
+from cargohold.api.bodies import request_body
 from cargohold.api.common import (
-    body_stream,
     empty,
     has_body,
     location,
@@ -168,8 +168,8 @@ async def start_upload(request: web.Request, name: str) -> web.StreamResponse:
     if digest_s is not None:
         digest = Digest.parse(digest_s)
         upload_id = await reg.uploads.start(name)
-        stream = body_stream(request) if has_body(request) else None
-        info = await reg.uploads.finish(name, upload_id, digest, stream)
+        body = request_body(request) if has_body(request) else None
+        info = await reg.uploads.finish(name, upload_id, digest, body)
         notify.blob_event(request, "push", name, info.digest, info.size)
         return _created(request, name, info.digest)
     upload_id = await reg.uploads.start(name)
@@ -208,7 +208,7 @@ async def patch_upload(request: web.Request, name: str, upload_id: str) -> web.S
                 ErrorCode.RANGE_INVALID,
                 f"Content-Range covers {length} bytes, Content-Length is {request.content_length}",
             )
-    size = await reg.uploads.append(name, upload_id, body_stream(request), start, length)
+    size = await reg.uploads.append(name, upload_id, request_body(request), start, length)
     started = await _started_at(request, name, upload_id, state)
     return empty(202, _progress_headers(request, name, upload_id, size, started))
 
@@ -225,8 +225,8 @@ async def finish_upload(request: web.Request, name: str, upload_id: str) -> web.
     content_range = parse_content_range(request.headers.get("Content-Range"))
     if content_range is not None:
         start = content_range[0]
-    stream = body_stream(request) if has_body(request) else None
-    info = await reg.uploads.finish(name, upload_id, digest, stream, start)
+    body = request_body(request) if has_body(request) else None
+    info = await reg.uploads.finish(name, upload_id, digest, body, start)
     notify.blob_event(request, "push", name, info.digest, info.size)
     return _created(request, name, info.digest)
 

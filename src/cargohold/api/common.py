@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Final
 
 from aiohttp import web
@@ -16,9 +16,6 @@ REGISTRY_KEY: Final = web.AppKey("registry", Registry)
 # Set by the auth middleware on _catalog requests: repositories -> those the caller may pull.
 CATALOG_FILTER_KEY: Final = web.RequestKey[Callable[[list[str]], list[str]]]("catalog_filter")
 _RANGE_RE = re.compile(r"^(?:bytes=)?(\d+)-(\d+)$")
-# How much of an upload body a connection takes off its socket at a time (asyncio's default is
-# 256 KiB), and (half of it) how much aiohttp buffers before it stops reading: see body_stream.
-READ_SIZE: Final = 64 * 1024
 
 
 def registry_of(request: web.Request) -> Registry:
@@ -30,30 +27,6 @@ def location(request: web.Request, path: str) -> str:
     (registry:2's rule for registries behind a proxy that rewrites the host)."""
     http = registry_of(request).config.http
     return f"{http.host.rstrip('/')}{http.prefix}{path}"
-
-
-async def body_stream(request: web.Request) -> AsyncIterator[bytes]:
-    """The request body piece by piece as aiohttp received it; uploads copy the pieces into
-    pooled buffers.
-
-    An upload that waits for a pooled buffer leaves what its connection has received in
-    aiohttp's buffer, up to its high-water mark plus one read of the socket. With asyncio's
-    256 KiB reads that was ~0.4 MiB per waiting connection, most of the peak of 50 concurrent
-    uploads (147 MiB for the two workers; 64 KiB reads: 110 MiB). Smaller reads cost nothing
-    measurable here: a single 1 GiB upload ran as fast or faster. Only plain TCP transports
-    have the knob; over TLS asyncio's SSL protocol reads 256 KiB. (``iter_any`` would also
-    join everything buffered into one new object per read: 190 instead of 150 MiB at the same
-    peak.)"""
-    transport = request.transport
-    if transport is not None and hasattr(transport, "max_size"):
-        transport.max_size = READ_SIZE  # asyncio selector transports
-    content = request.content
-    while True:
-        chunk, end_of_http_chunk = await content.readchunk()
-        if chunk:
-            yield chunk
-        elif not end_of_http_chunk:  # (b"", True) only marks a chunk boundary
-            return
 
 
 def has_body(request: web.Request) -> bool:

@@ -28,6 +28,7 @@ from cargohold.errors import RegistryError
 from cargohold.images.archive import ManifestDoc, sha256_of
 from cargohold.images.client import BodyFactory, RegistryClient
 from cargohold.images.files import CHUNK
+from cargohold.registry.body import ChunkBody
 from cargohold.registry.registry import Registry
 from cargohold.storage import paths
 from cargohold.storage.driver import PathNotFoundError
@@ -132,7 +133,7 @@ class LocalTarget:
         was_linked = await self.registry.blobs.is_linked(repo, d)
         upload_id = await uploads.start(repo)
         try:
-            await uploads.append(repo, upload_id, body())
+            await uploads.append(repo, upload_id, ChunkBody(body()))
             sent = verify()
             if sent != digest:
                 raise TargetError(f"{digest}: the bytes read hash to {sent}; the file changed")

@@ -35,7 +35,7 @@ import re
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +43,7 @@ from typing import Any
 from cargohold.digest import Digest
 from cargohold.errors import ErrorCode, RegistryError
 from cargohold.registry.blobs import BlobInfo, BlobStore
+from cargohold.registry.body import Body, ExactBody
 from cargohold.registry.buffers import BufferPool
 from cargohold.storage import paths
 from cargohold.storage.driver import FileInfo, FileWriter, PathNotFoundError, StorageDriver
@@ -54,7 +55,6 @@ INLINE_LIMIT = 64 * 1024  # below this, hashing on the loop is cheaper than a th
 HAND_ON = 256 * 1024  # when others wait for buffers, hand on a partial one from this size
 MAX_HASH_STATES = 1024
 
-ByteStream = AsyncIterator[bytes]  # any chunk sizes: uploads regroup them (see _ingest)
 
 
 @dataclass
@@ -120,7 +120,7 @@ class UploadManager:
         self,
         name: str,
         upload_id: str,
-        stream: ByteStream,
+        body: Body,
         start: int | None = None,
         length: int | None = None,
     ) -> int:
@@ -141,10 +141,10 @@ class UploadManager:
                 )
             writer = await self.driver.writer(data_path, append=True)
             if length is not None:
-                stream = _exactly(stream, length)
+                body = ExactBody(body, length)
             try:
                 state = await self._state_at(name, upload_id, writer.size, info.token)
-                await self._ingest(stream, writer, state)
+                await self._ingest(body, writer, state)
                 await writer.commit()
             except BaseException:
                 if self.driver.local_path(data_path) is None:
@@ -167,12 +167,12 @@ class UploadManager:
         name: str,
         upload_id: str,
         digest: Digest,
-        stream: ByteStream | None = None,
+        body: Body | None = None,
         start: int | None = None,
     ) -> BlobInfo:
         """Append an optional final chunk, verify the digest, then publish the blob atomically."""
-        if stream is not None:
-            await self.append(name, upload_id, stream, start)
+        if body is not None:
+            await self.append(name, upload_id, body, start)
         async with self._lock(upload_id):
             try:
                 info = await self._stat_data(name, upload_id)
@@ -318,10 +318,8 @@ class UploadManager:
         if pending is not None:
             await pending
 
-    async def _ingest(
-        self, stream: ByteStream, writer: FileWriter, state: _HashState | None
-    ) -> None:
-        """Copy the body into pooled buffers (see :mod:`.buffers`) and write and hash each full
+    async def _ingest(self, body: Body, writer: FileWriter, state: _HashState | None) -> None:
+        """Read the body into pooled buffers (see :mod:`.buffers`) and write and hash each full
         one in worker threads while the next one fills."""
         pool = self.buffers
         pending: asyncio.Future[None] | None = None
@@ -352,18 +350,16 @@ class UploadManager:
                 pending = _write_and_hash(writer, data, state, lambda: pool.release(held))
 
         try:
-            async for chunk in stream:
-                view = memoryview(chunk)
-                while view:
-                    if buf is None:
-                        buf = await pool.acquire()
-                        space = memoryview(buf)
-                    n = min(len(view), pool.size - filled)
-                    space[filled : filled + n] = view[:n]
-                    filled += n
-                    view = view[n:]
-                    if filled == pool.size or (filled >= HAND_ON and pool.contended):
-                        await submit()
+            while True:
+                if buf is None:
+                    buf = await pool.acquire()
+                    space = memoryview(buf)
+                n = await body.readinto(space[filled:])
+                if not n:
+                    break
+                filled += n
+                if filled == pool.size or (filled >= HAND_ON and pool.contended):
+                    await submit()
             if buf is not None and filled:
                 await submit()
             if pending is not None:
@@ -383,23 +379,6 @@ class UploadManager:
         self._states.pop(upload_id, None)
         with contextlib.suppress(PathNotFoundError):
             await self.driver.delete(paths.upload_dir(name, upload_id))
-
-
-async def _exactly(stream: ByteStream, length: int) -> ByteStream:
-    """``stream``, failing with SIZE_INVALID as soon as it proves longer or shorter than the
-    ``length`` its Content-Range declared (before the excess is written)."""
-    received = 0
-    async for buf in stream:
-        received += len(buf)
-        if received > length:
-            raise RegistryError(
-                ErrorCode.SIZE_INVALID, f"chunk declared {length} bytes but more arrived"
-            )
-        yield buf
-    if received != length:
-        raise RegistryError(
-            ErrorCode.SIZE_INVALID, f"chunk declared {length} bytes but {received} arrived"
-        )
 
 
 def _write_and_hash(
