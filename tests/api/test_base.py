@@ -8,6 +8,7 @@ import requests
 from .helpers import (
     assert_error,
     assert_raw_error,
+    blob_url,
     push_blob,
     push_image,
     raw_request,
@@ -38,6 +39,39 @@ def test_error_responses_carry_api_version_header(registry):
     r = requests.get(f"{registry.url}/v2/{repo()}/manifests/latest")
     assert_error(r, 404)
     assert r.headers[API_HEADER] == "registry/2.0"
+
+
+def test_every_kind_of_response_carries_the_api_version_header(registry):
+    name = repo()
+    pushed = push_image(registry.url, name, "v1")
+    layer = push_blob(registry.url, name, b"a layer of sorts" * 100)
+    blob = blob_url(registry.url, name, layer)
+    manifest = f"{registry.url}/v2/{name}/manifests/v1"
+    responses = {
+        "blob file": requests.get(blob),
+        "blob range": requests.get(blob, headers={"Range": "bytes=0-9"}),
+        "blob head": requests.head(blob),
+        "blob not modified": requests.get(blob, headers={"If-None-Match": f'"{layer}"'}),
+        "manifest": requests.get(manifest),
+        "manifest head": requests.head(manifest),
+        "manifest not modified": requests.get(
+            manifest, headers={"If-None-Match": f'"{pushed.digest}"'}
+        ),
+        "upload started": requests.post(f"{registry.url}/v2/{name}/blobs/uploads/"),
+        "tags": requests.get(f"{registry.url}/v2/{name}/tags/list"),
+        "catalog": requests.get(f"{registry.url}/v2/_catalog"),
+        "redirect": requests.get(f"{registry.url}/v2", allow_redirects=False),
+        "unknown": requests.get(f"{registry.url}/v2/{name}/manifests/nope"),
+    }
+    statuses = {k: r.status_code for k, r in responses.items()}
+    assert statuses == {
+        "blob file": 200, "blob range": 206, "blob head": 200, "blob not modified": 304,
+        "manifest": 200, "manifest head": 200, "manifest not modified": 304,
+        "upload started": 202, "tags": 200, "catalog": 200, "redirect": 301, "unknown": 404,
+    }  # fmt: skip
+    missing = [k for k, r in responses.items() if r.headers.get(API_HEADER) != "registry/2.0"]
+    assert missing == []
+    assert responses["blob file"].headers["ETag"] == f'"{layer}"'
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])

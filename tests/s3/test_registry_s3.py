@@ -125,8 +125,10 @@ def test_redirect_disabled_streams_through_the_registry(s3_registry: S3RegistryF
     r = requests.get(url, allow_redirects=False, timeout=60)
     assert r.status_code == 200 and r.content == data
     assert r.headers["Docker-Content-Digest"] == digest
+    assert r.headers["Docker-Distribution-API-Version"] == "registry/2.0"  # prepared by hand
     part = requests.get(url, headers={"Range": "bytes=5242870-5242889"}, timeout=30)
     assert part.status_code == 206 and part.content == data[5242870:5242890]
+    assert part.headers["Docker-Distribution-API-Version"] == "registry/2.0"
 
 
 def test_wrong_digest_leaves_nothing_visible(

@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 
 from aiohttp import web
+from aiohttp.helpers import ETag
 
 from cargohold.api import notify, uploadstate
 from cargohold.api.bodies import request_body
 from cargohold.api.common import (
+    API_VERSION_HEADER,
     empty,
     has_body,
     location,
@@ -57,11 +59,24 @@ async def get_blob(request: web.Request, name: str, digest_s: str) -> web.Stream
     simple_range = range_header is None or _SIMPLE_RANGE.match(range_header) is not None
     if info.local_path is not None and simple_range:
         # FileResponse does the single byte range and zero-copy sendfile; it sets its own
-        # Content-Length (and an ETag that app.py replaces with the digest).
-        del headers["Content-Length"], headers["ETag"]
-        return web.FileResponse(info.local_path, headers=headers)
+        # Content-Length.
+        del headers["Content-Length"]
+        return _BlobFile(info.local_path, headers=headers)
     # Other units must be ignored (RFC 9110 14.2) and several ranges may be: send it whole.
     return await _stream_blob(request, digest, info.size, headers, honour_range=simple_range)
+
+
+class _BlobFile(web.FileResponse):
+    """A blob's ETag is its digest, the same on GET and HEAD and on every replica: this keeps
+    the one it was made with where FileResponse would set one from the file's mtime."""
+
+    @property
+    def etag(self) -> ETag | None:
+        return super().etag
+
+    @etag.setter
+    def etag(self, value: object) -> None:
+        pass
 
 
 _SIMPLE_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d+-\d*|-\d+)\s*$")
@@ -94,7 +109,8 @@ async def _stream_blob(
         start, end, status = s, e - 1, 206
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     headers["Content-Length"] = str(end - start + 1 if size else 0)
-    response = web.StreamResponse(status=status, headers=headers)
+    # Prepared here, so the API middleware cannot add these any more.
+    response = web.StreamResponse(status=status, headers={**headers, **API_VERSION_HEADER})
     await response.prepare(request)
     if request.method == "HEAD" or size == 0:
         return response
