@@ -30,7 +30,8 @@ Handler = Callable[..., Awaitable[web.StreamResponse]]
 
 _NAME = r"(?P<name>.+?)"
 ROUTES: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
-    (re.compile(rf"^{_NAME}/tags/list$"), {"GET": manifests.list_tags}),
+    # Manifests first, the most requested. No two patterns match the same path, except a
+    # blob named "uploads", which the upload route must win.
     (
         re.compile(rf"^{_NAME}/manifests/(?P<reference>[^/]+)$"),
         {
@@ -40,6 +41,7 @@ ROUTES: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
             "DELETE": manifests.delete_manifest,
         },
     ),
+    (re.compile(rf"^{_NAME}/tags/list$"), {"GET": manifests.list_tags}),
     (re.compile(rf"^{_NAME}/blobs/uploads/?$"), {"POST": blobs.start_upload}),
     (
         re.compile(rf"^{_NAME}/blobs/uploads/(?P<upload_id>[^/]+)$"),

@@ -50,7 +50,8 @@ def request_body(request: web.Request) -> Body:
 
 def close_if_spent(request: web.Request, response: web.StreamResponse) -> None:
     """A connection whose body bypassed aiohttp's parser ends with this response."""
-    if request.get(_SPENT):
+    # (The length first: a Request is a Python-level Mapping, and .get() on it is not cheap.)
+    if (request.content_length or 0) >= DIRECT_MIN and request.get(_SPENT):
         response.force_close()
 
 
