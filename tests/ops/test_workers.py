@@ -4,6 +4,7 @@ that honour upload URLs signed before the crash, and a clean stop."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 from collections.abc import Callable
@@ -132,3 +133,15 @@ def test_a_dead_workers_live_gauges_are_dropped_with_multiprocess_metrics(
     assert "Traceback" not in server.log_tail()
     eventually(lambda: (shared / f"gauge_livesum_{new}.db").exists(), timeout=10)
     assert requests.get(f"http://{debug}/metrics", timeout=10).status_code == 200
+
+
+def test_the_supervisor_logs_a_restart_in_the_json_format_too(
+    make_registry: RegistryFactory,
+) -> None:
+    server = make_registry(config={"log": {"formatter": "json"}}, workers=2)
+    _, workers = tree(server)
+    replace_worker(server, workers[1])
+    lines = [json.loads(line) for line in server.log_tail().splitlines() if line.startswith("{")]
+    restarts = [line for line in lines if "restarting it" in line["msg"]]
+    assert [(r["level"], r["logger"]) for r in restarts] == [("error", "cargohold")]
+    assert restarts[0]["msg"].startswith("worker 1 exited")
