@@ -86,3 +86,20 @@ def test_bad_config_stops_the_start_naming_the_key(tmp_path: Path) -> None:
     assert r.returncode == 2 and "missing.yml" in r.stderr
     r = cargohold("serve", "--workers", "0", env={"XDG_DATA_HOME": str(tmp_path)})
     assert r.returncode == 2 and "--workers" in r.stderr
+
+
+def test_serving_does_not_load_the_import_and_export_machinery() -> None:
+    """Every module the server loads is resident in each worker: the archive and registry
+    client code of ``cargohold import``/``export`` is loaded only when one of them runs."""
+    code = (
+        "import sys\n"
+        "from cargohold.cli import build_parser\n"
+        "import cargohold.server\n"
+        "build_parser()\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('cargohold.images.')"
+        " or m == 'tarfile')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["cargohold.images.arguments"]

@@ -15,8 +15,8 @@ from cargohold.auth.commands import COMMANDS as AUTH_COMMANDS
 from cargohold.auth.commands import register as register_auth
 from cargohold.auth.commands import run as run_auth
 from cargohold.config import ConfigError, load_config
-from cargohold.images.commands import register as register_images
-from cargohold.images.commands import run as run_images
+from cargohold.images.arguments import register as register_images
+from cargohold.images.arguments import run as run_images
 
 
 def default_data_dir() -> str:
