@@ -28,6 +28,7 @@ from .helpers import (
 )
 
 SIZE = 3 * DIRECT_MIN + 12345
+T = 30  # seconds for any one request: a server that never answers fails the test
 
 
 def _connect(url: str) -> tuple[socket.socket, str, str]:
@@ -35,6 +36,16 @@ def _connect(url: str) -> tuple[socket.socket, str, str]:
     target = parts.path + (f"?{parts.query}" if parts.query else "")
     sock = socket.create_connection((parts.hostname, parts.port), timeout=30)
     return sock, target, parts.netloc
+
+
+def _final_put(registry, seed: int) -> tuple[str, bytes, str, tuple[socket.socket, str, str]]:
+    """An upload started in a new repository, a body for it, its digest, and a connection
+    to the upload's ``PUT ?digest=`` URL."""
+    name = repo()
+    data = rand_bytes(SIZE, seed=seed)
+    digest = sha256(data)
+    url = with_query(start_upload(registry.url, name), f"digest={digest}")
+    return name, data, digest, _connect(url)
 
 
 def _head(method: str, target: str, host: str, length: int, extra: str = "") -> bytes:
@@ -68,10 +79,7 @@ def _closed_by_server(sock: socket.socket, already: bytes, length: int) -> bool:
 
 
 def test_large_put_sent_unevenly_is_stored_and_its_connection_closed(registry):
-    name = repo()
-    data = rand_bytes(SIZE, seed=61)
-    digest = sha256(data)
-    sock, target, host = _connect(with_query(start_upload(registry.url, name), f"digest={digest}"))
+    name, data, digest, (sock, target, host) = _final_put(registry, seed=61)
     with sock:
         # The first bytes of the body ride with the headers; the rest comes in uneven pieces.
         sock.sendall(_head("PUT", target, host, SIZE) + data[:1000])
@@ -89,66 +97,85 @@ def test_large_put_sent_unevenly_is_stored_and_its_connection_closed(registry):
     assert fetch_blob(registry.url, name, digest).content == data
 
 
-def test_large_patches_on_one_session_each_get_a_new_connection(registry):
-    """A client that keeps its connection alive (requests' Session) sees ``Connection: close``
-    after each large PATCH and carries on over a new one."""
+def test_large_patches_keep_their_connection_and_the_final_put_closes_it(registry):
+    """A PATCH goes through aiohttp and keeps its connection, so the next chunk reaches the
+    worker with the running hash; the PUT that completes the upload is read off the connection,
+    which then closes. A client that keeps its connection alive just carries on."""
     name = repo()
-    data = rand_bytes(2 * SIZE, seed=62)
+    data = rand_bytes(3 * SIZE, seed=62)
     url = start_upload(registry.url, name)
     with requests.Session() as s:
         for start in (0, SIZE):
             chunk = data[start : start + SIZE]
-            r = s.patch(url, data=chunk, headers={"Content-Range": f"{start}-{start + SIZE - 1}"})
+            r = s.patch(
+                url,
+                data=chunk,
+                headers={"Content-Range": f"{start}-{start + SIZE - 1}"},
+                timeout=T,
+            )
             assert r.status_code == 202, r.text
-            assert r.headers["Connection"].lower() == "close"
+            assert r.headers.get("Connection", "").lower() != "close"
             assert r.headers["Range"] == f"0-{start + SIZE - 1}"
             url = absolute(registry.url, r.headers["Location"])
-        small = s.get(f"{registry.url}/v2/")
-        assert small.status_code == 200 and small.headers.get("Connection", "") != "close"
-        r = s.put(with_query(url, f"digest={sha256(data)}"))
+        r = s.put(with_query(url, f"digest={sha256(data)}"), data=data[2 * SIZE :], timeout=T)
         assert r.status_code == 201, r.text
+        assert r.headers["Connection"].lower() == "close"
+        assert s.get(f"{registry.url}/v2/", timeout=T).status_code == 200  # over a new connection
     assert fetch_blob(registry.url, name, sha256(data)).content == data
 
 
 @pytest.mark.parametrize("goodbye", ["close", "reset"])
-def test_a_client_gone_half_way_through_a_declared_chunk_leaves_nothing(registry, goodbye):
-    name = repo()
-    data = rand_bytes(SIZE, seed=63)
-    url = start_upload(registry.url, name)
-    sock, target, host = _connect(url)
+def test_a_final_put_abandoned_half_way_publishes_nothing_and_the_upload_resumes(registry, goodbye):
+    name, data, digest, (sock, target, host) = _final_put(registry, seed=63)
+    url = absolute(registry.url, target)
     with sock:
-        sock.sendall(_head("PATCH", target, host, SIZE, f"Content-Range: 0-{SIZE - 1}\r\n"))
+        sock.sendall(_head("PUT", target, host, SIZE))
         sock.sendall(data[: SIZE // 2])
         time.sleep(0.2)  # the server is now waiting for the rest, on its own protocol
         if goodbye == "reset":  # an RST, no FIN: the server sees only the connection lost
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
-    # The chunk is all or nothing: once the server has noticed, the upload is still empty...
-    def offset() -> str:
-        r = requests.get(url)
-        assert r.status_code == 204, r.text
-        return str(r.headers["Range"])
+    # Once the server has given up on it, nothing is published and the upload's offset is
+    # what it stored...
+    seen: list[int] = []
 
-    eventually(lambda: offset() == "0-0" and _no_partial_write(registry, name), timeout=10)
-    # ...and the same chunk sent again whole completes it.
-    r = requests.patch(url, data=data, headers={"Content-Range": f"0-{SIZE - 1}"})
+    def settled() -> bool:
+        first = _offset(url)
+        time.sleep(0.2)
+        if first == _offset(url) == _stored(registry, name):
+            seen.append(first)
+            return True
+        return False
+
+    eventually(settled, timeout=10)
+    offset = seen[-1]
+    assert offset <= SIZE // 2
+    assert requests.head(blob_url(registry.url, name, digest), timeout=T).status_code == 404
+    # ...from which the client can go on.
+    r = requests.patch(
+        url, data=data[offset:], headers={"Content-Range": f"{offset}-{SIZE - 1}"}, timeout=T
+    )
     assert r.status_code == 202, r.text
     location = absolute(registry.url, r.headers["Location"])
-    r = requests.put(with_query(location, f"digest={sha256(data)}"))
+    r = requests.put(with_query(location, f"digest={digest}"), timeout=T)
     assert r.status_code == 201, r.text
-    assert fetch_blob(registry.url, name, sha256(data)).content == data
+    assert fetch_blob(registry.url, name, digest).content == data
 
 
-def _no_partial_write(registry, name: str) -> bool:
+def _offset(url: str) -> int:
+    r = requests.get(url, timeout=T)
+    assert r.status_code == 204, r.text
+    return int(r.headers["Range"].split("-")[1]) + 1 if r.headers["Range"] != "0-0" else 0
+
+
+def _stored(registry, name: str) -> int:
     uploads = registry.root / "docker/registry/v2/repositories" / name / "_uploads"
-    return all(p.stat().st_size == 0 for p in uploads.glob("*/data"))
+    (data,) = uploads.glob("*/data")
+    return data.stat().st_size
 
 
 def test_a_body_cut_short_by_a_half_close_publishes_nothing(registry):
-    name = repo()
-    data = rand_bytes(SIZE, seed=64)
-    digest = sha256(data)
-    sock, target, host = _connect(with_query(start_upload(registry.url, name), f"digest={digest}"))
+    name, data, digest, (sock, target, host) = _final_put(registry, seed=64)
     with sock:
         sock.sendall(_head("PUT", target, host, SIZE) + data[: SIZE - 100])
         sock.shutdown(socket.SHUT_WR)  # "that is all": 100 bytes short
@@ -157,15 +184,12 @@ def test_a_body_cut_short_by_a_half_close_publishes_nothing(registry):
         while got := sock.recv(65536):
             reply += got
         assert not reply.startswith(b"HTTP/1.1 2"), reply[:300]
-    assert requests.head(blob_url(registry.url, name, digest)).status_code == 404
+    assert requests.head(blob_url(registry.url, name, digest), timeout=T).status_code == 404
 
 
 def test_expect_100_continue_then_a_large_body(registry):
     """curl's way with large bodies: headers first, the body only after ``100 Continue``."""
-    name = repo()
-    data = rand_bytes(SIZE, seed=65)
-    digest = sha256(data)
-    sock, target, host = _connect(with_query(start_upload(registry.url, name), f"digest={digest}"))
+    name, data, digest, (sock, target, host) = _final_put(registry, seed=65)
     with sock:
         sock.sendall(_head("PUT", target, host, SIZE, "Expect: 100-continue\r\n"))
         status, _, rest = _response(sock)

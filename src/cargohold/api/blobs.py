@@ -184,7 +184,7 @@ async def start_upload(request: web.Request, name: str) -> web.StreamResponse:
     if digest_s is not None:
         digest = Digest.parse(digest_s)
         upload_id = await reg.uploads.start(name)
-        body = request_body(request) if has_body(request) else None
+        body = request_body(request, final=True) if has_body(request) else None
         info = await reg.uploads.finish(name, upload_id, digest, body)
         notify.blob_event(request, "push", name, info.digest, info.size)
         return _created(request, name, info.digest)
@@ -241,7 +241,7 @@ async def finish_upload(request: web.Request, name: str, upload_id: str) -> web.
     content_range = parse_content_range(request.headers.get("Content-Range"))
     if content_range is not None:
         start = content_range[0]
-    body = request_body(request) if has_body(request) else None
+    body = request_body(request, final=True) if has_body(request) else None
     info = await reg.uploads.finish(name, upload_id, digest, body, start)
     notify.blob_event(request, "push", name, info.digest, info.size)
     return _created(request, name, info.digest)

@@ -306,7 +306,12 @@ class UploadManager:
     async def _hash_stored(self, path: str, hasher: Any) -> None:
         local = self.driver.local_path(path)
         if local is not None:
-            await asyncio.to_thread(_hash_file, local, hasher)
+            # Read into a pooled buffer: a fresh megabyte per read, allocated in an executor
+            # thread's own malloc arena, stayed resident after the uploads that needed it.
+            buf = await self.buffers.acquire()
+            job = asyncio.get_running_loop().run_in_executor(None, _hash_file, local, hasher, buf)
+            job.add_done_callback(lambda _: self.buffers.release(buf))
+            await asyncio.shield(job)  # cancelled or not, the buffer returns when the thread ends
             return
         # A streaming read from the store, hashing each buffer while the next one arrives.
         loop = asyncio.get_running_loop()
@@ -415,7 +420,8 @@ def _write_and_hash(
     return result
 
 
-def _hash_file(path: str, hasher: Any) -> None:
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            hasher.update(chunk)
+def _hash_file(path: str, hasher: Any, buf: bytearray) -> None:
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(view):
+            hasher.update(view[:n])
