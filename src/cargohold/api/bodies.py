@@ -5,13 +5,13 @@ parser copies the body part into another, and the upload copies that into its po
 While an upload waits for a buffer its connection keeps what it has received, up to aiohttp's
 high-water mark plus one read: with 50 concurrent uploads that was most of the peak memory.
 
-A body with a ``Content-Length`` of at least :data:`DIRECT_MIN` is instead read by
-:class:`SocketBody`: it takes what aiohttp had already received, then puts the connection's
-transport in the hands of a small :class:`asyncio.BufferedProtocol` that receives the rest
-straight into the buffer the upload supplies (``recv_into``), one copy in all. Between reads the
-transport is paused, so a waiting upload holds nothing: its bytes wait in the kernel and TCP
-slows its client down. The protocol passes everything else (write flow control, EOF, loss of
-the connection) on to aiohttp's.
+The body of a ``PUT`` that completes an upload, with a ``Content-Length`` of at least
+:data:`DIRECT_MIN`, is instead read by :class:`SocketBody`: it takes what aiohttp had already
+received, then puts the connection's transport in the hands of a small
+:class:`asyncio.BufferedProtocol` that receives the rest straight into the buffer the upload
+supplies (``recv_into``), one copy in all. Between reads the transport is paused, so a waiting
+upload holds nothing: its bytes wait in the kernel and TCP slows its client down. The protocol
+passes everything else (write flow control, EOF, loss of the connection) on to aiohttp's.
 
 aiohttp's parser never sees those bytes, so the connection cannot carry another request: such
 responses say ``Connection: close`` and aiohttp closes it after the response. That is why only
