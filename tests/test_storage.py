@@ -52,6 +52,23 @@ def test_put_get_stat_list_delete(driver: StorageDriver) -> None:
     run(go())
 
 
+def test_exists_answers_like_stat(driver: StorageDriver) -> None:
+    async def go() -> None:
+        await driver.put_content("/x/y/file", b"1")
+        for path, there in [
+            ("/x/y/file", True),
+            ("/x/y", True),
+            ("/x/y/other", False),
+            ("/x/y/file/under-a-file", False),
+            ("/nowhere", False),
+        ]:
+            assert await driver.exists(path) is there, path
+        with pytest.raises(InvalidPathError):
+            await driver.exists("/x/../../etc/passwd")
+
+    run(go())
+
+
 def test_writer_append_commit_cancel_and_reader_offset(driver: StorageDriver) -> None:
     async def go() -> None:
         w = await driver.writer("/up/data")

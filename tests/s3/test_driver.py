@@ -68,6 +68,11 @@ def test_contract_put_get_stat_list_delete(moto: MotoServer, bucket: str) -> Non
                 await d.stat("/a/b/nope")
             with pytest.raises(PathNotFoundError):
                 await d.stat("/a/b/c/deeper")
+            assert [await d.exists(p) for p in ("/a/b/c", "/a/b", "/a/b/nope")] == [
+                True,
+                True,
+                False,
+            ]
             with pytest.raises(PathNotFoundError):
                 await d.get_content("/a/b")
             with pytest.raises(PathNotFoundError):

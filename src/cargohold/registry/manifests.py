@@ -228,11 +228,7 @@ class ManifestStore:
         raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"tag": reference})
 
     async def exists(self, name: str, digest: Digest) -> bool:
-        try:
-            await self.driver.stat(paths.revision_link(name, digest))
-        except PathNotFoundError:
-            return False
-        return True
+        return await self.driver.exists(paths.revision_link(name, digest))
 
     async def load(self, digest: Digest) -> Manifest:
         cached = self._cache.get(digest)

@@ -95,6 +95,15 @@ class StorageDriver(abc.ABC):
     async def stat(self, path: str) -> FileInfo:
         """Raise :class:`PathNotFoundError` when nothing is there."""
 
+    async def exists(self, path: str) -> bool:
+        """Whether there is a file or directory at ``path``: a :meth:`stat` that drivers may
+        answer more cheaply (it runs on every manifest request, for the revision link)."""
+        try:
+            await self.stat(path)
+        except PathNotFoundError:
+            return False
+        return True
+
     @abc.abstractmethod
     async def get_content(self, path: str) -> bytes: ...
 

@@ -93,6 +93,13 @@ class FilesystemDriver(StorageDriver):
         is_dir = (st.st_mode & 0o170000) == 0o040000
         return FileInfo(path, 0 if is_dir else st.st_size, st.st_mtime, is_dir)
 
+    async def exists(self, path: str) -> bool:
+        try:
+            os.stat(self._full(path))
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        return True
+
     async def get_content(self, path: str) -> bytes:
         return self.get_content_sync(path)
 

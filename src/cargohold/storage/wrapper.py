@@ -25,6 +25,9 @@ class DriverWrapper(StorageDriver):
     async def stat(self, path: str) -> FileInfo:
         return await self.inner.stat(path)
 
+    async def exists(self, path: str) -> bool:
+        return await self.inner.exists(path)
+
     async def get_content(self, path: str) -> bytes:
         return await self.inner.get_content(path)
 
