@@ -8,8 +8,8 @@ process that only waits. A worker that dies is started afresh as the original co
 ``--worker-index I``; the parent has put anything it decided at start-up (a generated
 ``http.secret``) into the environment that such a worker inherits.
 
-Deliberately standard-library only (it cannot import anything else) and small: importing
-``cargohold.server`` here would undo the point.
+Deliberately standard-library only (``prometheus_client`` aside, imported only to mark a dead
+worker) and small: importing ``cargohold.server`` here would undo the point.
 """
 
 from __future__ import annotations
