@@ -58,7 +58,6 @@ def cleanup() -> None:
         _created_dir = None
 
 
-
 def enabled() -> bool:
     return _m is not None
 

@@ -56,7 +56,6 @@ HAND_ON = 256 * 1024  # when others wait for buffers, hand on a partial one from
 MAX_HASH_STATES = 1024
 
 
-
 @dataclass
 class _HashState:
     hasher: Any
@@ -329,7 +328,7 @@ class UploadManager:
         pool = self.buffers
         pending: asyncio.Future[None] | None = None
         buf: bytearray | None = None
-        space = memoryview(b"")  # buf, to copy into (slice assignment to a bytearray copies twice)
+        space = memoryview(b"")  # buf, as the view the body reads into
         filled = 0
 
         async def submit() -> None:
