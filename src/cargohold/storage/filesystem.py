@@ -30,6 +30,7 @@ from cargohold.storage.driver import (
     StorageError,
     check_path,
 )
+from cargohold.storage.fsparams import DEFAULT_ROOTDIRECTORY
 
 READ_CHUNK = 1 << 20
 LISTING_CACHE_MIN = 64  # entries; smaller directories are cheaper to list than to track
@@ -53,7 +54,7 @@ class FilesystemDriver(StorageDriver):
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> FilesystemDriver:
-        return cls(str(params.get("rootdirectory", "/var/lib/registry")))
+        return cls(str(params.get("rootdirectory", DEFAULT_ROOTDIRECTORY)))
 
     def _full(self, path: str) -> str:
         check_path(path)

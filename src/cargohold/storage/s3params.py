@@ -7,11 +7,15 @@ aiobotocore. Names, defaults and limits are registry:2's (``registry/storage/dri
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
+
+from cargohold.storage.params import DriverParams, ParamError, Warn
+from cargohold.storage.params import flag as _flag
+from cargohold.storage.params import integer as _integer
+from cargohold.storage.params import text as _text
 
 MIN_CHUNK_SIZE = 5 * 1024 * 1024  # S3's minimum size of every part but the last
 MAX_CHUNK_SIZE = 5 * 1024 * 1024 * 1024  # S3's maximum part (and single-copy) size
@@ -70,11 +74,8 @@ KNOWN_KEYS = frozenset(
 )
 
 
-class S3ParamError(ValueError):
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(message)
-        self.key = key
-        self.message = message
+class S3ParamError(ParamError):
+    """A bad ``storage.s3`` parameter (the name S3 code and its tests catch)."""
 
 
 @dataclass(frozen=True)
@@ -118,50 +119,17 @@ class S3Params:
         return f"s3|{endpoint}|{self.bucket}|{self.rootdirectory.strip('/')}"
 
 
-def _text(params: Mapping[str, Any], key: str, default: str = "") -> str:
-    value = params.get(key)
-    if value is None:
-        return default
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str | int | float):
-        return str(value)
-    raise S3ParamError(key, f"expected a string, got {value!r}")
-
-
-def _flag(params: Mapping[str, Any], key: str, default: bool) -> bool:
-    """A boolean, or a string Go's strconv.ParseBool accepts (registry:2 takes both)."""
-    value = params.get(key)
-    if value is None:
-        return default
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        lowered = value.strip().lower()
-        if lowered in ("1", "t", "true"):
-            return True
-        if lowered in ("0", "f", "false"):
-            return False
-    raise S3ParamError(key, f"expected a boolean, got {value!r}")
-
-
-def _integer(params: Mapping[str, Any], key: str, default: int, low: int, high: int) -> int:
-    value = params.get(key)
-    if value is None:
-        number = default
-    elif isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    elif isinstance(value, str) and re.fullmatch(r"\s*[+-]?[0-9]+\s*", value):
-        number = int(value)
-    else:
-        raise S3ParamError(key, f"expected an integer, got {value!r}")
-    if not low <= number <= high:
-        raise S3ParamError(key, f"must be between {low} and {high}, got {number}")
-    return number
-
-
 def parse_s3_params(params: Mapping[str, Any]) -> S3Params:
     """Validate registry:2's ``storage.s3`` mapping; raises :class:`S3ParamError`."""
+    try:
+        return _parse_s3_params(params)
+    except S3ParamError:
+        raise
+    except ParamError as exc:  # from the shared decoders
+        raise S3ParamError(exc.key, exc.message) from exc
+
+
+def _parse_s3_params(params: Mapping[str, Any]) -> S3Params:
     bucket = _text(params, "bucket")
     if not bucket:
         raise S3ParamError("bucket", "is required")
@@ -233,3 +201,12 @@ def parse_s3_params(params: Mapping[str, Any]) -> S3Params:
         usedualstack=_flag(params, "usedualstack", False),
         accelerate=_flag(params, "accelerate", False),
     )
+
+
+def _validate(params: Mapping[str, Any], warn: Warn) -> dict[str, Any]:
+    """Config keeps the parameters as given; the S3 driver parses them again when it starts."""
+    parse_s3_params(params)
+    return dict(params)
+
+
+PARAMS = DriverParams(KNOWN_KEYS, _validate)

@@ -1,0 +1,87 @@
+"""What every driver's parameter module shares: the error, the decoders, the entry config reads.
+
+Each driver's ``storage.<driver>`` parameters are read beside the driver (``fsparams``,
+``memparams``, ``s3params``), in modules that import nothing but the standard library and this
+one, so that loading a configuration never imports a driver (or aiobotocore). The config
+package imports them, never the other way round: config -> storage parameter modules is the one
+direction, and a new driver adds its parameter module and one line to config's driver table.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+class ParamError(ValueError):
+    """A bad driver parameter; config reports it as ``storage.<driver>.<key>: <message>``."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.message = message
+
+
+Warn = Callable[[str, str], None]  # (key, message): a problem the driver works around
+
+
+@dataclass(frozen=True)
+class DriverParams:
+    """A driver's parameter reader: the keys it knows and how it validates them.
+
+    ``parse`` returns the parameters the driver will be given (normalised: defaults filled in)
+    and raises :class:`ParamError`; keys outside ``known`` are warned about by the caller.
+    """
+
+    known: frozenset[str]
+    parse: Callable[[Mapping[str, Any], Warn], dict[str, Any]]
+
+
+def text(params: Mapping[str, Any], key: str, default: str = "") -> str:
+    value = params.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value)
+    raise ParamError(key, f"expected a string, got {value!r}")
+
+
+def flag(params: Mapping[str, Any], key: str, default: bool) -> bool:
+    """A boolean, or a string Go's strconv.ParseBool accepts (registry:2 takes both)."""
+    value = params.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("1", "t", "true"):
+            return True
+        if lowered in ("0", "f", "false"):
+            return False
+    raise ParamError(key, f"expected a boolean, got {value!r}")
+
+
+def integer(
+    params: Mapping[str, Any],
+    key: str,
+    default: int,
+    low: int | None = None,
+    high: int | None = None,
+) -> int:
+    value = params.get(key)
+    if value is None:
+        number = default
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and re.fullmatch(r"\s*[+-]?[0-9]+\s*", value):
+        number = int(value)
+    else:
+        raise ParamError(key, f"expected an integer, got {value!r}")
+    if low is not None and high is not None and not low <= number <= high:
+        raise ParamError(key, f"must be between {low} and {high}, got {number}")
+    return number
