@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
@@ -14,17 +13,9 @@ from cargohold.admin.commands import run as run_admin
 from cargohold.auth.commands import COMMANDS as AUTH_COMMANDS
 from cargohold.auth.commands import register as register_auth
 from cargohold.auth.commands import run as run_auth
-from cargohold.config import ConfigError, load_config
+from cargohold.config import ConfigError, locate_config
 from cargohold.images.arguments import register as register_images
 from cargohold.images.arguments import run as run_images
-
-
-def default_data_dir() -> str:
-    """Where the no-config registry keeps images: a per-user directory, printed at start."""
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "share"
-    )
-    return os.path.join(base, "cargohold")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,9 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from cargohold.server import serve
 
-    path = args.config or os.environ.get("REGISTRY_CONFIGURATION_PATH") or None
     try:
-        config = load_config(path, os.environ, default_root=args.root or default_data_dir())
+        config = locate_config(args.config, root=args.root).load()
     except (ConfigError, OSError) as e:
         print(f"cargohold: configuration error: {e}", file=sys.stderr)
         return 2

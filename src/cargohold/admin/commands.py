@@ -11,14 +11,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any
 
-from cargohold.config import Config, ConfigError, load_config, parse_addr
+from cargohold.config import Config, ConfigError, locate_config, parse_addr
 
 COMMANDS = ("garbage-collect", "du", "retention")
 
@@ -69,10 +68,7 @@ def register(sub: Any) -> None:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    from cargohold.cli import default_data_dir
-
-    path = args.config or os.environ.get("REGISTRY_CONFIGURATION_PATH") or None
-    return load_config(path, os.environ, default_root=default_data_dir())
+    return locate_config(args.config).load()
 
 
 def run(args: argparse.Namespace) -> int:

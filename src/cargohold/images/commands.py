@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 
-from cargohold.config import ConfigError, load_config
+from cargohold.config import ConfigError, locate_config
 from cargohold.errors import RegistryError
 from cargohold.images.archive import read_archive
 from cargohold.images.client import RegistryClient, RemoteError
@@ -130,11 +130,13 @@ def _check_remote_options(args: argparse.Namespace) -> None:
 
 def _local_registry(args: argparse.Namespace) -> tuple[Registry, str]:
     """The storage an offline command works on: --root, --config or $REGISTRY_CONFIGURATION_PATH."""
-    path = args.config or (None if args.root else os.environ.get("REGISTRY_CONFIGURATION_PATH"))
+    # --root names the storage itself, so $REGISTRY_CONFIGURATION_PATH does not apply then.
+    location = locate_config(args.config, root=args.root, from_environment=not args.root)
+    path = location.path
     if not path and not args.root:
         verb = "--to" if args.command == "import" else "--from"
         raise UsageError(f"say where the images are: --root DIR, --config FILE or {verb} HOST")
-    config = load_config(path, os.environ, default_root=args.root)
+    config = location.load()
     if args.root:
         config.storage.driver = "filesystem"
         config.storage.params = {**config.storage.params, "rootdirectory": args.root}
