@@ -137,13 +137,10 @@ def _log(raw_config: Mapping[str, Any]) -> LogConfig:
         )
     if active_entries(values["hooks"], "log.hooks"):
         raise unsupported("log.hooks", "log hooks")
-    fields = {str(k): v for k, v in values["fields"].items()}
-    return LogConfig(
-        level=level,
-        formatter=formatter,
-        fields=fields,
-        accesslog_disabled=values["accesslog_disabled"],
-    )
+    del values["hooks"]
+    values.update(level=level, formatter=formatter)
+    values["fields"] = {str(k): v for k, v in values["fields"].items()}
+    return LogConfig(**values)
 
 
 # -------------------------------------------------------------------------- storage
@@ -221,7 +218,7 @@ STORAGE = Section(
         Field("cache.blobdescriptor", raw, None),
         Field("cache.layerinfo", raw, None),  # the older spelling, which registry:2 still reads
         Field("cache.blobdescriptorsize", integer, 0, keep=False),
-        Field("maintenance.readonly.enabled", boolean, False, attr="readonly"),
+        Field("maintenance.readonly.enabled", boolean, attr="readonly"),
         Field("maintenance.uploadpurging", _purging, attr="purging"),
         Field("maintenance.gc", _gc, attr="gc"),
     ),
@@ -250,22 +247,16 @@ def _storage(value: Any) -> StorageConfig:
             key="storage",
         )
     values = STORAGE.read(section)
-    old = values["cache_blobdescriptor"] is None and values["cache_layerinfo"] is not None
-    cache_field = "layerinfo" if old else "blobdescriptor"
-    cache_key = f"storage.cache.{cache_field}"
-    kind = text(values[f"cache_{cache_field}"], cache_key)
+    layerinfo = values.pop("cache_layerinfo")
+    old = values["cache_blobdescriptor"] is None and layerinfo is not None
+    cache_key = f"storage.cache.{'layerinfo' if old else 'blobdescriptor'}"
+    kind = text(layerinfo if old else values["cache_blobdescriptor"], cache_key)
     if kind not in ("", "inmemory", "redis"):
         logger.warning("%s: unknown cache type %r, caching disabled", cache_key, kind)
         kind = ""
+    values["cache_blobdescriptor"] = kind
     return StorageConfig(
-        driver=driver,
-        params=_driver_params(driver, section.get(driver)),
-        delete_enabled=values["delete_enabled"],
-        redirect_disable=values["redirect_disable"],
-        readonly=values["readonly"],
-        purging=values["purging"],
-        gc=values["gc"],
-        cache_blobdescriptor=kind,
+        driver=driver, params=_driver_params(driver, section.get(driver)), **values
     )
 
 
@@ -416,10 +407,10 @@ VALIDATION = Section(
     (
         Field("disabled", boolean),
         Field("enabled", boolean, False),
-        Field("manifests.urls.allow", regex_list),
-        Field("manifests.urls.deny", regex_list),
-        Field("manifests.indexes.platforms", text_or_default, "all"),
-        Field("manifests.indexes.platformlist", _platform_list),
+        Field("manifests.urls.allow", regex_list, attr="urls_allow"),
+        Field("manifests.urls.deny", regex_list, attr="urls_deny"),
+        Field("manifests.indexes.platforms", text_or_default, attr="indexes_platforms"),
+        Field("manifests.indexes.platformlist", _platform_list, attr="indexes_platformlist"),
     ),
 )
 
@@ -433,19 +424,14 @@ def _validation(value: Any) -> ValidationConfig:
             "use validation.disabled: true"
         )
     key = "validation.manifests.indexes.platforms"
-    platforms = values["manifests_indexes_platforms"].lower()
+    platforms = values["indexes_platforms"] = values["indexes_platforms"].lower()
     if platforms not in ("all", "none", "list"):
         raise ConfigError(f"expected all, none or list, got {platforms!r}", key=key)
-    platformlist = values["manifests_indexes_platformlist"]
-    if platforms == "list" and not platformlist:
+    if platforms == "list" and not values["indexes_platformlist"]:
         logger.warning("%s is 'list' but platformlist is empty: no platform is required", key)
-    return ValidationConfig(
-        disabled=values["disabled"] and not values["enabled"],
-        indexes_platforms=platforms,
-        indexes_platformlist=platformlist,
-        urls_allow=values["manifests_urls_allow"],
-        urls_deny=values["manifests_urls_deny"],
-    )
+    enabled = values.pop("enabled")
+    values["disabled"] = values["disabled"] and not enabled
+    return ValidationConfig(**values)
 
 
 # -------------------------------------------------------------------------- auth, access

@@ -109,7 +109,7 @@ def boolean(value: Any, key: str, default: Any) -> bool:
 def text(value: Any, key: str, default: Any = "") -> str:
     """Scalars become their text, as yaml.v2 does when the Go field is a string."""
     if value is None:
-        return str(default)
+        return "" if default is None else str(default)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str | int | float):
