@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import pytest
 
-from cargohold.registry.repoindex import IndexingDriver, repository_of
+from cargohold.registry.repoindex import IndexingDriver
 from cargohold.storage import paths
 from cargohold.storage.cache import CachingDriver, InMemoryCache, _InvalidatingWriter, classify
 from cargohold.storage.driver import FileWriter, PathNotFoundError, StorageDriver
@@ -46,15 +46,13 @@ def test_wrappers_forward_every_operation(base: type, wrapper: type) -> None:
     assert public(base) - public(wrapper) == set()
 
 
-def test_classify_and_repository_of() -> None:
+def test_classify() -> None:
     assert classify(LINK) == "layer"
     assert classify(TAG) == "tag"
     assert classify(BLOB) == "blob"
     assert classify(f"{REPO}/_manifests/revisions/sha256/{'b' * 64}/link") == "revision"
     assert classify(f"{REPO}/_uploads/x/data") is None
-    assert repository_of(LINK) == ("team/app", f"_layers/sha256/{'a' * 64}/link")
-    assert repository_of(f"{paths.REPOSITORIES}/_x/y") is None
-    assert repository_of(BLOB) is None
+    assert classify(f"{REPO}/_manifests/tags/v1/index/sha256/{'b' * 64}/link") is None
 
 
 def test_cache_never_serves_a_deleted_file(tmp_path: Path) -> None:

@@ -644,9 +644,9 @@ class GarbageCollector:
         found: set[Digest] = set()
         root = paths.gc_claims(batch_id)
         for info in await inventory.walk_files(self.driver, root, frozenset()):
-            parts = info.path[len(root) + 1 :].split("/")
-            if len(parts) == 2 and (d := Digest.try_parse(f"{parts[0]}:{parts[1]}")):
-                found.add(d)
+            parsed = paths.parse(info.path)
+            if parsed.kind is paths.Kind.GC_CLAIM and parsed.digest is not None:
+                found.add(parsed.digest)
         return found
 
     async def _is_claimed(self, batch_id: str, d: Digest) -> bool:
@@ -736,7 +736,9 @@ class GarbageCollector:
         except PathNotFoundError:
             claims = []
         for path in claims:
-            batch = path.rsplit("/", 1)[-1]
+            batch = paths.parse(path).batch
+            if not batch:
+                continue
             try:
                 await self.driver.stat(paths.gc_condemned(batch))
             except PathNotFoundError:

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cargohold.digest import ALGORITHMS, Digest
+from cargohold.digest import Digest
 from cargohold.storage import paths
 from cargohold.storage.driver import FileInfo, PathNotFoundError, StorageDriver
 from cargohold.storage.filesystem import TMP_PREFIX, FilesystemDriver
@@ -59,13 +59,6 @@ class Inventory:
         if inv is None:
             inv = self.repos[name] = RepoInventory(name)
         return inv
-
-
-def _digest(alg: str, hexpart: str) -> Digest | None:
-    length = ALGORITHMS.get(alg)
-    if length is None or len(hexpart) != length:
-        return None
-    return Digest.try_parse(f"{alg}:{hexpart}")
 
 
 def local_driver(driver: StorageDriver) -> FilesystemDriver | None:
@@ -162,42 +155,31 @@ async def scan_repositories(
     files = await walk_files(driver, paths.REPOSITORIES, frozenset({"_uploads"}))
     repos: dict[str, RepoInventory] = {}
     tag_links: list[tuple[RepoInventory, str, str]] = []
-    base = len(paths.REPOSITORIES) + 1
+    K = paths.Kind
     for info in files:
         if since is not None and info.mtime < since:
             continue
-        parts = info.path[base:].split("/")
-        i = next((i for i, part in enumerate(parts) if part.startswith("_")), 0)
-        if i == 0:
+        p = paths.parse(info.path)
+        if not p.area:
             continue
-        name = "/".join(parts[:i])
-        kind, rest = parts[i], parts[i + 1 :]
-        repo = repos.get(name)
+        repo = repos.get(p.name)
         if repo is None:
-            repo = repos[name] = RepoInventory(name)
-        if kind == "_manifests":
+            repo = repos[p.name] = RepoInventory(p.name)
+        if p.area == "_manifests":
             repo.has_manifests = True
-            if len(rest) == 4 and rest[0] == "revisions" and rest[3] == "link":
-                d = _digest(rest[1], rest[2])
-                if d is not None:
-                    repo.revisions[d] = info.mtime
-            elif len(rest) == 4 and rest[0] == "tags" and rest[2:] == ["current", "link"]:
-                tag_links.append((repo, rest[1], info.path))
-                repo.tag_mtimes[rest[1]] = info.mtime
-            elif len(rest) == 6 and rest[0] == "tags" and rest[2] == "index" and rest[5] == "link":
-                d = _digest(rest[3], rest[4])
-                if d is not None:
-                    repo.tag_index.setdefault(rest[1], set()).add(d)
-        elif kind == "_layers" and len(rest) == 3 and rest[2] == "link":
-            d = _digest(rest[0], rest[1])
-            if d is not None:
-                repo.layers[d] = info.mtime
-        elif kind == "_referrers" and len(rest) == 5 and rest[4] == "link":
-            subject, d = _digest(rest[0], rest[1]), _digest(rest[2], rest[3])
-            if subject is not None and d is not None:
-                repo.referrers.setdefault(subject, set()).add(d)
-        elif kind == "_pulls" and len(rest) == 1:
-            repo.pulls[rest[0]] = info.mtime
+        if p.kind is K.REVISION_LINK and p.digest is not None:
+            repo.revisions[p.digest] = info.mtime
+        elif p.kind is K.TAG_CURRENT_LINK:
+            tag_links.append((repo, p.tag, info.path))
+            repo.tag_mtimes[p.tag] = info.mtime
+        elif p.kind is K.TAG_INDEX_LINK and p.digest is not None:
+            repo.tag_index.setdefault(p.tag, set()).add(p.digest)
+        elif p.kind is K.LAYER_LINK and p.digest is not None:
+            repo.layers[p.digest] = info.mtime
+        elif p.kind is K.REFERRER_LINK and p.subject is not None and p.digest is not None:
+            repo.referrers.setdefault(p.subject, set()).add(p.digest)
+        elif p.kind is K.PULL_RECORD:
+            repo.pulls[p.tag] = info.mtime
     fs = local_driver(driver)
     if fs is not None:
         await asyncio.to_thread(_read_tags_local, fs, tag_links)
@@ -223,14 +205,10 @@ async def scan_blobs(driver: StorageDriver) -> dict[Digest, BlobEntry]:
     """``blobs/<alg>/<xx>/<hex>/data`` → size and mtime of the data file."""
     files = await walk_files(driver, paths.BLOBS, frozenset())
     blobs: dict[Digest, BlobEntry] = {}
-    base = len(paths.BLOBS) + 1
     for info in files:
-        parts = info.path[base:].split("/")
-        if len(parts) != 4 or parts[3] != "data" or parts[2][:2] != parts[1]:
-            continue
-        d = _digest(parts[0], parts[2])
-        if d is not None:
-            blobs[d] = BlobEntry(info.size, info.mtime)
+        p = paths.parse(info.path)
+        if p.kind is paths.Kind.BLOB_DATA and p.digest is not None:
+            blobs[p.digest] = BlobEntry(info.size, info.mtime)
     return blobs
 
 

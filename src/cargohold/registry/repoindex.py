@@ -43,9 +43,8 @@ from cargohold.storage.wrapper import DriverWrapper
 
 log = logging.getLogger("cargohold.catalog")
 
-INDEX_ROOT = f"{paths.ROOT}/_cargohold/catalog"
-BUILT_MARKER = f"{paths.ROOT}/_cargohold/catalog-built"
-ENTRY = "_repository"
+INDEX_ROOT = paths.CATALOG
+BUILT_MARKER = paths.CATALOG_BUILT
 RECONCILE_SECONDS = 600.0
 KNOWN_SECONDS = 300.0  # how long a process trusts that an entry it wrote is still there
 KNOWN_MAX = 100_000
@@ -53,28 +52,13 @@ LIST_CACHE_SECONDS = 2.0
 WRITE_CONCURRENCY = 32
 
 
-def entry_path(name: str) -> str:
-    return f"{INDEX_ROOT}/{name}/{ENTRY}"
-
-
-def repository_of(path: str) -> tuple[str, str] | None:
-    """``(name, rest)`` for ``repositories/<name>/_<something>/...``; None elsewhere."""
-    if not path.startswith(paths.REPOSITORIES + "/"):
-        return None
-    parts = path[len(paths.REPOSITORIES) + 1 :].split("/")
-    for i, part in enumerate(parts):
-        if part.startswith("_"):
-            return ("/".join(parts[:i]), "/".join(parts[i:])) if i else None
-    return None
-
-
 async def scan_repositories(driver: StorageDriver, marker: str = "_manifests") -> list[str]:
     """Repositories with a ``marker`` child, from one flat walk of ``repositories/``."""
     names: set[str] = set()
     for info in await driver.walk(paths.REPOSITORIES):
-        found = repository_of(info.path)
-        if found is not None and found[1].split("/", 1)[0] == marker:
-            names.add(found[0])
+        parsed = paths.parse(info.path)
+        if parsed.area == marker:
+            names.add(parsed.name)
     return sorted(names, key=order_key)
 
 
@@ -93,7 +77,7 @@ class RepositoryIndex:
         if expires is not None and expires > time.monotonic():
             return
         try:
-            await self.driver.put_content(entry_path(name), b"")
+            await self.driver.put_content(paths.catalog_entry(name), b"")
         except StorageError as e:
             # The push itself succeeded; reconciliation adds the entry later.
             log.warning("could not index repository %s: %s", name, e)
@@ -125,7 +109,7 @@ class RepositoryIndex:
         self._dropped.add(name)
         self._scanned = [n for n in self._scanned if n != name]
         with contextlib.suppress(PathNotFoundError):
-            await self.driver.delete(entry_path(name))
+            await self.driver.delete(paths.catalog_entry(name))
 
     async def drop_below(self, prefix: str) -> None:
         """Forget ``prefix`` and every repository below it (their directory was deleted)."""
@@ -137,13 +121,8 @@ class RepositoryIndex:
             await self.driver.delete(f"{INDEX_ROOT}/{prefix}")
 
     async def _indexed(self) -> builtins.list[str]:
-        suffix = "/" + ENTRY
-        start = len(INDEX_ROOT) + 1
-        return [
-            info.path[start : -len(suffix)]
-            for info in await self.driver.walk(INDEX_ROOT)
-            if info.path.endswith(suffix) and len(info.path) > start + len(suffix)
-        ]
+        entries = [paths.parse(info.path) for info in await self.driver.walk(INDEX_ROOT)]
+        return [p.name for p in entries if p.kind is paths.Kind.CATALOG_ENTRY]
 
     async def names(self) -> builtins.list[str]:
         """The catalog: every indexed repository, in registry:2's order."""
@@ -196,7 +175,7 @@ class RepositoryIndex:
         async def add(name: str) -> None:
             if name in self._dropped:  # its last manifest was deleted since the walk
                 return
-            await self.driver.put_content(entry_path(name), b"")
+            await self.driver.put_content(paths.catalog_entry(name), b"")
             self._remember(name)
 
         async def drop(name: str) -> None:
@@ -204,7 +183,7 @@ class RepositoryIndex:
                 return
             self._known.pop(name, None)
             with contextlib.suppress(PathNotFoundError):
-                await self.driver.delete(entry_path(name))
+                await self.driver.delete(paths.catalog_entry(name))
             removed.append(name)
 
         await self._each(missing, add)
@@ -233,9 +212,9 @@ class IndexingDriver(DriverWrapper):
 
     async def put_content(self, path: str, data: bytes) -> None:
         await self.inner.put_content(path, data)
-        found = repository_of(path)
-        if found is not None and found[1].startswith("_manifests/"):
-            await self.index.ensure(found[0])
+        parsed = paths.parse(path)
+        if parsed.area == "_manifests":
+            await self.index.ensure(parsed.name)
 
     async def delete(self, path: str) -> None:
         try:
@@ -245,11 +224,9 @@ class IndexingDriver(DriverWrapper):
                 await self._deleted(path)
 
     async def _deleted(self, path: str) -> None:
-        found = repository_of(path)
-        if found is not None:
-            rest = found[1]
-            if rest == "_manifests" or rest.startswith("_manifests/"):
-                await self.index.drop_if_gone(found[0])
-        elif path.startswith(paths.REPOSITORIES + "/"):
+        parsed = paths.parse(path)
+        if parsed.area == "_manifests":
+            await self.index.drop_if_gone(parsed.name)
+        elif parsed.kind is paths.Kind.REPOSITORY_DIR:
             # A repository or a namespace directory, whole: its entries and those below it.
-            await self.index.drop_below(path[len(paths.REPOSITORIES) + 1 :])
+            await self.index.drop_below(parsed.name)

@@ -238,9 +238,12 @@ class UploadManager:
             except PathNotFoundError:
                 continue
             for path in ids:
-                upload_id = path.rsplit("/", 1)[-1]
+                upload_id = paths.parse(path).upload_id
+                if not upload_id:
+                    continue
                 try:
-                    raw = (await self.driver.get_content(f"{path}/startedat")).decode().strip()
+                    startedat = paths.upload_startedat(name, upload_id)
+                    raw = (await self.driver.get_content(startedat)).decode().strip()
                     started = datetime.strptime(raw[:19], "%Y-%m-%dT%H:%M:%S")
                     started_ts = started.replace(tzinfo=UTC).timestamp()
                 except (PathNotFoundError, ValueError):

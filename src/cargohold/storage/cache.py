@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import abc
 import hashlib
-import re
 import time
 from collections import OrderedDict
 
@@ -40,25 +39,23 @@ TOMBSTONE = "\x00"
 TOMBSTONE_SECONDS = 30.0
 MAX_CONTENT = 256  # tag links hold a digest string
 
-_HEX = r"[a-z0-9]+/[0-9a-f]+"
-_REPO = re.escape(paths.REPOSITORIES) + r"/[^_][^\n]*?"
 KIND_BLOB = "blob"
 KIND_LAYER = "layer"
 KIND_REVISION = "revision"
 KIND_TAG = "tag"
-_FILES: tuple[tuple[str, re.Pattern[str]], ...] = (
-    (KIND_BLOB, re.compile(rf"^{re.escape(paths.BLOBS)}/[a-z0-9]+/[0-9a-f]{{2}}/[0-9a-f]+/data$")),
-    (KIND_LAYER, re.compile(rf"^{_REPO}/_layers/{_HEX}/link$")),
-    (KIND_REVISION, re.compile(rf"^{_REPO}/_manifests/revisions/{_HEX}/link$")),
-    (KIND_TAG, re.compile(rf"^{_REPO}/_manifests/tags/[^/]+/current/link$")),
-)
+_FILES = {
+    paths.Kind.BLOB_DATA: KIND_BLOB,
+    paths.Kind.LAYER_LINK: KIND_LAYER,
+    paths.Kind.REVISION_LINK: KIND_REVISION,
+    paths.Kind.TAG_CURRENT_LINK: KIND_TAG,
+}
 # Directories holding exactly one cached file: deleting one drops just that entry.
-_DIRS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(rf"^{re.escape(paths.BLOBS)}/[a-z0-9]+/[0-9a-f]{{2}}/[0-9a-f]+$"), "/data"),
-    (re.compile(rf"^{_REPO}/_layers/{_HEX}$"), "/link"),
-    (re.compile(rf"^{_REPO}/_manifests/revisions/{_HEX}$"), "/link"),
-    (re.compile(rf"^{_REPO}/_manifests/tags/[^/]+$"), "/current/link"),
-)
+_DIRS = {
+    paths.Kind.BLOB_DIR: "/data",
+    paths.Kind.LAYER_DIR: "/link",
+    paths.Kind.REVISION_DIR: "/link",
+    paths.Kind.TAG_DIR: "/current/link",
+}
 # Seconds an entry lives, per kind and backend (None: until evicted).
 TTL: dict[str, dict[str, float | None]] = {
     "redis": {KIND_BLOB: 24 * 3600.0, KIND_LAYER: 3600.0, KIND_REVISION: 3600.0, KIND_TAG: 300.0},
@@ -67,22 +64,17 @@ TTL: dict[str, dict[str, float | None]] = {
 
 
 def classify(path: str) -> str | None:
-    for kind, pattern in _FILES:
-        if pattern.match(path):
-            return kind
-    return None
+    return _FILES.get(paths.parse(path).kind)
 
 
 def _may_hold_entries(path: str) -> bool:
     """Whether a directory could contain cached files (so deleting it must drop them)."""
     if paths.ROOT.startswith(path.rstrip("/") + "/") or path in ("/", paths.ROOT):
         return True
-    if path.startswith(paths.BLOBS):
+    if path == paths.REPOSITORIES or path.startswith(paths.BLOBS):
         return True
-    if not path.startswith(paths.REPOSITORIES):
-        return False
-    private = [c for c in path.split("/") if c.startswith("_")]
-    return all(c in ("_layers", "_manifests") for c in private)
+    parsed = paths.parse(path)
+    return parsed.kind is paths.Kind.REPOSITORY_DIR or parsed.area in ("_layers", "_manifests")
 
 
 def namespace(identity: str) -> str:
@@ -265,10 +257,10 @@ class CachingDriver(DriverWrapper):
         if classify(path) is not None:
             await self.backend.invalidate(self._key(path))
             return
-        for pattern, suffix in _DIRS:
-            if pattern.match(path):
-                await self.backend.invalidate(self._key(path + suffix))
-                return
+        suffix = _DIRS.get(paths.parse(path).kind)
+        if suffix is not None:
+            await self.backend.invalidate(self._key(path + suffix))
+            return
         if _may_hold_entries(path):
             await self.backend.forget_prefix(self._key(path.rstrip("/") + "/"))
 

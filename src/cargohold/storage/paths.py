@@ -24,11 +24,22 @@ So are ``_pulls`` (when each tag was last pulled, for retention) and everything 
     /docker/registry/v2/_cargohold/gc/condemned/<batch>
     /docker/registry/v2/_cargohold/gc/claims/<batch>/<alg>/<hex>
     /docker/registry/v2/_cargohold/gc/deleted/<batch>
+    /docker/registry/v2/_cargohold/catalog/<name>/_repository   (the repository index)
+    /docker/registry/v2/_cargohold/catalog-built
+
+:func:`parse` reads a path back into what it is and its parts (name, digest, tag, ...), so the
+walks over the store (inventory, the repository index, the blob descriptor cache) need no
+regular expressions of their own.
 """
 
 from __future__ import annotations
 
-from cargohold.digest import Digest
+import enum
+import functools
+import re
+from typing import NamedTuple
+
+from cargohold.digest import ALGORITHMS, MAX_NAME_LENGTH, NAME_RE, TAG_RE, Digest
 
 ROOT = "/docker/registry/v2"
 BLOBS = f"{ROOT}/blobs"
@@ -51,8 +62,12 @@ def layers(name: str) -> str:
     return f"{repository(name)}/_layers"
 
 
+def layer_dir(name: str, d: Digest) -> str:
+    return f"{layers(name)}/{d.algorithm}/{d.hex}"
+
+
 def layer_link(name: str, d: Digest) -> str:
-    return f"{layers(name)}/{d.algorithm}/{d.hex}/link"
+    return f"{layer_dir(name, d)}/link"
 
 
 def manifests(name: str) -> str:
@@ -141,3 +156,174 @@ def gc_claim(batch: str, d: Digest) -> str:
 
 def gc_deleted(batch: str) -> str:
     return f"{GC_DELETED}/{batch}"
+
+
+CATALOG = f"{CARGOHOLD}/catalog"
+CATALOG_BUILT = f"{CARGOHOLD}/catalog-built"
+
+
+def catalog_entry(name: str) -> str:
+    return f"{CATALOG}/{name}/_repository"
+
+
+# --------------------------------------------------------------------------- the reverse
+
+
+class Kind(enum.Enum):
+    """What a path in the layout is; one member per builder above."""
+
+    UNKNOWN = enum.auto()
+    BLOB_DIR = enum.auto()
+    BLOB_DATA = enum.auto()
+    REPOSITORY_DIR = enum.auto()  # repositories/<name>: a repository or a namespace directory
+    REPOSITORY_AREA = enum.auto()  # any other path below a repository's ``_``-prefixed areas
+    LAYER_DIR = enum.auto()
+    LAYER_LINK = enum.auto()
+    REVISION_DIR = enum.auto()
+    REVISION_LINK = enum.auto()
+    TAG_DIR = enum.auto()
+    TAG_CURRENT_LINK = enum.auto()
+    TAG_INDEX_LINK = enum.auto()
+    UPLOAD_DIR = enum.auto()
+    UPLOAD_DATA = enum.auto()
+    UPLOAD_STARTEDAT = enum.auto()
+    REFERRERS_DIR = enum.auto()
+    REFERRER_LINK = enum.auto()
+    PULL_RECORD = enum.auto()
+    GC_LEASE = enum.auto()
+    GC_CONDEMNED = enum.auto()
+    GC_CLAIMS = enum.auto()
+    GC_CLAIM = enum.auto()
+    GC_DELETED = enum.auto()
+    CATALOG_ENTRY = enum.auto()
+
+
+class Parsed(NamedTuple):
+    """A path taken apart. ``area`` is the repository's first ``_`` component (``_layers``,
+    ``_manifests``, ...); ``subject`` is a referrer link's subject. A tuple rather than a
+    dataclass because it is built on every cached link read, and a tuple is built fastest."""
+
+    kind: Kind
+    name: str = ""
+    area: str = ""
+    digest: Digest | None = None
+    subject: Digest | None = None
+    tag: str = ""
+    upload_id: str = ""
+    batch: str = ""
+
+
+UNKNOWN = Parsed(Kind.UNKNOWN)
+_LOWER_HEX = re.compile(r"[0-9a-f]+")
+
+
+def _digest(alg: str, hexpart: str) -> Digest | None:
+    if ALGORITHMS.get(alg) != len(hexpart) or not _LOWER_HEX.fullmatch(hexpart):
+        return None
+    return Digest(alg, hexpart)
+
+
+@functools.lru_cache(maxsize=4096)
+def parse(path: str) -> Parsed:
+    """What ``path`` is, with its parts; :data:`UNKNOWN` for anything no builder here writes.
+
+    The inverse of the builders: ``parse(layer_link(n, d))`` is ``(LAYER_LINK, n, d)``. The
+    parts are validated as the builders' callers validate them (name and tag grammars, digest
+    algorithm and length), and a path with an empty, ``.`` or ``..`` component is UNKNOWN, so
+    whatever a walk of the store turns up can be trusted as far as this says. It runs on every
+    link read of the blob descriptor cache, so it is kept as cheap as the regular expressions it
+    replaced: string splits, no backtracking, and the answers for the last few thousand paths
+    (the same links are read again and again) are remembered.
+    """
+    if "//" in path or "/." in path or path[-1:] == "/":
+        return UNKNOWN
+    if path.startswith(_REPOSITORIES_SLASH):
+        return _parse_repository(path[len(_REPOSITORIES_SLASH) :].split("/"))
+    if path.startswith(_BLOBS_SLASH):
+        parts = path[len(_BLOBS_SLASH) :].split("/")
+        n = len(parts)
+        if (n == 3 or (n == 4 and parts[3] == "data")) and parts[1] == parts[2][:2]:
+            d = _digest(parts[0], parts[2])
+            if d is not None:
+                return Parsed(Kind.BLOB_DIR if n == 3 else Kind.BLOB_DATA, digest=d)
+        return UNKNOWN
+    if path.startswith(_GC_SLASH):
+        return _parse_gc(path[len(_GC_SLASH) :].split("/"))
+    if path.startswith(_CATALOG_SLASH) and path.endswith(_CATALOG_ENTRY):
+        name = path[len(_CATALOG_SLASH) : -len(_CATALOG_ENTRY)]
+        if len(name) <= MAX_NAME_LENGTH and NAME_RE.match(name):
+            return Parsed(Kind.CATALOG_ENTRY, name)
+    return UNKNOWN
+
+
+def _parse_repository(parts: list[str]) -> Parsed:
+    i, count = 0, len(parts)
+    while i < count and parts[i][:1] != "_":  # the name ends at the first "_" component
+        i += 1
+    name = "/".join(parts[:i])
+    if not i or len(name) > MAX_NAME_LENGTH or not NAME_RE.match(name):
+        return UNKNOWN
+    if i == count:
+        return Parsed(Kind.REPOSITORY_DIR, name)
+    area, rest = parts[i], parts[i + 1 :]
+    n = len(rest)
+    if area == "_layers":
+        if n == 2 or (n == 3 and rest[2] == "link"):
+            d = _digest(rest[0], rest[1])
+            if d is not None:
+                return Parsed(Kind.LAYER_DIR if n == 2 else Kind.LAYER_LINK, name, area, d)
+    elif area == "_manifests":
+        if n and rest[0] == "revisions":
+            if n == 3 or (n == 4 and rest[3] == "link"):
+                d = _digest(rest[1], rest[2])
+                if d is not None:
+                    kind = Kind.REVISION_DIR if n == 3 else Kind.REVISION_LINK
+                    return Parsed(kind, name, area, d)
+        elif n >= 2 and rest[0] == "tags" and TAG_RE.match(rest[1]):
+            tag = rest[1]
+            if n == 2:
+                return Parsed(Kind.TAG_DIR, name, area, tag=tag)
+            if n == 4 and rest[2] == "current" and rest[3] == "link":
+                return Parsed(Kind.TAG_CURRENT_LINK, name, area, tag=tag)
+            if n == 6 and rest[2] == "index" and rest[5] == "link":
+                d = _digest(rest[3], rest[4])
+                if d is not None:
+                    return Parsed(Kind.TAG_INDEX_LINK, name, area, d, tag=tag)
+    elif area == "_uploads":
+        if n == 1:
+            return Parsed(Kind.UPLOAD_DIR, name, area, upload_id=rest[0])
+        if n == 2 and rest[1] in _UPLOAD_FILES:
+            return Parsed(_UPLOAD_FILES[rest[1]], name, area, upload_id=rest[0])
+    elif area == "_referrers":
+        subject = _digest(rest[0], rest[1]) if n in (2, 5) else None
+        if subject is not None and n == 2:
+            return Parsed(Kind.REFERRERS_DIR, name, area, subject=subject)
+        if subject is not None and rest[4] == "link":
+            d = _digest(rest[2], rest[3])
+            if d is not None:
+                return Parsed(Kind.REFERRER_LINK, name, area, d, subject)
+    elif area == "_pulls" and n == 1 and TAG_RE.match(rest[0]):
+        return Parsed(Kind.PULL_RECORD, name, area, tag=rest[0])
+    return Parsed(Kind.REPOSITORY_AREA, name, area)
+
+
+def _parse_gc(parts: list[str]) -> Parsed:
+    n = len(parts)
+    if parts == ["lease"]:
+        return Parsed(Kind.GC_LEASE)
+    if n == 2 and parts[0] in _GC_BATCHES:
+        return Parsed(_GC_BATCHES[parts[0]], batch=parts[1])
+    if n == 4 and parts[0] == "claims":
+        d = _digest(parts[2], parts[3])
+        if d is not None:
+            return Parsed(Kind.GC_CLAIM, digest=d, batch=parts[1])
+    return UNKNOWN
+
+
+_REPOSITORIES_SLASH = REPOSITORIES + "/"
+_BLOBS_SLASH = BLOBS + "/"
+_GC_SLASH = GC + "/"
+_CATALOG_SLASH = CATALOG + "/"
+_CATALOG_ENTRY = "/_repository"
+_UPLOAD_FILES = {"data": Kind.UPLOAD_DATA, "startedat": Kind.UPLOAD_STARTEDAT}
+_GC_BATCHES = {"condemned": Kind.GC_CONDEMNED, "claims": Kind.GC_CLAIMS, "deleted": Kind.GC_DELETED}
