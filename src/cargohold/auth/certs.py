@@ -13,13 +13,11 @@ so a running registry that re-reads its certificate never sees half a file.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import ipaddress
 import os
 import re
 import secrets
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,6 +25,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from cargohold import atomicfile
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 CA_DAYS = 3650
@@ -218,31 +218,9 @@ def load_certs(path: str) -> list[x509.Certificate]:
         return x509.load_pem_x509_certificates(fh.read())
 
 
-def _temp_file(path: str, data: bytes, mode: int) -> str:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return tmp
-
-
 def write_atomic(path: str, data: bytes, mode: int) -> None:
     """Replace ``path`` with ``data`` in one rename; the file has ``mode`` from the start."""
-    tmp = _temp_file(path, data, mode)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomicfile.write_atomic(path, data, mode=mode)
 
 
 def create_exclusive(path: str, data: bytes, mode: int) -> bool:
@@ -251,14 +229,13 @@ def create_exclusive(path: str, data: bytes, mode: int) -> bool:
     Workers starting together race to create the same key: exactly one wins, and the others
     read the winner's complete file.
     """
-    tmp = _temp_file(path, data, mode)
+    out = atomicfile.AtomicFile(path, mode=mode)
     try:
-        os.link(tmp, path)
-        return True
-    except FileExistsError:
-        return False
-    finally:
-        os.unlink(tmp)
+        out.file.write(data)
+    except BaseException:
+        out.abort()
+        raise
+    return out.commit_exclusive()
 
 
 @dataclass(frozen=True)

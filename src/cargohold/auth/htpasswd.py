@@ -20,11 +20,12 @@ import hmac
 import logging
 import os
 import secrets
-import tempfile
 import time
 from dataclasses import dataclass
 
 import bcrypt
+
+from cargohold.atomicfile import write_atomic
 
 log = logging.getLogger("cargohold.auth")
 
@@ -254,23 +255,12 @@ def read_entries(path: str) -> list[tuple[str, str]]:
 
 def write_entries(path: str, entries: list[tuple[str, str]]) -> None:
     """Replace the file atomically (temporary file + rename), keeping its mode, else 0600."""
-    directory = os.path.dirname(os.path.abspath(path))
     try:
         mode = os.stat(path).st_mode & 0o777
     except FileNotFoundError:
         mode = 0o600
-    fd, tmp = tempfile.mkstemp(prefix=".htpasswd.", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            os.fchmod(fh.fileno(), mode)
-            fh.write("".join(f"{user}:{hashed}\n" for user, hashed in entries))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    text = "".join(f"{user}:{hashed}\n" for user, hashed in entries)
+    write_atomic(path, text.encode("utf-8"), mode=mode, prefix=".htpasswd.")
 
 
 def set_user(path: str, user: str, password: str, cost: int = DEFAULT_COST) -> bool:

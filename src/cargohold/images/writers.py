@@ -13,7 +13,6 @@ Timestamps are fixed so that the same image exports to the same bytes.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ import tarfile
 import uuid
 from typing import Any, BinaryIO
 
+from cargohold.atomicfile import AtomicFile, write_atomic
 from cargohold.images import mediatypes as mt
 from cargohold.images.files import BLOCK, ArchiveError
 
@@ -79,29 +79,12 @@ class TarWriter:
         self.f.write(b"\0" * (2 * BLOCK))
 
 
-class _AtomicFile:
-    """A file written under a temporary name and renamed into place by :meth:`commit`."""
-
-    def __init__(self, path: str) -> None:
-        self.path = os.path.abspath(path)
-        directory = os.path.dirname(self.path)
-        if not os.path.isdir(directory):
-            raise ArchiveError(f"cannot write {path}: {directory} is not a directory")
-        self.tmp = os.path.join(
-            directory, f".{os.path.basename(self.path)}.tmp-{uuid.uuid4().hex[:8]}"
-        )
-        self.f: BinaryIO = open(self.tmp, "wb")  # noqa: SIM115 - closed by commit/abort
-
-    def commit(self) -> None:
-        self.f.flush()
-        os.fsync(self.f.fileno())
-        self.f.close()
-        os.replace(self.tmp, self.path)
-
-    def abort(self) -> None:
-        self.f.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.tmp)
+def _atomic_file(path: str) -> AtomicFile:
+    """The archive being written, under a temporary name until it is complete."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ArchiveError(f"cannot write {path}: {directory} is not a directory")
+    return AtomicFile(os.path.abspath(path))
 
 
 # --------------------------------------------------------------------------- docker load
@@ -116,8 +99,8 @@ class DockerArchiveWriter:
     """
 
     def __init__(self, path: str) -> None:
-        self._file = _AtomicFile(path)
-        self.tar = TarWriter(self._file.f)
+        self._file = _atomic_file(path)
+        self.tar = TarWriter(self._file.file)
         self._entries: list[dict[str, Any]] = []
         self._written: set[str] = set()
 
@@ -171,15 +154,15 @@ class OciLayoutWriter:
         self.is_tar = path.endswith(".tar")
         self.entries: list[dict[str, Any]] = []
         self._written: set[str] = set()
-        self._tar_file: _AtomicFile | None = None
+        self._tar_file: AtomicFile | None = None
         self._tar: TarWriter | None = None
         self._dir: str | None = None
         self._new_dir: str | None = None
         self._existing_index: list[dict[str, Any]] = []
-        self._current: tuple[BinaryIO, str, str] | None = None
+        self._current: AtomicFile | None = None
         if self.is_tar:
-            self._tar_file = _AtomicFile(path)
-            self._tar = TarWriter(self._tar_file.f)
+            self._tar_file = _atomic_file(path)
+            self._tar = TarWriter(self._tar_file.file)
             self._tar.add_bytes("oci-layout", OCI_LAYOUT_FILE)
             self._tar.add_dir("blobs")
             self._tar.add_dir("blobs/sha256")
@@ -222,34 +205,28 @@ class OciLayoutWriter:
         assert self._dir is not None
         final = os.path.join(self._dir, name)
         os.makedirs(os.path.dirname(final), exist_ok=True)
-        tmp = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
-        self._current = (open(tmp, "wb"), tmp, final)  # noqa: SIM115 - closed in end()
+        self._current = AtomicFile(final, fsync=False)
 
     def write(self, data: bytes) -> None:
         if self._tar is not None:
             self._tar.write(data)
         else:
             assert self._current is not None
-            self._current[0].write(data)
+            self._current.file.write(data)
 
     def end(self, digest: str) -> None:
         if self._tar is not None:
             self._tar.end()
         else:
             assert self._current is not None
-            f, tmp, final = self._current
-            self._current = None
-            f.close()
-            os.replace(tmp, final)
+            current, self._current = self._current, None
+            current.commit()
         self._written.add(digest)
 
     def drop_partial(self) -> None:
         if self._current is not None:
-            f, tmp, _ = self._current
-            self._current = None
-            f.close()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+            current, self._current = self._current, None
+            current.abort()
 
     def add_bytes(self, digest: str, data: bytes) -> None:
         if self.has(digest):
@@ -285,10 +262,7 @@ class OciLayoutWriter:
         assert self._dir is not None
         with open(os.path.join(self._dir, "oci-layout"), "wb") as f:
             f.write(OCI_LAYOUT_FILE)
-        tmp = os.path.join(self._dir, f".index.json.tmp-{uuid.uuid4().hex[:8]}")
-        with open(tmp, "wb") as f:
-            f.write(index)
-        os.replace(tmp, os.path.join(self._dir, "index.json"))
+        write_atomic(os.path.join(self._dir, "index.json"), index, fsync=False)
         if self._new_dir is not None:
             os.rename(self._new_dir, self.path)
 

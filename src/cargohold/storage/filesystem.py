@@ -21,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any
 
+from cargohold.atomicfile import write_atomic
 from cargohold.storage.driver import (
     FileInfo,
     FileWriter,
@@ -133,23 +134,11 @@ class FilesystemDriver(StorageDriver):
 
     def _put_sync(self, path: str, data: bytes) -> None:
         full = self._full(path)
-        directory = os.path.dirname(full)
-        tmp = os.path.join(directory, TMP_PREFIX + uuid.uuid4().hex)
-        for attempt in range(2):
-            try:
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                break
-            except FileNotFoundError:
-                if attempt:
-                    raise
-                os.makedirs(directory, exist_ok=True)
         try:
-            os.replace(tmp, full)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+            write_atomic(full, data, fsync=False, prefix=TMP_PREFIX)
+        except FileNotFoundError:  # the first file of its directory
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            write_atomic(full, data, fsync=False, prefix=TMP_PREFIX)
 
     async def reader(self, path: str, offset: int = 0) -> AsyncIterator[bytes]:
         try:
