@@ -20,7 +20,7 @@ from support.servers import cargohold_env
 
 from cargohold.images.archive import Archive, ArchiveImage, GunzipHasher, sha256_of
 from cargohold.images.client import is_loopback, parse_challenge
-from cargohold.images.files import ArchiveError, TarFiles, gunzip_chunks
+from cargohold.images.files import CHUNK, ArchiveError, TarFiles, gunzip_chunks
 from cargohold.images.importer import plan_jobs
 from cargohold.images.names import (
     Platform,
@@ -112,6 +112,20 @@ def test_gunzip_checks_truncation_and_corruption() -> None:
     with pytest.raises(ArchiveError, match="corrupt"):
         GunzipHasher("layer").update(b"\x1f\x8b\x08\x00" + b"\xff" * 50)
     assert zlib  # zlib is what both use underneath
+
+
+def test_gunzip_output_is_bounded_for_a_crafted_layer() -> None:
+    """A small layer that inflates a thousandfold is hashed one bounded piece at a time, in
+    the layer verifier (archive.py) as in the whole-archive spool (files.py)."""
+    bomb = gzip.compress(bytes(64 * CHUNK), 9)
+    assert len(bomb) < CHUNK // 8  # one read of the archive holds all of it
+    pieces: list[int] = []
+    hasher = GunzipHasher("layer", lambda out: pieces.append(len(out)))
+    hasher.update(bomb)
+    assert hasher.finish() == sha256_of(bytes(64 * CHUNK))
+    assert sum(pieces) == 64 * CHUNK
+    assert max(pieces) <= CHUNK
+    assert max(len(out) for out in gunzip_chunks(iter([bomb]))) <= CHUNK
 
 
 def test_tar_index_follows_links_and_refuses_escapes(tmp_path: Path) -> None:

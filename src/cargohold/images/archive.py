@@ -36,6 +36,7 @@ from cargohold.images.files import (
     ZSTD_MAGIC,
     ArchiveError,
     Files,
+    Gunzip,
     gunzip_chunks,
     read_small,
 )
@@ -589,33 +590,18 @@ def verify_blob(files: Files, plan: BlobPlan, tmpdir: str, on_bytes: Callable[[i
 
 
 class GunzipHasher:
-    """Hash the decompressed form of a gzip stream fed chunk by chunk (multi-member aware).
-
-    Truncation (a stream that stops before its end marker) and corruption (a CRC or length that
-    does not match, bad deflate data) both raise :class:`ArchiveError` naming ``what``.
-    """
+    """Hash the decompressed form of a gzip stream fed chunk by chunk (see :class:`Gunzip`:
+    multi-member aware, bounded output, truncation and corruption raise naming ``what``)."""
 
     def __init__(self, what: str, sink: Callable[[bytes], object] | None = None) -> None:
         self.what = what
         self.sink = sink
         self.hasher = hashlib.sha256()
-        self._d = zlib.decompressobj(wbits=31)
-        self._mid_member = False
+        self._gunzip = Gunzip(what)
 
     def update(self, data: bytes) -> None:
-        while data:
-            self._mid_member = True
-            try:
-                out = self._d.decompress(data)
-            except zlib.error as e:
-                raise ArchiveError(f"{self.what} is corrupt ({e})") from None
+        for out in self._gunzip.feed(data):
             self._emit(out)
-            if not self._d.eof:
-                return
-            rest = self._d.unused_data
-            self._d = zlib.decompressobj(wbits=31)
-            self._mid_member = False
-            data = rest if rest.strip(b"\0") else b""
 
     def _emit(self, out: bytes) -> None:
         if out:
@@ -624,9 +610,7 @@ class GunzipHasher:
                 self.sink(out)
 
     def finish(self) -> str:
-        self._emit(self._d.flush())
-        if self._mid_member and not self._d.eof:
-            raise ArchiveError(f"{self.what} is truncated (its gzip stream ends early)")
+        self._emit(self._gunzip.finish())
         return "sha256:" + self.hasher.hexdigest()
 
 

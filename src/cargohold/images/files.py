@@ -277,37 +277,59 @@ def _read_chunks(f: BinaryIO) -> Iterator[bytes]:
         yield chunk
 
 
-def gunzip_chunks(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """Decompress a (possibly multi-member) gzip stream; truncation and corruption are errors.
+class Gunzip:
+    """Decompresses a (possibly multi-member) gzip stream fed chunk by chunk.
 
+    The one place cargohold inflates gzip, for whole archives and for single layers. Output
+    comes in pieces of at most :data:`CHUNK` bytes whatever the input: a small crafted layer
+    that inflates a thousandfold costs one chunk of memory at a time, not its whole expansion.
     The CRC and length in each member's trailer are checked by zlib, so a flipped byte anywhere
-    in a compressed archive or layer is caught here rather than when someone pulls the image.
+    is caught here rather than when someone pulls the image; truncation and corruption raise
+    :class:`ArchiveError` naming ``what``. Zero padding after the last member is ignored.
     """
-    d = zlib.decompressobj(wbits=31)
-    seen_data = False
-    try:
-        for chunk in chunks:
-            while chunk:
-                seen_data = True
-                out = d.decompress(chunk, CHUNK)
+
+    def __init__(self, what: str = "gzip data") -> None:
+        self.what = what
+        self._d = zlib.decompressobj(wbits=31)
+        self._mid_member = False
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        d = self._d
+        try:
+            while data:
+                self._mid_member = True
+                out = d.decompress(data, CHUNK)
                 if out:
                     yield out
                 while d.unconsumed_tail:
                     out = d.decompress(d.unconsumed_tail, CHUNK)
                     if out:
                         yield out
-                chunk = b""
-                if d.eof:
-                    rest = d.unused_data
-                    d = zlib.decompressobj(wbits=31)
-                    if rest.strip(b"\0"):
-                        chunk = rest  # another gzip member follows
-                    else:
-                        seen_data = False
-        tail = d.flush()
-        if tail:
-            yield tail
-    except zlib.error as e:
-        raise ArchiveError(f"gzip data is corrupt ({e})") from None
-    if seen_data and not d.eof:
-        raise ArchiveError("gzip data is truncated (the stream ends before its end marker)")
+                if not d.eof:
+                    return
+                rest = d.unused_data
+                d = self._d = zlib.decompressobj(wbits=31)
+                self._mid_member = False
+                data = rest if rest.strip(b"\0") else b""  # another member follows
+        except zlib.error as e:
+            raise ArchiveError(f"{self.what} is corrupt ({e})") from None
+
+    def finish(self) -> bytes:
+        """What is left; raises if the stream stopped inside a member."""
+        try:
+            tail = self._d.flush()
+        except zlib.error as e:
+            raise ArchiveError(f"{self.what} is corrupt ({e})") from None
+        if self._mid_member and not self._d.eof:
+            raise ArchiveError(f"{self.what} is truncated (its gzip stream ends before its end)")
+        return tail
+
+
+def gunzip_chunks(chunks: Iterator[bytes], what: str = "gzip data") -> Iterator[bytes]:
+    """Decompress a gzip stream (see :class:`Gunzip`), pieces of at most :data:`CHUNK` bytes."""
+    gunzip = Gunzip(what)
+    for chunk in chunks:
+        yield from gunzip.feed(chunk)
+    tail = gunzip.finish()
+    if tail:
+        yield tail
