@@ -7,10 +7,11 @@ code can never drift from its error code.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import Enum, unique
 from typing import Any
 
 
+@unique
 class ErrorCode(Enum):
     # name = (HTTP status, message)
     UNKNOWN = (500, "unknown error")

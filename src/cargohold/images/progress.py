@@ -5,8 +5,6 @@ terminal every blob gets a bar with bytes, rate and time left (drawn by ``rich``
 not a terminal (CI logs, pipes) bars would be noise: each step then prints one line when it
 finishes, and a long one prints a line now and then with how far it got. Work happens in threads
 (hashing, compressing) and in the event loop (uploads), so every method is thread-safe.
-
-``rich`` is optional at run time: without it a terminal gets the plain lines too.
 """
 
 from __future__ import annotations
@@ -16,6 +14,16 @@ import threading
 import time
 from types import TracebackType
 from typing import Any, TextIO
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.progress import Progress as RichProgress
 
 PLAIN_REPORT_INTERVAL = 10.0  # seconds between "still going" lines for one long step
 
@@ -60,31 +68,18 @@ class Progress:
         self.stream = stream or sys.stdout
         if mode is None:
             mode = "rich" if self.stream.isatty() else "plain"
-        self._rich: Any = None
+        self._rich: RichProgress | None = None
         if mode == "rich":
-            try:
-                from rich.console import Console
-                from rich.progress import (
-                    BarColumn,
-                    DownloadColumn,
-                    TextColumn,
-                    TimeRemainingColumn,
-                    TransferSpeedColumn,
-                )
-                from rich.progress import Progress as RichProgress
-            except ImportError:
-                mode = "plain"
-            else:
-                self._console = Console(file=self.stream)
-                self._rich = RichProgress(
-                    TextColumn("{task.description}"),
-                    BarColumn(),
-                    DownloadColumn(),
-                    TransferSpeedColumn(),
-                    TimeRemainingColumn(),
-                    console=self._console,
-                    transient=False,
-                )
+            self._console = Console(file=self.stream)
+            self._rich = RichProgress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=self._console,
+                transient=False,
+            )
         self.mode = mode
         self._lock = threading.Lock()
         self._started = False
