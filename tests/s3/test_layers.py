@@ -9,11 +9,13 @@ from typing import TypeVar
 
 import pytest
 
+from cargohold.registry.gc import invalidate_cached
 from cargohold.registry.repoindex import IndexingDriver
 from cargohold.storage import paths
 from cargohold.storage.cache import CachingDriver, InMemoryCache, _InvalidatingWriter, classify
 from cargohold.storage.driver import FileWriter, PathNotFoundError, StorageDriver
 from cargohold.storage.filesystem import FilesystemDriver
+from cargohold.storage.inmemory import InMemoryDriver
 from cargohold.storage.wrapper import DriverWrapper
 
 T = TypeVar("T")
@@ -80,6 +82,36 @@ def test_cache_never_serves_a_deleted_file(tmp_path: Path) -> None:
         await cached.stat(LINK)
         await cached.delete(REPO)
         assert not [k for k in cache._entries if k.startswith(cached.prefix + REPO + "/")]
+
+    run(go())
+
+
+def test_layer_finds_each_driver_in_the_stack(tmp_path: Path) -> None:
+    base = FilesystemDriver(str(tmp_path))
+    indexed = IndexingDriver(base)
+    cached = CachingDriver(indexed, InMemoryCache())
+    assert cached.layer(FilesystemDriver) is base
+    assert cached.layer(IndexingDriver) is indexed
+    assert cached.layer(CachingDriver) is cached
+    assert indexed.layer(CachingDriver) is None
+    assert base.layer(FilesystemDriver) is base and base.layer(IndexingDriver) is None
+    assert cached.layer(InMemoryDriver) is None
+
+
+def test_gc_invalidates_the_cache_below_an_index(tmp_path: Path) -> None:
+    """Online GC drops what another process deleted from the cache, wherever it sits."""
+
+    async def go() -> None:
+        base = FilesystemDriver(str(tmp_path))
+        cached = CachingDriver(base, InMemoryCache())
+        driver = IndexingDriver(cached)
+        await driver.put_content(LINK, b"sha256:" + b"a" * 64)
+        await driver.stat(LINK)
+        await base.delete(LINK)  # behind the cache's back
+        assert (await driver.stat(LINK)).size == 71
+        await invalidate_cached(driver, [LINK])
+        with pytest.raises(PathNotFoundError):
+            await driver.stat(LINK)
 
     run(go())
 

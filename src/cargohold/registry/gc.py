@@ -53,6 +53,7 @@ from cargohold.registry import inventory
 from cargohold.registry.inventory import BlobEntry, RepoInventory
 from cargohold.registry.manifests import MAX_MANIFEST_SIZE
 from cargohold.storage import paths
+from cargohold.storage.cache import CachingDriver
 from cargohold.storage.driver import PathNotFoundError, StorageDriver
 
 log = logging.getLogger("cargohold.gc")
@@ -181,16 +182,10 @@ def references_of(data: bytes) -> References:
 
 
 async def invalidate_cached(driver: StorageDriver, stale: Iterable[str]) -> None:
-    """Drop ``stale`` paths from every cache layer wrapped around the driver (the blob
-    descriptor cache: ``backend`` + ``prefix``, wrapping ``inner``)."""
-    node: Any = driver
-    items = list(stale)
-    while node is not None and items:
-        backend, prefix = getattr(node, "backend", None), getattr(node, "prefix", None)
-        if backend is not None and isinstance(prefix, str):
-            for path in items:
-                await backend.invalidate(prefix + path)
-        node = getattr(node, "inner", None)
+    """Drop ``stale`` paths from the blob descriptor cache wrapped around the driver, if any."""
+    cache = driver.layer(CachingDriver)
+    if cache is not None:
+        await cache.invalidate(stale)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,6 @@ import os
 import stat as stat_mod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from cargohold.digest import Digest
 from cargohold.storage import paths
@@ -63,10 +62,7 @@ class Inventory:
 
 def local_driver(driver: StorageDriver) -> FilesystemDriver | None:
     """The filesystem driver under any cache or index layers (reads may bypass them)."""
-    node: Any = driver
-    while node is not None and not isinstance(node, FilesystemDriver):
-        node = getattr(node, "inner", None)
-    return node if isinstance(node, FilesystemDriver) else None
+    return driver.layer(FilesystemDriver)
 
 
 async def walk_files(driver: StorageDriver, root: str, prune: frozenset[str]) -> list[FileInfo]:
@@ -76,20 +72,13 @@ async def walk_files(driver: StorageDriver, root: str, prune: frozenset[str]) ->
         local = fs.local_path(root)
         assert local is not None
         return await asyncio.to_thread(_walk_local, local, root, prune)
-    walk: Any = getattr(driver, "walk", None)
-    if walk is not None:
-        try:
-            found: list[FileInfo] = await walk(root)
-        except PathNotFoundError:
-            return []
-        return [
-            f
-            for f in found
-            if not f.is_dir and not prune.intersection(f.path[len(root) :].split("/"))
-        ]
-    out: list[FileInfo] = []
-    await _walk_generic(driver, root, prune, out)
-    return out
+    try:
+        found = await driver.walk(root)
+    except PathNotFoundError:
+        return []
+    return [
+        f for f in found if not f.is_dir and not prune.intersection(f.path[len(root) :].split("/"))
+    ]
 
 
 def _walk_local(local_root: str, root: str, prune: frozenset[str]) -> list[FileInfo]:
@@ -116,27 +105,6 @@ def _walk_local(local_root: str, root: str, prune: frozenset[str]) -> list[FileI
             elif stat_mod.S_ISREG(st.st_mode):
                 out.append(FileInfo(child, st.st_size, st.st_mtime, False))
     return out
-
-
-async def _walk_generic(
-    driver: StorageDriver, path: str, prune: frozenset[str], out: list[FileInfo]
-) -> None:
-    try:
-        children = await driver.list(path)
-    except PathNotFoundError:
-        return
-    for child in children:
-        name = child.rsplit("/", 1)[-1]
-        if name.startswith(".") or name in prune:
-            continue
-        try:
-            info = await driver.stat(child)
-        except PathNotFoundError:
-            continue
-        if info.is_dir:
-            await _walk_generic(driver, child, prune, out)
-        else:
-            out.append(info)
 
 
 async def read_link(driver: StorageDriver, path: str) -> Digest | None:

@@ -30,6 +30,7 @@ import abc
 import hashlib
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 
 from cargohold.storage import paths
 from cargohold.storage.driver import FileInfo, FileWriter, StorageDriver
@@ -189,6 +190,11 @@ class CachingDriver(DriverWrapper):
 
     def _key(self, path: str) -> str:
         return self.prefix + path
+
+    async def invalidate(self, stale: Iterable[str]) -> None:
+        """Drop the entries of files changed behind this layer (by another process)."""
+        for path in stale:
+            await self.backend.invalidate(self._key(path))
 
     async def stat(self, path: str) -> FileInfo:
         kind = classify(path)

@@ -13,6 +13,7 @@ import builtins
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 
 class StorageError(Exception):
@@ -88,8 +89,19 @@ class FileWriter(abc.ABC):
         return None
 
 
+D = TypeVar("D", bound="StorageDriver")
+
+
 class StorageDriver(abc.ABC):
     name: str = "abstract"
+
+    def layer(self, kind: type[D]) -> D | None:
+        """The driver of type ``kind`` in this stack (itself, or one it wraps), or None.
+
+        The cache and the repository index wrap the backend; code that needs one of them (to
+        drop cache entries) or the backend itself (to walk a local directory directly) asks for
+        it by type instead of walking ``inner`` attributes."""
+        return self if isinstance(self, kind) else None
 
     @abc.abstractmethod
     async def stat(self, path: str) -> FileInfo:

@@ -6,7 +6,7 @@ import builtins
 import contextlib
 from collections.abc import AsyncIterator
 
-from cargohold.storage.driver import FileInfo, FileWriter, StorageDriver
+from cargohold.storage.driver import D, FileInfo, FileWriter, StorageDriver
 
 
 class DriverWrapper(StorageDriver):
@@ -18,9 +18,8 @@ class DriverWrapper(StorageDriver):
     def identity(self) -> str:
         return self.inner.identity
 
-    def unwrap(self) -> StorageDriver:
-        inner = self.inner
-        return inner.unwrap() if isinstance(inner, DriverWrapper) else inner
+    def layer(self, kind: type[D]) -> D | None:
+        return self if isinstance(self, kind) else self.inner.layer(kind)
 
     async def stat(self, path: str) -> FileInfo:
         return await self.inner.stat(path)
