@@ -18,7 +18,7 @@ import ipaddress
 import os
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -265,18 +265,24 @@ def ensure_ca(
     return ca_key, ca_cert, True
 
 
-def make_server_files(
-    out: str, hosts: Sequence[str], key_type: str = "ec", days: int = LEAF_DAYS
+def _issue_files(
+    out: str,
+    key_type: str,
+    cert_file: str,
+    key_file: str,
+    issue: Callable[[PrivateKey, x509.Certificate, PrivateKey], x509.Certificate],
 ) -> Issued:
+    """A new key and certificate signed by the CA in ``out`` (made on first use), written
+    beside it: the key 0600, the certificate 0644."""
     os.makedirs(out, mode=0o755, exist_ok=True)
     ca_key, ca_cert, created = ensure_ca(out, key_type)
     key = new_key(key_type)
-    cert = issue_server(ca_key, ca_cert, key, hosts, days)
+    cert = issue(ca_key, ca_cert, key)
     paths = Issued(
         ca_cert=os.path.join(out, "ca.crt"),
         ca_key=os.path.join(out, "ca.key"),
-        cert=os.path.join(out, "server.crt"),
-        key=os.path.join(out, "server.key"),
+        cert=os.path.join(out, cert_file),
+        key=os.path.join(out, key_file),
         ca_created=created,
     )
     # the key first: a registry re-reading the pair skips a key that does not match yet
@@ -285,23 +291,23 @@ def make_server_files(
     return paths
 
 
+def make_server_files(
+    out: str, hosts: Sequence[str], key_type: str = "ec", days: int = LEAF_DAYS
+) -> Issued:
+    def issue(ca_key: PrivateKey, ca: x509.Certificate, key: PrivateKey) -> x509.Certificate:
+        return issue_server(ca_key, ca, key, hosts, days)
+
+    return _issue_files(out, key_type, "server.crt", "server.key", issue)
+
+
 def make_client_files(out: str, name: str, key_type: str = "ec", days: int = LEAF_DAYS) -> Issued:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}", name):
         raise ValueError(f"client name {name!r}: letters, digits, . _ @ - only")
-    os.makedirs(out, mode=0o755, exist_ok=True)
-    ca_key, ca_cert, created = ensure_ca(out, key_type)
-    key = new_key(key_type)
-    cert = issue_client(ca_key, ca_cert, key, name, days)
-    paths = Issued(
-        ca_cert=os.path.join(out, "ca.crt"),
-        ca_key=os.path.join(out, "ca.key"),
-        cert=os.path.join(out, f"{name}.cert"),
-        key=os.path.join(out, f"{name}.key"),
-        ca_created=created,
-    )
-    write_atomic(paths.key, key_pem(key), 0o600)
-    write_atomic(paths.cert, cert_pem(cert), 0o644)
-    return paths
+
+    def issue(ca_key: PrivateKey, ca: x509.Certificate, key: PrivateKey) -> x509.Certificate:
+        return issue_client(ca_key, ca, key, name, days)
+
+    return _issue_files(out, key_type, f"{name}.cert", f"{name}.key", issue)
 
 
 # --------------------------------------------------------------------------- instructions

@@ -45,7 +45,7 @@ class BlobStore:
             return None
 
     async def is_linked(self, name: str, digest: Digest) -> bool:
-        try:
+        try:  # stat, not exists: the blob descriptor cache answers stat
             await self.driver.stat(paths.layer_link(name, digest))
         except PathNotFoundError:
             return False

@@ -645,11 +645,7 @@ class GarbageCollector:
         return found
 
     async def _is_claimed(self, batch_id: str, d: Digest) -> bool:
-        try:
-            await self.driver.stat(paths.gc_claim(batch_id, d))
-        except PathNotFoundError:
-            return False
-        return True
+        return await self.driver.exists(paths.gc_claim(batch_id, d))
 
     # -- deleting ----------------------------------------------------------------------------
 

@@ -95,11 +95,7 @@ class RepositoryIndex:
             self._known.popitem(last=False)
 
     async def _has_manifests(self, name: str) -> bool:
-        try:
-            await self.driver.stat(paths.manifests(name))
-        except PathNotFoundError:
-            return False
-        return True
+        return await self.driver.exists(paths.manifests(name))
 
     async def drop_if_gone(self, name: str) -> None:
         if await self._has_manifests(name):
