@@ -68,6 +68,10 @@ def cases() -> list[Case]:
                 Parsed(Kind.REFERRERS_DIR, n, "_referrers", subject=S),
             ),
             (
+                lambda n=n: paths.referrer_dir(n, S, D),
+                Parsed(Kind.REFERRER_DIR, n, "_referrers", D, S),
+            ),
+            (
                 lambda n=n: paths.referrer_link(n, S, D),
                 Parsed(Kind.REFERRER_LINK, n, "_referrers", D, S),
             ),
@@ -82,6 +86,10 @@ def cases() -> list[Case]:
                 (
                     lambda n=n, t=t: paths.tag_current_link(n, t),
                     Parsed(Kind.TAG_CURRENT_LINK, n, "_manifests", tag=t),
+                ),
+                (
+                    lambda n=n, t=t: paths.tag_index_dir(n, t, D),
+                    Parsed(Kind.TAG_INDEX_DIR, n, "_manifests", D, tag=t),
                 ),
                 (
                     lambda n=n, t=t: paths.tag_index_link(n, t, D),
@@ -166,7 +174,7 @@ NEAR_MISSES = [
     f"{R}/app/_manifests/revisions/sha256/{H}/link/x",
     f"{R}/app/_manifests/tags/-bad-tag/current/link",
     f"{R}/app/_manifests/tags/v1/current",
-    f"{R}/app/_manifests/tags/v1/index/sha256/{H}",
+    f"{R}/app/_manifests/tags/v1/index/sha256",
     f"{R}/app/_uploads/{UPLOAD}/hashstates/sha256/0",
     f"{R}/app/_referrers/sha256/{H}/sha256/{H}/notlink",
     f"{R}/app/_pulls/v1/x",

@@ -50,6 +50,7 @@ from typing import Any
 
 from cargohold.digest import Digest
 from cargohold.registry import inventory
+from cargohold.registry.catalog import order_key
 from cargohold.registry.inventory import BlobEntry, RepoInventory
 from cargohold.registry.manifests import MAX_MANIFEST_SIZE
 from cargohold.storage import paths
@@ -425,7 +426,7 @@ class GarbageCollector:
         mark = Marks()
         cutoff = now - opts.grace_period
         candidates: list[tuple[str, Digest]] = []
-        for name in sorted(repos, key=lambda n: n.split("/")):
+        for name in sorted(repos, key=order_key):
             repo = repos[name]
             if not repo.has_manifests:
                 continue
@@ -656,14 +657,12 @@ class GarbageCollector:
         for tag, entries in repo.tag_index.items():
             if d in entries:
                 with contextlib.suppress(PathNotFoundError):
-                    path = paths.tag_index_link(name, tag, d)
-                    await self.driver.delete(path.rsplit("/", 1)[0])
-                    self._removed.append(path)
+                    await self.driver.delete(paths.tag_index_dir(name, tag, d))
+                    self._removed.append(paths.tag_index_link(name, tag, d))
         refs = self._refs.get(d)
         if refs is not None and refs.subject is not None:
             with contextlib.suppress(PathNotFoundError):
-                link = paths.referrer_link(name, refs.subject, d)
-                await self.driver.delete(link.rsplit("/", 1)[0])
+                await self.driver.delete(paths.referrer_dir(name, refs.subject, d))
         log.info("deleting manifest %s@%s", name, d)
         with contextlib.suppress(PathNotFoundError):
             await self.driver.delete(paths.revision_dir(name, d))

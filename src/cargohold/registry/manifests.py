@@ -373,9 +373,10 @@ class ManifestStore:
             with contextlib.suppress(PathNotFoundError):
                 await self.driver.delete(paths.revision_dir(name, digest))
             if manifest is not None and manifest.subject is not None:
-                link = paths.referrer_link(name, manifest.subject.digest, digest)
                 with contextlib.suppress(PathNotFoundError):
-                    await self.driver.delete(link.rsplit("/", 1)[0])
+                    await self.driver.delete(
+                        paths.referrer_dir(name, manifest.subject.digest, digest)
+                    )
             for tag in await self.tags(name):
                 try:
                     raw = await self.driver.get_content(paths.tag_current_link(name, tag))
@@ -412,9 +413,8 @@ class ManifestStore:
             except PathNotFoundError:
                 continue
             for entry in entries:
-                digest = Digest.try_parse(
-                    f"{alg_path.rsplit('/', 1)[-1]}:{entry.rsplit('/', 1)[-1]}"
-                )
+                parsed = paths.parse(entry)
+                digest = parsed.digest if parsed.kind is paths.Kind.REFERRER_DIR else None
                 if digest is None or not await self.exists(name, digest):
                     continue
                 try:

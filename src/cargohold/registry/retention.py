@@ -33,6 +33,7 @@ from typing import Any
 
 from cargohold.config import RetentionConfig, RetentionPolicy
 from cargohold.registry import inventory
+from cargohold.registry.catalog import order_key
 from cargohold.registry.events import PULL, Event
 from cargohold.registry.gc import GarbageCollector, GCOptions
 from cargohold.registry.inventory import RepoInventory
@@ -150,7 +151,7 @@ class RetentionEngine:
         report = RetentionReport(dry_run=True)
         untagged: set[str] = set()
         ignored: dict[str, set[str]] = {}
-        for name in sorted(repos, key=lambda n: n.split("/")):
+        for name in sorted(repos, key=order_key):
             repo = repos[name]
             if not repo.has_manifests:
                 continue

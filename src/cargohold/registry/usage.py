@@ -13,6 +13,7 @@ from typing import Any
 
 from cargohold.digest import Digest
 from cargohold.registry import inventory
+from cargohold.registry.catalog import order_key
 from cargohold.registry.gc import GarbageCollector, GCOptions, Marks
 from cargohold.storage import paths
 from cargohold.storage.driver import StorageDriver
@@ -91,7 +92,7 @@ async def disk_usage(driver: StorageDriver) -> UsageReport:
     report = UsageReport(blobs=len(blobs), stored=sum(b.size for b in blobs.values()))
     report.referenced = sum(blobs[d].size for d in users)
     report.shared = sum(blobs[d].size for d, n in users.items() if n > 1)
-    for name in sorted(used_by, key=lambda n: n.split("/")):
+    for name in sorted(used_by, key=order_key):
         repo = repos[name]
         usage = RepoUsage(name, manifests=len(repo.revisions), tags=len(repo.tags))
         for d in used_by[name]:

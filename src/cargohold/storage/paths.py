@@ -98,8 +98,12 @@ def tag_current_link(name: str, tag: str) -> str:
     return f"{tag_dir(name, tag)}/current/link"
 
 
+def tag_index_dir(name: str, tag: str, d: Digest) -> str:
+    return f"{tag_dir(name, tag)}/index/{d.algorithm}/{d.hex}"
+
+
 def tag_index_link(name: str, tag: str, d: Digest) -> str:
-    return f"{tag_dir(name, tag)}/index/{d.algorithm}/{d.hex}/link"
+    return f"{tag_index_dir(name, tag, d)}/link"
 
 
 def uploads(name: str) -> str:
@@ -122,8 +126,12 @@ def referrers_dir(name: str, subject: Digest) -> str:
     return f"{repository(name)}/_referrers/{subject.algorithm}/{subject.hex}"
 
 
+def referrer_dir(name: str, subject: Digest, d: Digest) -> str:
+    return f"{referrers_dir(name, subject)}/{d.algorithm}/{d.hex}"
+
+
 def referrer_link(name: str, subject: Digest, d: Digest) -> str:
-    return f"{referrers_dir(name, subject)}/{d.algorithm}/{d.hex}/link"
+    return f"{referrer_dir(name, subject, d)}/link"
 
 
 def pulls(name: str) -> str:
@@ -183,11 +191,13 @@ class Kind(enum.Enum):
     REVISION_LINK = enum.auto()
     TAG_DIR = enum.auto()
     TAG_CURRENT_LINK = enum.auto()
+    TAG_INDEX_DIR = enum.auto()
     TAG_INDEX_LINK = enum.auto()
     UPLOAD_DIR = enum.auto()
     UPLOAD_DATA = enum.auto()
     UPLOAD_STARTEDAT = enum.auto()
     REFERRERS_DIR = enum.auto()
+    REFERRER_DIR = enum.auto()
     REFERRER_LINK = enum.auto()
     PULL_RECORD = enum.auto()
     GC_LEASE = enum.auto()
@@ -285,23 +295,25 @@ def _parse_repository(parts: list[str]) -> Parsed:
                 return Parsed(Kind.TAG_DIR, name, area, tag=tag)
             if n == 4 and rest[2] == "current" and rest[3] == "link":
                 return Parsed(Kind.TAG_CURRENT_LINK, name, area, tag=tag)
-            if n == 6 and rest[2] == "index" and rest[5] == "link":
+            if (n == 5 or (n == 6 and rest[5] == "link")) and rest[2] == "index":
                 d = _digest(rest[3], rest[4])
                 if d is not None:
-                    return Parsed(Kind.TAG_INDEX_LINK, name, area, d, tag=tag)
+                    kind = Kind.TAG_INDEX_DIR if n == 5 else Kind.TAG_INDEX_LINK
+                    return Parsed(kind, name, area, d, tag=tag)
     elif area == "_uploads":
         if n == 1:
             return Parsed(Kind.UPLOAD_DIR, name, area, upload_id=rest[0])
         if n == 2 and rest[1] in _UPLOAD_FILES:
             return Parsed(_UPLOAD_FILES[rest[1]], name, area, upload_id=rest[0])
     elif area == "_referrers":
-        subject = _digest(rest[0], rest[1]) if n in (2, 5) else None
+        subject = _digest(rest[0], rest[1]) if n in (2, 4, 5) else None
         if subject is not None and n == 2:
             return Parsed(Kind.REFERRERS_DIR, name, area, subject=subject)
-        if subject is not None and rest[4] == "link":
+        if subject is not None and (n == 4 or rest[4] == "link"):
             d = _digest(rest[2], rest[3])
             if d is not None:
-                return Parsed(Kind.REFERRER_LINK, name, area, d, subject)
+                kind = Kind.REFERRER_DIR if n == 4 else Kind.REFERRER_LINK
+                return Parsed(kind, name, area, d, subject)
     elif area == "_pulls" and n == 1 and TAG_RE.match(rest[0]):
         return Parsed(Kind.PULL_RECORD, name, area, tag=rest[0])
     return Parsed(Kind.REPOSITORY_AREA, name, area)
