@@ -178,7 +178,9 @@ def catalog_entry(name: str) -> str:
 
 
 class Kind(enum.Enum):
-    """What a path in the layout is; one member per builder above."""
+    """What a path in the layout is: one member per builder above, except that the area
+    directories (``layers()``, ``manifests()``, ``revisions()``, ``tags()``, ``uploads()``,
+    ``pulls()``) and anything unrecognised below a repository are ``REPOSITORY_AREA``."""
 
     UNKNOWN = enum.auto()
     BLOB_DIR = enum.auto()
