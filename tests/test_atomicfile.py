@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cargohold.atomicfile import AtomicFile, write_atomic
+from cargohold.atomicfile import AtomicFile, create_exclusive, write_atomic
 
 
 def listing(directory: Path) -> list[str]:
@@ -76,7 +76,11 @@ def test_commit_exclusive_creates_once(tmp_path: Path) -> None:
     assert first.commit_exclusive() is True
     assert second.commit_exclusive() is False
     assert (tmp_path / "ca.key").read_bytes() == b"winner"
-    assert listing(tmp_path) == ["ca.key"]
+    assert create_exclusive(target, b"late", mode=0o600) is False
+    assert create_exclusive(str(tmp_path / "new.key"), b"k", mode=0o600) is True
+    assert (tmp_path / "ca.key").read_bytes() == b"winner"
+    assert stat.S_IMODE((tmp_path / "new.key").stat().st_mode) == 0o600
+    assert listing(tmp_path) == ["ca.key", "new.key"]
 
 
 def test_a_missing_directory_is_an_error_not_a_stray_file(tmp_path: Path) -> None:

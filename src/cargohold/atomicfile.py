@@ -105,3 +105,17 @@ def write_atomic(
     """Replace ``path`` with ``data`` in one rename (see :class:`AtomicFile`)."""
     with AtomicFile(path, mode=mode, fsync=fsync, prefix=prefix) as f:
         f.write(data)
+
+
+def create_exclusive(path: str, data: bytes, *, mode: int | None = None) -> bool:
+    """Create ``path`` holding ``data`` unless it exists (False: it did; nothing changed).
+
+    Workers starting together race to create the same key: exactly one wins, and the others
+    read the winner's complete file."""
+    out = AtomicFile(path, mode=mode)
+    try:
+        out.file.write(data)
+    except BaseException:
+        out.abort()
+        raise
+    return out.commit_exclusive()

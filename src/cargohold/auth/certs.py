@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from cargohold import atomicfile
+from cargohold.atomicfile import write_atomic
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 CA_DAYS = 3650
@@ -218,26 +218,6 @@ def load_certs(path: str) -> list[x509.Certificate]:
         return x509.load_pem_x509_certificates(fh.read())
 
 
-def write_atomic(path: str, data: bytes, mode: int) -> None:
-    """Replace ``path`` with ``data`` in one rename; the file has ``mode`` from the start."""
-    atomicfile.write_atomic(path, data, mode=mode)
-
-
-def create_exclusive(path: str, data: bytes, mode: int) -> bool:
-    """Create ``path`` complete or not at all; False (and nothing written) if it exists.
-
-    Workers starting together race to create the same key: exactly one wins, and the others
-    read the winner's complete file.
-    """
-    out = atomicfile.AtomicFile(path, mode=mode)
-    try:
-        out.file.write(data)
-    except BaseException:
-        out.abort()
-        raise
-    return out.commit_exclusive()
-
-
 @dataclass(frozen=True)
 class Issued:
     ca_cert: str
@@ -260,8 +240,8 @@ def ensure_ca(
         )
     ca_key = new_key(key_type)
     ca_cert = make_ca(ca_key, days=days)
-    write_atomic(ca_key_path, key_pem(ca_key), 0o600)
-    write_atomic(ca_cert_path, cert_pem(ca_cert), 0o644)
+    write_atomic(ca_key_path, key_pem(ca_key), mode=0o600)
+    write_atomic(ca_cert_path, cert_pem(ca_cert), mode=0o644)
     return ca_key, ca_cert, True
 
 
@@ -286,8 +266,8 @@ def _issue_files(
         ca_created=created,
     )
     # the key first: a registry re-reading the pair skips a key that does not match yet
-    write_atomic(paths.key, key_pem(key), 0o600)
-    write_atomic(paths.cert, cert_pem(cert), 0o644)
+    write_atomic(paths.key, key_pem(key), mode=0o600)
+    write_atomic(paths.cert, cert_pem(cert), mode=0o644)
     return paths
 
 

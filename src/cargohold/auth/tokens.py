@@ -37,6 +37,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
+from cargohold.atomicfile import create_exclusive, write_atomic
 from cargohold.auth import certs
 from cargohold.auth.scopes import Grants, InvalidToken, Scope
 from cargohold.config import ConfigError, TokenConfig
@@ -324,7 +325,7 @@ def load_or_create_signing_key(key_path: str, cert_path: str) -> SigningKey:
     """
     if not os.path.exists(key_path):
         os.makedirs(os.path.dirname(os.path.abspath(key_path)), mode=0o700, exist_ok=True)
-        if certs.create_exclusive(key_path, certs.key_pem(certs.new_key("ec")), 0o600):
+        if create_exclusive(key_path, certs.key_pem(certs.new_key("ec")), mode=0o600):
             log.info("created token signing key %s", key_path)
     key = certs.load_key(key_path)
     cert = None
@@ -334,13 +335,12 @@ def load_or_create_signing_key(key_path: str, cert_path: str) -> SigningKey:
             _as_public_key(key.public_key(), key_path)
         ):
             log.warning("%s does not match %s; writing a new certificate", cert_path, key_path)
-            certs.write_atomic(
-                cert_path, certs.cert_pem(certs.self_signed(key, "cargohold token signer")), 0o644
-            )
+            new = certs.self_signed(key, "cargohold token signer")
+            write_atomic(cert_path, certs.cert_pem(new), mode=0o644)
             cert = certs.load_cert(cert_path)
     else:
         new = certs.self_signed(key, "cargohold token signer")
-        if certs.create_exclusive(cert_path, certs.cert_pem(new), 0o644):
+        if create_exclusive(cert_path, certs.cert_pem(new), mode=0o644):
             log.info("created token signing certificate %s (rootcertbundle for others)", cert_path)
         cert = certs.load_cert(cert_path)
     algorithm = _algorithm_for(key)
