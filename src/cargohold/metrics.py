@@ -24,6 +24,8 @@ from typing import Any
 
 from aiohttp import web
 
+from cargohold.api import routes
+
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -211,29 +213,10 @@ _UPLOAD_HANDLERS = frozenset({"blob_upload", "blob_upload_chunk"})
 
 
 def handler_name(request: web.Request) -> str:
-    """A low-cardinality name for the route (never the repository name)."""
-    path = request.path
-    if "/v2/" not in path and not path.endswith("/v2"):
-        return "other"
-    tail = path.split("/v2", 1)[1].strip("/")
-    if not tail:
-        return "base"
-    if tail == "_catalog":
-        return "catalog"
-    if tail.endswith("/tags/list"):
-        return "tags"
-    parts = tail.rsplit("/", 3)
-    if len(parts) >= 2 and parts[-2] == "manifests":
-        return "manifest"
-    if len(parts) >= 2 and parts[-2] == "referrers":
-        return "referrers"
-    if tail.endswith("/blobs/uploads"):
-        return "blob_upload"
-    if len(parts) >= 3 and parts[-2] == "uploads" and parts[-3] == "blobs":
-        return "blob_upload_chunk"
-    if len(parts) >= 2 and parts[-2] == "blobs":
-        return "blob"
-    return "other"
+    """The route's name from the table (never the repository name: low cardinality);
+    ``other`` for requests no route of an area matched (``/``, the token endpoint, ...)."""
+    found = request.get(routes.ROUTE_KEY)
+    return "other" if found is None else found.route.name
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -281,6 +264,15 @@ def _body_bytes(request: web.Request, response: web.StreamResponse | None) -> in
     if length:
         return length
     return response.content_length or 0
+
+
+def install(app: web.Application) -> None:
+    """Count the requests of ``app``: right after the route middleware, whose match names them,
+    and before the error translator, so the statuses counted are those sent."""
+    if _m is None:
+        return
+    app.middlewares.insert(app.middlewares.index(routes.middleware) + 1, middleware)
+    app.on_response_prepare.append(on_prepare)
 
 
 async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:

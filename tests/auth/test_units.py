@@ -22,6 +22,7 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from cargohold.api import routes
 from cargohold.auth import certs
 from cargohold.auth.accesslog import USER_KEY, AccessLog, redact_query
 from cargohold.auth.htpasswd import HtpasswdFile, PasswordChecker, hash_password, parse
@@ -127,7 +128,7 @@ def test_push_implies_pull(tmp_path: Path) -> None:
     ],
 )
 def test_targets(method: str, tail: str, expected: Target) -> None:
-    assert target_of(method, tail) == expected
+    assert target_of(method, routes.match(tail)) == expected
 
 
 def test_challenge_scopes() -> None:

@@ -168,9 +168,7 @@ class Operations:
 
     def install(self, app: web.Application) -> None:
         app[EVENTS_KEY] = self.hub
-        if metrics.enabled():
-            app.middlewares.insert(0, metrics.middleware)
-            app.on_response_prepare.append(metrics.on_prepare)
+        metrics.install(app)
 
     async def start(self) -> None:
         if self.notifier is not None:

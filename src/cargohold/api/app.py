@@ -1,21 +1,19 @@
-"""The aiohttp application: one route table, one error translator, the access log.
+"""The aiohttp application: the handlers of the route table, one error translator.
 
-Repository names contain slashes, so instead of aiohttp's per-route patterns the whole
-``/v2/...`` tail is matched against the table below in order (uploads before blobs, since
-``blobs/uploads`` would otherwise look like a blob named "uploads").
+The routes themselves (paths, methods, the access each needs) are in :mod:`cargohold.api.routes`;
+this module binds each route name to its handlers.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
 from cargohold import metrics
-from cargohold.api import blobs, health, manifests
+from cargohold.api import blobs, health, manifests, routes
 from cargohold.api.bodies import close_if_spent
 from cargohold.api.common import API_VERSION_HEADER, REGISTRY_KEY
 from cargohold.auth.middleware import install_auth
@@ -28,36 +26,36 @@ log = logging.getLogger("cargohold.api")
 
 Handler = Callable[..., Awaitable[web.StreamResponse]]
 
-_NAME = r"(?P<name>.+?)"
-ROUTES: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
-    # Manifests first, the most requested. No two patterns match the same path, except a
-    # blob named "uploads", which the upload route must win.
-    (
-        re.compile(rf"^{_NAME}/manifests/(?P<reference>[^/]+)$"),
-        {
-            "GET": manifests.get_manifest,
-            "HEAD": manifests.get_manifest,
-            "PUT": manifests.put_manifest,
-            "DELETE": manifests.delete_manifest,
-        },
-    ),
-    (re.compile(rf"^{_NAME}/tags/list$"), {"GET": manifests.list_tags}),
-    (re.compile(rf"^{_NAME}/blobs/uploads/?$"), {"POST": blobs.start_upload}),
-    (
-        re.compile(rf"^{_NAME}/blobs/uploads/(?P<upload_id>[^/]+)$"),
-        {
-            "GET": blobs.upload_status,
-            "PATCH": blobs.patch_upload,
-            "PUT": blobs.finish_upload,
-            "DELETE": blobs.cancel_upload,
-        },
-    ),
-    (
-        re.compile(rf"^{_NAME}/blobs/(?P<digest_s>[^/]+)$"),
-        {"GET": blobs.get_blob, "HEAD": blobs.head_blob, "DELETE": blobs.delete_blob},
-    ),
-    (re.compile(rf"^{_NAME}/referrers/(?P<digest_s>[^/]+)$"), {"GET": manifests.referrers}),
-]
+
+async def _base(request: web.Request) -> web.StreamResponse:
+    return web.json_response({})
+
+
+async def _catalog(request: web.Request) -> web.StreamResponse:
+    return await manifests.catalog(request)
+
+
+# Route name -> method -> handler; the methods are exactly the route's (tests/api/test_routes.py).
+HANDLERS: Mapping[str, Mapping[str, Handler]] = {
+    "base": {"GET": _base, "HEAD": _base},
+    "catalog": {"GET": _catalog},
+    "manifest": {
+        "GET": manifests.get_manifest,
+        "HEAD": manifests.get_manifest,
+        "PUT": manifests.put_manifest,
+        "DELETE": manifests.delete_manifest,
+    },
+    "tags": {"GET": manifests.list_tags},
+    "blob_upload": {"POST": blobs.start_upload},
+    "blob_upload_chunk": {
+        "GET": blobs.upload_status,
+        "PATCH": blobs.patch_upload,
+        "PUT": blobs.finish_upload,
+        "DELETE": blobs.cancel_upload,
+    },
+    "blob": {"GET": blobs.get_blob, "HEAD": blobs.head_blob, "DELETE": blobs.delete_blob},
+    "referrers": {"GET": manifests.referrers},
+}
 
 
 def _error_response(request: web.Request, err: RegistryError) -> web.Response:
@@ -73,32 +71,24 @@ def _error_response(request: web.Request, err: RegistryError) -> web.Response:
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
-    tail = request.match_info["tail"]
-    if tail == "":
-        if request.method not in ("GET", "HEAD"):
-            raise RegistryError(ErrorCode.UNSUPPORTED, f"{request.method} is not allowed here")
-        return web.json_response({})
-    if tail == "_catalog":
-        if request.method != "GET":
-            raise RegistryError(ErrorCode.UNSUPPORTED, f"{request.method} is not allowed here")
-        return await manifests.catalog(request)
-    for pattern, methods in ROUTES:
-        m = pattern.match(tail)
-        if m is None:
-            continue
-        handler = methods.get(request.method)
-        if handler is None:
-            raise RegistryError(
-                ErrorCode.UNSUPPORTED,
-                f"{request.method} is not allowed here",
-                headers={"Allow": ", ".join(methods)},
-            )
-        params = m.groupdict()
+    """The catch-all of ``PREFIX/v2/``: the handler of the route :mod:`routes` matched."""
+    found = request[routes.ROUTE_KEY]
+    methods = HANDLERS.get(found.route.name)
+    if methods is None:
+        raise RegistryError(
+            ErrorCode.NAME_UNKNOWN, "no such endpoint", {"path": request.path[:300]}, status=404
+        )
+    handler = methods.get(request.method)
+    if handler is None:
+        raise RegistryError(
+            ErrorCode.UNSUPPORTED,
+            f"{request.method} is not allowed here",
+            headers={"Allow": ", ".join(methods)},
+        )
+    params = found.params
+    if params:
         check_name(params["name"])
-        return await handler(request, **params)
-    raise RegistryError(
-        ErrorCode.NAME_UNKNOWN, "no such endpoint", {"path": request.path[:300]}, status=404
-    )
+    return await handler(request, **params)
 
 
 def _from_http_exception(exc: web.HTTPException) -> RegistryError:
@@ -145,10 +135,13 @@ async def api_middleware(
 def create_app(
     registry: Registry, extra_headers: dict[str, list[str]] | None = None
 ) -> web.Application:
-    app = web.Application(middlewares=[api_middleware], client_max_size=4 * 1024 * 1024 + 1)
+    # routes.middleware first: everything after it reads its match (metrics go right after it)
+    app = web.Application(
+        middlewares=[routes.middleware, api_middleware], client_max_size=4 * 1024 * 1024 + 1
+    )
     app[REGISTRY_KEY] = registry
     prefix = registry.config.http.prefix
-    app.router.add_route("*", prefix + "/v2/{tail:.*}", dispatch)
+    app.router.add_route("*", prefix + routes.V2.root + "{" + routes.V2.key + ":.*}", dispatch)
     app.router.add_route("*", prefix + "/v2", _redirect_v2)
     app.router.add_get("/", health.root)
     app.router.add_get("/debug/health", health.debug_health)

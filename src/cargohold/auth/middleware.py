@@ -1,6 +1,7 @@
 """Who is asking, and may they: the auth middleware, and the built-in token endpoint.
 
-Every ``/v2/`` request is mapped to what it needs, as registry:2 does: ``GET``/``HEAD`` need
+Every ``/v2/`` request needs what its route says (the table in :mod:`cargohold.api.routes`),
+as registry:2 has it: ``GET``/``HEAD`` need
 ``pull``, ``POST``/``PUT``/``PATCH`` need ``pull`` and ``push``, ``DELETE`` needs ``delete``
 (cancelling an upload needs ``push``), ``/v2/_catalog`` needs ``registry:catalog:*`` and
 ``/v2/`` itself only valid credentials. Then:
@@ -31,7 +32,9 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from multidict import MultiDict
 
+from cargohold.api import routes
 from cargohold.api.common import CATALOG_FILTER_KEY
+from cargohold.api.routes import RouteMatch
 from cargohold.auth.accesslog import USER_KEY
 from cargohold.auth.htpasswd import HtpasswdFile, PasswordChecker
 from cargohold.auth.policy import ALL_ACTIONS, NOTHING, Policy
@@ -95,29 +98,14 @@ class Target:
         return ""
 
 
-def _required_actions(method: str, upload: bool) -> tuple[str, ...]:
-    if method in ("GET", "HEAD"):
-        return ("pull",)
-    if method in ("POST", "PUT", "PATCH"):
-        return ("pull", "push")
-    if method == "DELETE":
-        return ("push",) if upload else ("delete",)
-    return _ACTION_ORDER
-
-
-def target_of(method: str, tail: str) -> Target:
-    if tail == "":
-        return Target("base")
-    if tail == "_catalog":
+def target_of(method: str, found: RouteMatch) -> Target:
+    """What the matched route needs for ``method`` (the table's access, see api/routes.py)."""
+    access = found.route.access(method)
+    if access.kind == "repository":
+        return Target("repository", found.params["name"], access.actions)
+    if access.kind == "catalog":
         return Target("catalog")
-    from cargohold.api.app import ROUTES  # the same table dispatch uses, so names agree
-
-    for pattern, _methods in ROUTES:
-        m = pattern.match(tail)
-        if m is not None:
-            upload = "upload_id" in m.groupdict()
-            return Target("repository", m.group("name"), _required_actions(method, upload))
-    return Target("other")
+    return Target("other" if found.route is routes.UNKNOWN else "base")
 
 
 @dataclass(frozen=True)
@@ -184,10 +172,11 @@ class Authenticator:
     def middleware(self) -> Middleware:
         @web.middleware
         async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-            tail = request.match_info.get("tail")
-            if tail is None:  # not PREFIX/v2/...: /, /v2 (redirect), /auth/token, unknown paths
+            found = request.get(routes.ROUTE_KEY)
+            if found is None or found.route.access(request.method) is routes.OPEN:
+                # not PREFIX/v2/...: /, /v2 (redirect), /auth/token, unknown paths
                 return await handler(request)
-            target = target_of(request.method, tail)
+            target = target_of(request.method, found)
             identity = await self.authenticate(request, target)
             if identity.user is not None:
                 request[USER_KEY] = _clean(identity.user, 100)
