@@ -3,10 +3,12 @@ what; and that dispatch, metrics and auth read the one match the first middlewar
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import importlib
 import subprocess
 import sys
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -148,10 +150,7 @@ def test_routes_is_a_leaf_and_api_and_auth_no_longer_import_each_other() -> None
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert eval(out.stdout) == ["cargohold", "cargohold.api", "cargohold.api.routes"]
-    code = (
-        "import sys, cargohold.auth.middleware\n"
-        "print('cargohold.api.app' in sys.modules)\n"
-    )
+    code = "import sys, cargohold.auth.middleware\nprint('cargohold.api.app' in sys.modules)\n"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False"]
     importlib.import_module("cargohold.api.app")  # and both still load together
@@ -202,3 +201,19 @@ def test_metrics_label_is_the_route_name() -> None:
     ]
     results = asyncio.run(_labels([(m, p) for m, p, _ in cases]))
     assert results == [(200, label) for _, _, label in cases]
+
+
+def test_api_reaches_storage_only_through_the_registry() -> None:
+    """No handler calls the storage driver (redirects and bodies go through the blob store);
+    the one name api/ imports from storage is the error it translates."""
+    api = Path(routes.__file__).parent
+    for source in sorted(api.glob("*.py")):
+        tree = ast.parse(source.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute):
+                assert node.attr != "driver", f"{source.name}:{node.lineno} uses .driver"
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                "cargohold.storage"
+            ):
+                names = [alias.name for alias in node.names]
+                assert names == ["StorageError"], f"{source.name}:{node.lineno} imports {names}"

@@ -20,7 +20,6 @@ from cargohold.api.common import (
 from cargohold.digest import Digest, check_name
 from cargohold.errors import ErrorCode, RegistryError
 from cargohold.registry.uploads import check_upload_id
-from cargohold.storage import paths
 
 
 def _blob_headers(digest: Digest, size: int) -> dict[str, str]:
@@ -48,7 +47,7 @@ async def get_blob(request: web.Request, name: str, digest_s: str) -> web.Stream
     if request.method == "GET":
         notify.blob_event(request, "pull", name, digest, info.size)
     if not reg.config.storage.redirect_disable:
-        url = await reg.driver.url_for(paths.blob_data(digest))
+        url = await reg.blobs.redirect_url(digest)
         if url is not None:
             return web.Response(status=307, headers={"Location": url, "Content-Length": "0"})
     headers = _blob_headers(digest, info.size)
@@ -115,7 +114,7 @@ async def _stream_blob(
     if request.method == "HEAD" or size == 0:
         return response
     remaining = end - start + 1
-    async for chunk in registry_of(request).driver.reader(paths.blob_data(digest), start):
+    async for chunk in registry_of(request).blobs.read(digest, start):
         if len(chunk) > remaining:
             chunk = chunk[:remaining]
         await response.write(chunk)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,9 @@ EMPTY_JSON_DIGEST = Digest("sha256", hashlib.sha256(EMPTY_JSON).hexdigest())
 
 @dataclass(frozen=True, slots=True)
 class BlobInfo:
+    """A blob as a repository sees it; ``local_path`` is the file behind it when the driver
+    has one, for sendfile."""
+
     digest: Digest
     size: int
     local_path: str | None
@@ -61,6 +65,16 @@ class BlobStore:
         except PathNotFoundError:
             raise RegistryError(ErrorCode.BLOB_UNKNOWN, detail={"digest": str(digest)}) from None
         return BlobInfo(digest, info.size, self.driver.local_path(data_path))
+
+    async def redirect_url(self, digest: Digest) -> str | None:
+        """Where a client may fetch the blob straight from the storage (an S3 presigned URL),
+        or None when the bytes must come through us (the filesystem)."""
+        return await self.driver.url_for(paths.blob_data(digest))
+
+    def read(self, digest: Digest, offset: int = 0) -> AsyncIterator[bytes]:
+        """The blob's bytes from ``offset`` on, for drivers with no local file to sendfile
+        (:attr:`BlobInfo.local_path`)."""
+        return self.driver.reader(paths.blob_data(digest), offset)
 
     async def link(self, name: str, digest: Digest) -> None:
         await self.driver.put_content(paths.layer_link(name, digest), str(digest).encode())
