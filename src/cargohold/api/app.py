@@ -31,14 +31,11 @@ async def _base(request: web.Request) -> web.StreamResponse:
     return web.json_response({})
 
 
-async def _catalog(request: web.Request) -> web.StreamResponse:
-    return await manifests.catalog(request)
-
-
-# Route name -> method -> handler; the methods are exactly the route's (tests/api/test_routes.py).
+# Route name (of every area) -> method -> handler; the methods are exactly the route's
+# (tests/api/test_routes.py checks).
 HANDLERS: Mapping[str, Mapping[str, Handler]] = {
     "base": {"GET": _base, "HEAD": _base},
-    "catalog": {"GET": _catalog},
+    "catalog": {"GET": manifests.catalog},
     "manifest": {
         "GET": manifests.get_manifest,
         "HEAD": manifests.get_manifest,
@@ -71,7 +68,7 @@ def _error_response(request: web.Request, err: RegistryError) -> web.Response:
 
 
 async def dispatch(request: web.Request) -> web.StreamResponse:
-    """The catch-all of ``PREFIX/v2/``: the handler of the route :mod:`routes` matched."""
+    """The catch-all of every area (``PREFIX/v2/``): the handler of the route matched."""
     found = request[routes.ROUTE_KEY]
     methods = HANDLERS.get(found.route.name)
     if methods is None:
@@ -141,7 +138,8 @@ def create_app(
     )
     app[REGISTRY_KEY] = registry
     prefix = registry.config.http.prefix
-    app.router.add_route("*", prefix + routes.V2.root + "{" + routes.V2.key + ":.*}", dispatch)
+    for area in routes.AREAS:  # one catch-all each; the route middleware matches the rest
+        app.router.add_route("*", f"{prefix}{area.root}{{{area.key}:.*}}", dispatch)
     app.router.add_route("*", prefix + "/v2", _redirect_v2)
     app.router.add_get("/", health.root)
     app.router.add_get("/debug/health", health.debug_health)

@@ -17,9 +17,10 @@ dispatch). Where to add routes:
   under the same name (a test checks the two agree). A pull-through mirror serves the same
   routes; which storage answers is the domain's choice, not the table's.
 - another area, e.g. a web UI under ``/ui/`` (pages, ``/ui/api/...`` JSON endpoints, a login
-  form): an :class:`Area` of its own in :data:`AREAS` whose ``key`` names the match variable of
-  its aiohttp catch-all (``/ui/{ui:.*}``), with routes whose access is :data:`OPEN` where the
-  registry's auth must not answer (the login form) or whatever they need otherwise.
+  form): an :class:`Area` of its own in :data:`AREAS` (``create_app`` gives each area its
+  catch-all ``PREFIX + root + {key:.*}``), its handlers in ``api/app.py`` likewise, and routes
+  whose access is :data:`OPEN` where the registry's auth must not answer (the login form).
+  Route names are unique across areas: they are also the metrics labels.
 """
 
 from __future__ import annotations
