@@ -219,3 +219,14 @@ def test_api_reaches_storage_only_through_the_registry() -> None:
             ):
                 names = [alias.name for alias in node.names]
                 assert names == ["StorageError"], f"{source.name}:{node.lineno} imports {names}"
+
+
+def test_an_open_route_asks_auth_for_nothing() -> None:
+    """What a UI login form will be: auth lets it through (target "open")."""
+    from cargohold.auth.middleware import Target, target_of
+
+    form = routes.Route("ui_login", "login", {"GET": routes.OPEN, "POST": routes.OPEN}, regex=False)
+    area = routes.Area("ui", "/ui/", (form,))
+    assert target_of("POST", routes.match("login", area)) == Target("open")
+    assert routes.match("elsewhere", area).route is routes.UNKNOWN
+    assert target_of("GET", routes.match("elsewhere", area)) == Target("other")

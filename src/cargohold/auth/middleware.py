@@ -1,10 +1,10 @@
 """Who is asking, and may they: the auth middleware, and the built-in token endpoint.
 
-Every ``/v2/`` request needs what its route says (the table in :mod:`cargohold.api.routes`),
-as registry:2 has it: ``GET``/``HEAD`` need
-``pull``, ``POST``/``PUT``/``PATCH`` need ``pull`` and ``push``, ``DELETE`` needs ``delete``
-(cancelling an upload needs ``push``), ``/v2/_catalog`` needs ``registry:catalog:*`` and
-``/v2/`` itself only valid credentials. Then:
+Every ``/v2/`` request needs what its route's access says (the table in
+:mod:`cargohold.api.routes`), as in registry:2: ``GET``/``HEAD`` need ``pull``,
+``POST``/``PUT``/``PATCH`` need ``pull`` and ``push``, ``DELETE`` needs ``delete`` (cancelling
+an upload needs ``push``), ``/v2/_catalog`` needs ``registry:catalog:*`` and ``/v2/`` itself
+only valid credentials. Then:
 
 - no or wrong credentials: 401 ``UNAUTHORIZED`` with a ``WWW-Authenticate`` challenge (Basic
   with htpasswd; Bearer with realm, service and the scope the request needs with tokens);
@@ -85,7 +85,7 @@ def _is_empty_basic(value: str) -> bool:
 class Target:
     """What a request touches and needs."""
 
-    kind: str  # base | catalog | repository | other
+    kind: str  # open | base | catalog | repository | other
     name: str = ""
     actions: tuple[str, ...] = ()
 
@@ -103,8 +103,8 @@ def target_of(method: str, found: RouteMatch) -> Target:
     access = found.route.access(method)
     if access.kind == "repository":
         return Target("repository", found.params["name"], access.actions)
-    if access.kind == "catalog":
-        return Target("catalog")
+    if access.kind in ("catalog", "open"):
+        return Target(access.kind)
     return Target("other" if found.route is routes.UNKNOWN else "base")
 
 
@@ -173,10 +173,11 @@ class Authenticator:
         @web.middleware
         async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
             found = request.get(routes.ROUTE_KEY)
-            if found is None or found.route.access(request.method) is routes.OPEN:
-                # not PREFIX/v2/...: /, /v2 (redirect), /auth/token, unknown paths
+            if found is None:  # outside every area: /, /v2 (redirect), /auth/token, unknown paths
                 return await handler(request)
             target = target_of(request.method, found)
+            if target.kind == "open":
+                return await handler(request)
             identity = await self.authenticate(request, target)
             if identity.user is not None:
                 request[USER_KEY] = _clean(identity.user, 100)
