@@ -1,4 +1,4 @@
-"""Every route of the registry's HTTP API, once: name, path, methods and the access each needs.
+"""Every route of the registry's API (``PREFIX/v2/...``), once: name, path, methods, access.
 
 A request is matched against this table once, by :func:`middleware` (the application's first
 middleware), and the :class:`RouteMatch` is kept on the request under :data:`ROUTE_KEY`.
@@ -21,6 +21,10 @@ dispatch). Where to add routes:
   catch-all ``PREFIX + root + {key:.*}``), its handlers in ``api/app.py`` likewise, and routes
   whose access is :data:`OPEN` where the registry's auth must not answer (the login form).
   Route names are unique across areas: they are also the metrics labels.
+
+Outside the table are plain aiohttp routes that no auth guards: ``/`` and ``/debug/health``,
+the ``/v2`` redirect, and the token endpoint (its path comes from the config). They get no
+match: auth lets them through, metrics label them ``other``.
 """
 
 from __future__ import annotations
