@@ -59,6 +59,13 @@ def replace_worker(server: RegistryProcess, victim: int) -> int:
     return new
 
 
+def _serving(server: RegistryProcess) -> bool:
+    try:
+        return requests.get(f"{server.url}/v2/", timeout=5).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
 def test_the_supervisor_is_small_and_the_workers_do_the_serving(
     make_registry: RegistryFactory,
 ) -> None:
@@ -89,6 +96,7 @@ def test_a_killed_worker_is_replaced_and_signed_upload_urls_survive(
         new = replace_worker(server, victim)
         assert cmdline(new)[-2:] == ["--worker-index", str(workers.index(victim))]
     assert "restarting it" in server.log_tail()
+    eventually(lambda: _serving(server), timeout=30.0)  # a replacement listens only once started
 
     url = location if location.startswith("http") else server.url + location
     put = requests.put(
