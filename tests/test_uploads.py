@@ -15,8 +15,8 @@ import pytest
 
 from cargohold.digest import Digest
 from cargohold.registry.blobs import BlobStore
-from cargohold.registry.body import ChunkBody
 from cargohold.registry.buffers import BufferPool
+from cargohold.registry.readinto import ChunkBody
 from cargohold.registry.uploads import UploadManager
 from cargohold.storage import paths
 from cargohold.storage.filesystem import FilesystemDriver

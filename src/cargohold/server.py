@@ -27,10 +27,10 @@ from aiohttp import web
 from cargohold import __version__, metrics, supervisor
 from cargohold.admin.service import Operations
 from cargohold.api.app import create_app
-from cargohold.api.bodies import READ_SIZE
+from cargohold.api.socketbody import READ_SIZE
 from cargohold.auth.accesslog import AccessLog
 from cargohold.config import Config, parse_addr
-from cargohold.registry.registry import Registry
+from cargohold.registry.core import Registry
 from cargohold.tls import ServerTLS
 
 log = logging.getLogger("cargohold")
@@ -169,7 +169,7 @@ async def run_worker(config: Config, sock: socket.socket, index: int) -> None:
         access_log_class=AccessLog,  # ACCESS_LOG_FORMAT with secrets in query strings redacted
         access_log_format=ACCESS_LOG_FORMAT,
         handle_signals=False,
-        read_bufsize=READ_SIZE // 2,  # request bodies: see api.bodies
+        read_bufsize=READ_SIZE // 2,  # request bodies: see api.socketbody
         auto_decompress=False,  # a blob is the bytes sent, whatever Content-Encoding says
     )
     await runner.setup()

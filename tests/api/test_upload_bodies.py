@@ -1,5 +1,5 @@
 """Large ``Content-Length`` upload bodies are received straight into the upload's buffers, past
-aiohttp's parser (``api.bodies``). Raw sockets drive the edges of that path: bytes that arrive
+aiohttp's parser (``api.socketbody``). Raw sockets drive the edges of that path: bytes that arrive
 with the headers, slow and uneven senders, clients that stop half way, the connection closing
 after the response."""
 
@@ -14,7 +14,7 @@ import pytest
 import requests
 from support.waiting import eventually
 
-from cargohold.api.bodies import DIRECT_MIN
+from cargohold.api.socketbody import DIRECT_MIN
 
 from .helpers import (
     absolute,

@@ -469,7 +469,7 @@ def test_tls_and_logins_with_several_workers(
 
 
 def test_large_uploads_over_tls(secure_registry: SecureFactory, pki: Pki) -> None:
-    """Bodies of a megabyte or more bypass aiohttp's parser (api.bodies); over TLS they are
+    """Bodies of a megabyte or more bypass aiohttp's parser (api.socketbody); over TLS they are
     read through asyncio's SSL protocol, straight into the upload's buffers all the same."""
     server = secure_registry()
     data = os.urandom(3 * 1024 * 1024 + 17)

@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _registry(config: Config) -> Any:
-    from cargohold.registry.registry import Registry
+    from cargohold.registry.core import Registry
 
     return Registry(config)
 

@@ -14,12 +14,12 @@ from aiohttp import web
 
 from cargohold import metrics
 from cargohold.api import blobs, health, manifests, routes
-from cargohold.api.bodies import close_if_spent
 from cargohold.api.common import API_VERSION_HEADER, REGISTRY_KEY
+from cargohold.api.socketbody import close_if_spent
 from cargohold.auth.middleware import install_auth
 from cargohold.digest import check_name
 from cargohold.errors import ErrorCode, RegistryError
-from cargohold.registry.registry import Registry
+from cargohold.registry.core import Registry
 from cargohold.storage.driver import StorageError
 
 log = logging.getLogger("cargohold.api")

@@ -8,7 +8,6 @@ from aiohttp import web
 from aiohttp.helpers import ETag
 
 from cargohold.api import notify, uploadstate
-from cargohold.api.bodies import request_body
 from cargohold.api.common import (
     API_VERSION_HEADER,
     empty,
@@ -17,6 +16,7 @@ from cargohold.api.common import (
     parse_content_range,
     registry_of,
 )
+from cargohold.api.socketbody import request_body
 from cargohold.digest import Digest, check_name
 from cargohold.errors import ErrorCode, RegistryError
 from cargohold.registry.uploads import check_upload_id

@@ -9,7 +9,7 @@ from typing import Final
 from aiohttp import web
 
 from cargohold.errors import ErrorCode, RegistryError
-from cargohold.registry.registry import Registry
+from cargohold.registry.core import Registry
 
 API_VERSION_HEADER: Final = {"Docker-Distribution-API-Version": "registry/2.0"}
 REGISTRY_KEY: Final = web.AppKey("registry", Registry)

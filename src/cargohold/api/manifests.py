@@ -8,11 +8,11 @@ from typing import Any
 
 from aiohttp import web
 
+from cargohold import mediatypes as mt
 from cargohold.api import notify
 from cargohold.api.common import CATALOG_FILTER_KEY, empty, location, parse_n, registry_of
 from cargohold.digest import Digest, is_digest_reference
 from cargohold.errors import ErrorCode, RegistryError
-from cargohold.registry import mediatypes as mt
 from cargohold.registry.catalog import order_key
 from cargohold.registry.manifests import MAX_MANIFEST_SIZE, Manifest, referrer_artifact_type
 

@@ -2,7 +2,7 @@
 
 Moves images between files (``docker save`` archives, OCI image layouts as directories or tars)
 and a registry, either a local storage root driven through the domain layer
-(:class:`cargohold.registry.registry.Registry`, no server needed) or any registry reached over
+(:class:`cargohold.registry.core.Registry`, no server needed) or any registry reached over
 the distribution HTTP API. The arrows point one way: this package uses the registry domain layer
 and HTTP, never :mod:`cargohold.api`, so the server never depends on it.
 

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from cargohold.images import mediatypes as mt
+from cargohold import mediatypes as mt
 from cargohold.images.files import (
     CHUNK,
     GZIP_MAGIC,
@@ -313,7 +313,7 @@ class _OciReader:
         media_type = doc.get("mediaType") or media_type
         if not media_type:
             media_type = mt.OCI_INDEX if "manifests" in doc else mt.OCI_MANIFEST
-        if media_type not in mt.MANIFESTS:
+        if media_type not in mt.SUPPORTED:
             raise ArchiveError(f"{where} has the unsupported media type {media_type!r}")
         return ManifestDoc(media_type, data, digest), doc
 
@@ -452,7 +452,7 @@ def _read_oci_image(
     reader: _OciReader, digest: str, media_type: str, size: int, label: str
 ) -> ArchiveImage | None:
     files = reader.files
-    if media_type and media_type not in mt.MANIFESTS:
+    if media_type and media_type not in mt.SUPPORTED:
         return None  # an artifact blob listed in index.json: nothing to tag
     notes: list[str] = []
     top, parsed = reader.manifest(digest, size, media_type, label)

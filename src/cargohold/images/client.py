@@ -30,7 +30,7 @@ from urllib.parse import urlencode, urljoin
 
 import aiohttp
 
-from cargohold.images.mediatypes import MANIFEST_ACCEPT
+from cargohold.mediatypes import MANIFEST_ACCEPT
 
 USER_AGENT = "cargohold-images/1"
 UPLOAD_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=300)

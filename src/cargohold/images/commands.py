@@ -47,7 +47,7 @@ from cargohold.images.target import (
     RemoteTarget,
     TargetError,
 )
-from cargohold.registry.registry import Registry
+from cargohold.registry.core import Registry
 
 
 def run(args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
-from cargohold.images import mediatypes as mt
+from cargohold import mediatypes as mt
 from cargohold.images.archive import GunzipHasher, ManifestDoc
 from cargohold.images.files import GZIP_MAGIC, ZSTD_MAGIC, ArchiveError
 from cargohold.images.names import DEFAULT_PLATFORM, Platform, UsageError
@@ -59,9 +59,9 @@ def _parse(doc: ManifestDoc, what: str) -> dict[str, Any]:
 
 def _media_type(doc: ManifestDoc, parsed: dict[str, Any]) -> str:
     declared = parsed.get("mediaType")
-    if isinstance(declared, str) and declared in mt.MANIFESTS:
+    if isinstance(declared, str) and declared in mt.SUPPORTED:
         return declared
-    if doc.media_type in mt.MANIFESTS:
+    if doc.media_type in mt.SUPPORTED:
         return doc.media_type
     return mt.OCI_INDEX if "manifests" in parsed else mt.OCI_MANIFEST
 

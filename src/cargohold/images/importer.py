@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from cargohold.images import mediatypes as mt
+from cargohold import mediatypes as mt
 from cargohold.images.archive import Archive, ArchiveImage, BlobPlan, verify_blob
 from cargohold.images.files import ArchiveError, Files
 from cargohold.images.names import UsageError, check_repo, check_tag_text

@@ -4,7 +4,7 @@ Both sides of each pair offer the same few operations, so the importer and expor
 which one they talk to:
 
 - :class:`LocalTarget` / :class:`LocalSource` drive the domain layer
-  (:class:`~cargohold.registry.registry.Registry`) directly on a storage root: no server needed,
+  (:class:`~cargohold.registry.core.Registry`) directly on a storage root: no server needed,
   and the same rules as a push (upload verification, atomic publication of blobs, manifest
   validation). A local import keeps a journal of every link it creates so that a failure after
   the first write can be rolled back: a broken import leaves no repository, manifest or tag.
@@ -28,8 +28,8 @@ from cargohold.errors import RegistryError
 from cargohold.images.archive import ManifestDoc, sha256_of
 from cargohold.images.client import BodyFactory, RegistryClient
 from cargohold.images.files import CHUNK
-from cargohold.registry.body import ChunkBody
-from cargohold.registry.registry import Registry
+from cargohold.registry.core import Registry
+from cargohold.registry.readinto import ChunkBody
 from cargohold.storage import paths
 from cargohold.storage.driver import PathNotFoundError
 

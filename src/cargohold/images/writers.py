@@ -20,8 +20,8 @@ import tarfile
 import uuid
 from typing import Any, BinaryIO
 
+from cargohold import mediatypes as mt
 from cargohold.atomicfile import AtomicFile, write_atomic
-from cargohold.images import mediatypes as mt
 from cargohold.images.files import BLOCK, ArchiveError
 
 MTIME = 0

@@ -19,11 +19,11 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from cargohold import mediatypes as mt
 from cargohold import metrics
 from cargohold.config import ValidationConfig
 from cargohold.digest import Digest, check_tag, is_digest_reference
 from cargohold.errors import ErrorCode, RegistryError
-from cargohold.registry import mediatypes as mt
 from cargohold.registry.blobs import EMPTY_JSON_DIGEST, BlobStore
 from cargohold.storage import paths
 from cargohold.storage.driver import PathNotFoundError, StorageDriver

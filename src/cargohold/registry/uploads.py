@@ -43,8 +43,8 @@ from typing import Any
 from cargohold.digest import Digest
 from cargohold.errors import ErrorCode, RegistryError
 from cargohold.registry.blobs import BlobInfo, BlobStore
-from cargohold.registry.body import Body, ExactBody
 from cargohold.registry.buffers import BufferPool
+from cargohold.registry.readinto import Body, ExactBody
 from cargohold.storage import paths
 from cargohold.storage.driver import FileInfo, FileWriter, PathNotFoundError, StorageDriver
 

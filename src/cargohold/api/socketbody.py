@@ -31,7 +31,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from cargohold.registry.body import Body, ChunkBody
+from cargohold.registry.readinto import Body, ChunkBody
 
 # How much of a body a connection reads off its socket at a time (asyncio's default is 256 KiB),
 # and (half of it) how much aiohttp buffers before it stops reading.

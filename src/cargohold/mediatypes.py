@@ -1,34 +1,22 @@
-"""Media types of configs and layers (the registry's own module covers manifests)."""
+"""Media types: the manifests the registry understands (and what each may reference), and the
+configs and layers that importing and exporting images reads and writes."""
 
 from __future__ import annotations
 
 from typing import Final
 
-from cargohold.registry.mediatypes import (
-    DOCKER_MANIFEST_LIST,
-    DOCKER_MANIFEST_V2,
-    IMAGE_MANIFESTS,
-    INDEXES,
-    OCI_INDEX,
-    OCI_MANIFEST,
-)
+DOCKER_MANIFEST_V2: Final = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_MANIFEST_LIST: Final = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_SCHEMA1: Final = "application/vnd.docker.distribution.manifest.v1+json"
+DOCKER_SCHEMA1_SIGNED: Final = "application/vnd.docker.distribution.manifest.v1+prettyjws"
+OCI_MANIFEST: Final = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX: Final = "application/vnd.oci.image.index.v1+json"
+OCI_EMPTY: Final = "application/vnd.oci.empty.v1+json"
 
-__all__ = [
-    "DOCKER_CONFIG",
-    "DOCKER_LAYER",
-    "DOCKER_LAYER_GZIP",
-    "DOCKER_MANIFEST_LIST",
-    "DOCKER_MANIFEST_V2",
-    "IMAGE_MANIFESTS",
-    "INDEXES",
-    "MANIFESTS",
-    "OCI_CONFIG",
-    "OCI_INDEX",
-    "OCI_LAYER",
-    "OCI_LAYER_GZIP",
-    "OCI_LAYER_ZSTD",
-    "OCI_MANIFEST",
-]
+IMAGE_MANIFESTS: Final = frozenset({DOCKER_MANIFEST_V2, OCI_MANIFEST})
+INDEXES: Final = frozenset({DOCKER_MANIFEST_LIST, OCI_INDEX})
+SUPPORTED: Final = IMAGE_MANIFESTS | INDEXES
+SCHEMA1: Final = frozenset({DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED, "application/json"})
 
 DOCKER_CONFIG: Final = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER: Final = "application/vnd.docker.image.rootfs.diff.tar"
@@ -37,7 +25,6 @@ OCI_CONFIG: Final = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER: Final = "application/vnd.oci.image.layer.v1.tar"
 OCI_LAYER_GZIP: Final = "application/vnd.oci.image.layer.v1.tar+gzip"
 OCI_LAYER_ZSTD: Final = "application/vnd.oci.image.layer.v1.tar+zstd"
-MANIFESTS: Final = IMAGE_MANIFESTS | INDEXES
 
 REF_NAME: Final = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME: Final = "io.containerd.image.name"

@@ -2,7 +2,7 @@
 
 Uploads copy their bytes into pooled buffers (:mod:`.buffers`) and hash and write them from
 there. A ``readinto``-shaped source lets the HTTP layer put a request body straight into such a
-buffer when it can (:mod:`cargohold.api.bodies`), with no pieces of its own in between; any
+buffer when it can (:mod:`cargohold.api.socketbody`), with no pieces of its own in between; any
 other source of bytes (aiohttp's stream, an image archive) is adapted with :class:`ChunkBody`.
 """
 
