@@ -19,12 +19,13 @@ PYTHON="${PYTHON:-python3}"
 APT_PACKAGES=(
     skopeo docker.io containerd podman docker-registry redis-server haproxy
     busybox-static wrk apache2-utils ca-certificates
+    chromium  # the web UI's browser tests (Playwright drives /usr/bin/chromium)
 )
 # command (or file) -> what proves the package is installed
 REQUIRED_COMMANDS=(
     skopeo dockerd docker containerd ctr podman docker-registry redis-server haproxy wrk ab
 )
-REQUIRED_FILES=(/bin/busybox /etc/ssl/certs/ca-certificates.crt)
+REQUIRED_FILES=(/bin/busybox /etc/ssl/certs/ca-certificates.crt /usr/bin/chromium)
 
 log() { printf '[install-test-deps] %s\n' "$*" >&2; }
 

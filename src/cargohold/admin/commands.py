@@ -109,6 +109,7 @@ async def _close(registry: Any) -> None:
 
 
 async def _gc_offline(config: Config, args: argparse.Namespace) -> int:
+    from cargohold.registry import gcruns
     from cargohold.registry.gc import GarbageCollector, GCOptions
 
     registry = _registry(config)
@@ -118,6 +119,7 @@ async def _gc_offline(config: Config, args: argparse.Namespace) -> int:
         report = await collector.run(
             GCOptions(dry_run=args.dry_run, delete_untagged=args.delete_untagged)
         )
+        await gcruns.record(registry.driver, report)  # shown by the web UI's storage page
     finally:
         await _close(registry)
     if args.json:

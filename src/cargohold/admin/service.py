@@ -31,6 +31,7 @@ from cargohold import metrics
 from cargohold.api.notify import EVENTS_KEY, EventHub
 from cargohold.config import Config, parse_addr
 from cargohold.notifications import Notifier
+from cargohold.registry import gcruns
 from cargohold.registry.gc import (
     Fence,
     GarbageCollector,
@@ -117,6 +118,9 @@ class OnlineGC:
             finally:
                 self.running = None
                 self.last = report
+                if not report.finished:
+                    report.finished = time.time()
+                await gcruns.record(self.registry.driver, report)  # the web UI's history
                 metrics.gc_run(
                     mode,
                     ok,

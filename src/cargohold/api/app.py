@@ -144,6 +144,10 @@ def create_app(
     app.router.add_get("/", health.root)
     app.router.add_get("/debug/health", health.debug_health)
     install_auth(app, registry.config)  # after api_middleware: its errors become JSON
+    from cargohold.api.uploadstate import process_secret
+    from cargohold.ui import install_ui  # the web UI (ui.enabled), sharing auth's state
+
+    install_ui(app, registry, registry.config, registry.config.http.secret or process_secret())
     if extra_headers:
 
         async def _add_headers(request: web.Request, response: web.StreamResponse) -> None:

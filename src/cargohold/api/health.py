@@ -9,9 +9,14 @@ probes cost the store at most one request per second per process.
 
 from __future__ import annotations
 
+from typing import Final
+
 from aiohttp import web
 
 from cargohold.api.common import registry_of
+
+# Where a browser asking for ``/`` is sent (the web UI, when it is on).
+HTML_HOME_KEY: Final = web.AppKey("cargohold.html_home", str)
 
 
 async def debug_health(request: web.Request) -> web.StreamResponse:
@@ -22,7 +27,11 @@ async def debug_health(request: web.Request) -> web.StreamResponse:
 
 
 async def root(request: web.Request) -> web.StreamResponse:
-    """A plain page a load balancer or a person can probe."""
+    """A plain page a load balancer can probe; a browser (``Accept: text/html``) is sent to
+    the web UI instead. Probes send no Accept or ``*/*``, so they keep getting this text."""
+    home = request.app.get(HTML_HOME_KEY)
+    if home is not None and "text/html" in request.headers.get("Accept", ""):
+        raise web.HTTPFound(home)
     ok, details = await registry_of(request).health.check()
     if ok:
         return web.Response(text="cargohold registry\n")

@@ -79,6 +79,7 @@ from cargohold.config.model import (
     StorageConfig,
     TlsConfig,
     TokenConfig,
+    UiConfig,
     UploadPurging,
     ValidationConfig,
 )
@@ -117,6 +118,7 @@ __all__ = [
     "StorageConfig",
     "TlsConfig",
     "TokenConfig",
+    "UiConfig",
     "UploadPurging",
     "ValidationConfig",
     "apply_env_overrides",

@@ -78,6 +78,14 @@ class RetentionConfig:
 
 
 @dataclass
+class UiConfig:
+    """ui (cargohold): the web UI under /ui/ on the registry's own port."""
+
+    enabled: bool = True
+    sessionlifetime: float = 12 * 3600.0  # seconds a login lasts
+
+
+@dataclass
 class LogConfig:
     level: str = "info"  # error | warn | info | debug
     formatter: str = "text"  # text | json (registry:2's logstash is read as json)
@@ -285,3 +293,4 @@ class Config:
     debug: DebugConfig = field(default_factory=DebugConfig)  # http.debug
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     retention: RetentionConfig | None = None
+    ui: UiConfig = field(default_factory=UiConfig)

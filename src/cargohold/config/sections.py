@@ -38,6 +38,7 @@ from cargohold.config.model import (
     StorageConfig,
     TlsConfig,
     TokenConfig,
+    UiConfig,
     UploadPurging,
     ValidationConfig,
 )
@@ -75,6 +76,7 @@ SECTIONS = frozenset({
 })
 # fmt: on
 SECTIONS = SECTIONS | {"retention"}  # cargohold's retention policies (see _retention)
+SECTIONS = SECTIONS | {"ui"}  # cargohold's web UI (see UI)
 # Sections that do not change what a client sees: accepted, and only mentioned at debug level.
 _IGNORED_SECTIONS = ("health", "reporting", "compatibility", "catalog")
 # Keys of `storage` that configure the registry rather than name a driver.
@@ -796,6 +798,23 @@ def _retention(value: Any) -> RetentionConfig | None:
     return None if value is None else RETENTION.build(value)
 
 
+# -------------------------------------------------------------------------- ui
+
+
+def _session_lifetime(value: Any, key: str, default: Any) -> float:
+    seconds = duration(value, key, default)
+    if seconds <= 0:
+        raise ConfigError("must be a positive duration", key=key)
+    return seconds
+
+
+UI = Section(
+    "ui",
+    UiConfig,
+    (Field("enabled", boolean), Field("sessionlifetime", _session_lifetime)),
+)
+
+
 # -------------------------------------------------------------------------- the whole file
 
 
@@ -839,4 +858,5 @@ def build(raw_config: dict[str, Any]) -> Config:
         debug=DEBUG.build(mapping(raw_config.get("http"), "http").get("debug")),
         notifications=_notifications(raw_config.get("notifications")),
         retention=_retention(raw_config.get("retention")),
+        ui=UI.build(raw_config.get("ui")),
     )
