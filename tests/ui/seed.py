@@ -90,11 +90,21 @@ def seed(base_url: str, images: ImageCache, session: requests.Session | None = N
     )
     subject = app.platforms[0].manifest
     out.sbom = push_referrer(
-        base_url, "team/app", subject.digest, subject.size, SBOM_TYPE,
-        b'{"spdxVersion": "SPDX-2.3", "name": "team/app"}', http,
+        base_url,
+        "team/app",
+        subject.digest,
+        subject.size,
+        SBOM_TYPE,
+        b'{"spdxVersion": "SPDX-2.3", "name": "team/app"}',
+        http,
     )
     out.signature = push_referrer(
-        base_url, "team/app", subject.digest, subject.size, SIGNATURE_TYPE,
-        b'{"critical": {"identity": {"docker-reference": "team/app"}}}', http,
+        base_url,
+        "team/app",
+        subject.digest,
+        subject.size,
+        SIGNATURE_TYPE,
+        b'{"critical": {"identity": {"docker-reference": "team/app"}}}',
+        http,
     )
     return out

@@ -182,6 +182,8 @@ class Browser:
         self.registry = registry
         self.driver = registry.driver
         self._summaries: OrderedDict[Digest, ManifestSummary] = OrderedDict()
+        # link file content -> (digest, summary): what every tag row needs, found in one step
+        self._by_link: dict[bytes, tuple[str, ManifestSummary]] = {}
         self.snapshot = Snapshot(self)
 
     # -- manifests -----------------------------------------------------------------------------
@@ -235,16 +237,36 @@ class Browser:
 
     async def _rows(self, raw: list[RawTag], pulls: dict[str, float]) -> list[TagRow]:
         rows = []
+        by_link = self._by_link
         for tag, mtime, content in raw:
+            # Most links were seen before: one bytes-keyed lookup, no parsing, no coroutine.
+            known = by_link.get(content) if content is not None else None
+            if known is not None:
+                digest_s, summary = known
+                rows.append(
+                    TagRow(
+                        tag,
+                        digest_s,
+                        mtime,
+                        pulls.get(tag),
+                        summary.size,
+                        summary.media_type,
+                        summary.platforms,
+                        summary.blobs,
+                    )
+                )
+                continue
             digest = link_digest(content) if content is not None else None
             row = TagRow(tag, str(digest) if digest else None, mtime, pulls.get(tag))
             if digest is not None:
-                summary = await self.manifest_summary(digest)
-                if summary is None:
+                found = await self.manifest_summary(digest)
+                if found is None:
                     row.digest = None
                 else:
-                    row.size, row.media_type = summary.size, summary.media_type
-                    row.platforms, row.blobs = summary.platforms, summary.blobs
+                    row.size, row.media_type = found.size, found.media_type
+                    row.platforms, row.blobs = found.platforms, found.blobs
+                    if content is not None and len(by_link) < SUMMARY_CACHE:
+                        by_link[content] = (str(digest), found)
             rows.append(row)
         return rows
 
@@ -298,8 +320,8 @@ class Snapshot:
             await self._build_names()
             assert self.names is not None
             built: dict[str, RepoSummary] = {}
-            for start in range(0, len(self.names), 500):  # let other requests in between
-                chunk = self.names[start : start + 500]
+            for start in range(0, len(self.names), 200):  # let other requests in between
+                chunk = self.names[start : start + 200]
                 for name, (raw, pulls) in (await self.browser._raw_tags(chunk)).items():
                     built[name] = summarize(name, await self.browser._rows(raw, pulls))
                 await asyncio.sleep(0)
@@ -313,6 +335,9 @@ class Snapshot:
     async def repository_names(self) -> list[str]:
         if self.names is None:
             await self._build_names()
+            # Sorting by push or size needs every summary: start on them now, in the
+            # background, so they are likely ready when someone clicks a column.
+            self._refresh_later(everything=True)
         elif time.monotonic() - self.names_at > self.ttl:
             self._refresh_later(everything=bool(self.summaries_at))
         assert self.names is not None

@@ -25,7 +25,7 @@ from aiohttp import web
 from cargohold.api import notify
 from cargohold.api.common import registry_of
 from cargohold.auth.accesslog import USER_KEY
-from cargohold.auth.middleware import Authenticator
+from cargohold.auth.middleware import Authenticator, Target
 from cargohold.auth.policy import ALL_ACTIONS
 from cargohold.digest import Digest, check_name, check_tag
 from cargohold.errors import ErrorCode, RegistryError
@@ -753,7 +753,8 @@ async def login_page(request: web.Request, visitor: Visitor) -> web.StreamRespon
         error = "Enter your user name and password."
     else:
         try:
-            await auth.login(request, user, password, None)
+            # throttled and audited like an API login (the target only shapes the challenge)
+            await auth.login(request, user, password, Target("base"))
         except RegistryError as err:
             if err.code is ErrorCode.TOOMANYREQUESTS:
                 error = "Too many failed attempts. " + str(err.body()["errors"][0]["message"])
