@@ -70,7 +70,8 @@ class SessionSigner:
         self.lifetime = lifetime
 
     def new(self, user: str | None, pw: str = "") -> Session:
-        return Session(user, time.time() + self.lifetime, secrets.token_urlsafe(16), pw)
+        expires = float(int(time.time() + self.lifetime))  # whole seconds, as encoded
+        return Session(user, expires, secrets.token_urlsafe(16), pw)
 
     def _mac(self, payload: bytes) -> bytes:
         return hmac.new(self.key, b"session\0" + payload, hashlib.sha256).digest()
