@@ -114,3 +114,13 @@ def test_the_wheel_ships_templates_and_static_files(tmp_path: Path) -> None:
     }
     assert {"cargohold/ui/static/ui.css", "cargohold/ui/templates/base.html"} <= expected
     assert expected <= names, sorted(expected - names)
+
+
+def test_public_host_and_secure_cookie_follow_http_host(make_registry) -> None:  # type: ignore[no-untyped-def]
+    """Behind a TLS proxy (``http.host: https://...``) the commands name the public host and
+    the session cookie is Secure, though the proxy talks plain HTTP to the registry."""
+    server = make_registry(config={"http": {"host": "https://registry.example.com"}})
+    page = requests.get(f"{server.url}/ui/", timeout=30)
+    cookie = page.headers["Set-Cookie"]
+    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert "docker push registry.example.com/myapp:1.0" in page.text  # the empty state
