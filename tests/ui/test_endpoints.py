@@ -13,10 +13,13 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from http.cookies import SimpleCookie
+from pathlib import Path
 
 import requests
+from support.images import ImageCache, push_image
 from support.servers import cargohold_env
 from support.waiting import eventually
 
@@ -433,3 +436,19 @@ def test_browsers_asking_for_root_go_to_the_ui_and_probes_do_not(ui_registry: Ui
         probe = requests.get(f"{url}/", headers=headers, allow_redirects=False, timeout=30)
         assert probe.status_code == 200 and probe.text == "cargohold registry\n"
     assert requests.get(f"{url}/ui", allow_redirects=False, timeout=30).status_code == 301
+
+
+def test_a_push_shows_at_once_after_the_lists_were_read(ui_registry: UiRegistry) -> None:
+    """The names and summaries are cached per worker; a push through the same worker updates
+    them at once (other workers and replicas catch up within the snapshot's 15 s)."""
+    url = ui_registry.url
+    dan = login(url, "dan", PASSWORDS["dan"])
+    before = dan.get(f"{url}/ui/api/repositories?sort=pushed").json()["repositories"]
+    assert "team/fresh" not in [r["name"] for r in before]
+    admin = requests.Session()
+    admin.headers["Authorization"] = basic("alice")
+    image = ImageCache(Path(tempfile.mkdtemp(prefix="ui-fresh-"))).get(seed=36)
+    push_image(url, "team/fresh", image, "new", session=admin)
+    after = dan.get(f"{url}/ui/api/repositories?sort=pushed").json()["repositories"]
+    assert after[0]["name"] == "team/fresh" and after[0]["tags"] == 1
+    assert "team/fresh" in names(dan.get(f"{url}/ui/api/repositories"))

@@ -17,7 +17,9 @@ store reads instead of a browser crawling the API:
   :data:`SNAPSHOT_TTL` seconds, the next request gets the old one and starts a rebuild in the
   background, so no page ever waits for more than its own rows, and a push made through another
   worker or replica moves a repository in the sort order within ``SNAPSHOT_TTL`` plus one
-  rebuild. The rows a page shows are always read fresh; only the order may lag.
+  rebuild. Pushes and deletes made through the same worker are applied to it at once
+  (:attr:`ManifestStore.listeners`). The rows a page shows are always read fresh; only the
+  order may lag.
 
 A repository's size here is the bytes a pull of all its tags fetches, each blob counted once
 (``cargohold du`` also counts untagged revisions and splits shared blobs; the storage page shows
@@ -27,6 +29,7 @@ that).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import os
 import time
 from collections import OrderedDict
@@ -36,6 +39,7 @@ from typing import Any
 
 from cargohold.digest import Digest
 from cargohold.errors import ErrorCode, RegistryError
+from cargohold.registry.catalog import order_key
 from cargohold.registry.inventory import local_driver
 from cargohold.registry.manifests import Manifest, link_digest, parse_manifest
 from cargohold.registry.registry import Registry
@@ -185,6 +189,7 @@ class Browser:
         # link file content -> (digest, summary): what every tag row needs, found in one step
         self._by_link: dict[bytes, tuple[str, ManifestSummary]] = {}
         self.snapshot = Snapshot(self)
+        registry.manifests.listeners.append(self.snapshot.changed)
 
     # -- manifests -----------------------------------------------------------------------------
 
@@ -307,9 +312,15 @@ class Snapshot:
             for s in summaries:
                 self.summaries[s.name] = s
 
-    def forget(self, name: str) -> None:
-        """After a change made here (a delete from the UI): the next page reads it again."""
+    def changed(self, name: str) -> None:
+        """A push or delete through this process (ManifestStore's listener): the repository is
+        listed at once, and its summary is read again by the next page that needs it."""
         self.summaries.pop(name, None)
+        names = self.names
+        if names is not None:
+            at = bisect.bisect_left(names, order_key(name), key=order_key)
+            if at == len(names) or names[at] != name:
+                names.insert(at, name)
 
     async def _build_names(self) -> None:
         self.names = await self.browser.registry.repositories()
@@ -332,14 +343,21 @@ class Snapshot:
             work = self._build_all() if everything else self._build_names()
             self._task = asyncio.create_task(work)
 
+    async def warm(self) -> None:
+        """Read the names once at start, so the first visitor's first page is quick (one
+        directory walk, or one listing per 1,000 repositories with a repository index)."""
+        if self.names is None:
+            await self._build_names()
+
     async def repository_names(self) -> list[str]:
         if self.names is None:
             await self._build_names()
-            # Sorting by push or size needs every summary: start on them now, in the
-            # background, so they are likely ready when someone clicks a column.
-            self._refresh_later(everything=True)
         elif time.monotonic() - self.names_at > self.ttl:
             self._refresh_later(everything=bool(self.summaries_at))
+        if not self.summaries_at and (self._task is None or self._task.done()):
+            # Sorting by push or size needs every summary: start on them at the first page,
+            # in the background, so they are likely ready when someone clicks a column.
+            self._refresh_later(everything=True)
         assert self.names is not None
         return self.names
 

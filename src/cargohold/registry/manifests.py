@@ -16,6 +16,7 @@ import json
 import re
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -191,6 +192,9 @@ class ManifestStore:
         self._repo_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
+        # Called with the repository's name after a push or delete through this process
+        # (the web UI's summaries); cheap and synchronous, never raising.
+        self.listeners: list[Callable[[str], None]] = []
         self._allow = [re.compile(p) for p in validation.urls_allow]
         self._deny = [re.compile(p) for p in validation.urls_deny]
 
@@ -290,7 +294,12 @@ class ManifestStore:
         if tag is not None:
             await self.tag(name, tag, manifest.digest)
         self._cache[manifest.digest] = manifest
+        self._changed(name)
         return manifest
+
+    def _changed(self, name: str) -> None:
+        for listener in self.listeners:
+            listener(name)
 
     def forget(self, digests: set[Digest]) -> None:
         """Drop deleted manifests (garbage collection) from this process's cache."""
@@ -355,6 +364,7 @@ class ManifestStore:
             await self.driver.delete(paths.tag_dir(name, tag))
         except PathNotFoundError:
             await self._raise_unknown(name, tag)
+        self._changed(name)
 
     async def delete(self, name: str, digest: Digest) -> None:
         """Remove a revision and every tag pointing at it, as registry:2 does.
@@ -385,6 +395,7 @@ class ManifestStore:
                 if raw.decode("ascii", "replace").strip() == str(digest):
                     with contextlib.suppress(PathNotFoundError):
                         await self.driver.delete(paths.tag_dir(name, tag))
+        self._changed(name)
 
     # -- listing -----------------------------------------------------------------------------
 

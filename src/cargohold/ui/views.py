@@ -720,7 +720,6 @@ async def _delete(request: web.Request, visitor: Visitor, name: str) -> web.Stre
     else:
         await reg.manifests.delete(name, target)
         notify.delete_event(request, name, digest=ref)
-    visitor.state.browser.snapshot.forget(name)
     log.info("ui: %s deleted %s from %s", visitor.user or "-", what, name)
     raise web.HTTPSeeOther(
         f"{visitor.state.base}/r/{name}?" + urlencode({"deleted": f"{kind}:{ref}"})
