@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import requests
 from support.images import ImageCache
-from support.servers import RegistryProcess, cargohold_process
+from support.servers import RegistryProcess, cargohold_process, free_port
 
 from cargohold.auth import htpasswd
 
@@ -49,6 +49,10 @@ class UiRegistry:
     def url(self) -> str:
         return self.server.url
 
+    @property
+    def debug_url(self) -> str:
+        return f"http://{self.server.config['http']['debug']['addr']}"
+
 
 def basic(user: str) -> str:
     token = base64.b64encode(f"{user}:{PASSWORDS[user]}".encode()).decode()
@@ -64,7 +68,7 @@ def ui_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiRegistry
     config = {
         "auth": {"htpasswd": {"realm": "cargohold-ui-test", "path": str(users)}},
         "access": POLICY,
-        "http": {"secret": "ui-test-secret"},
+        "http": {"secret": "ui-test-secret", "debug": {"addr": f"127.0.0.1:{free_port()}"}},
     }
     server = cargohold_process(workdir, config=config).start()
     try:

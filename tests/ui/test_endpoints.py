@@ -401,6 +401,8 @@ def test_storage_page_is_for_admins_and_shows_du_and_gc_runs(ui_registry: UiRegi
         check=True,
         timeout=120,
     )
+    online = requests.post(f"{ui_registry.debug_url}/admin/gc?dryrun=true&wait=true", timeout=120)
+    assert online.status_code == 200, online.text[:500]
     alice = login(url, "alice", PASSWORDS["alice"])
     data = alice.get(f"{url}/ui/api/storage").json()
     usage = data["usage"]
@@ -411,10 +413,12 @@ def test_storage_page_is_for_admins_and_shows_du_and_gc_runs(ui_registry: UiRegi
         "team/api",
         "team/app",
     }
-    runs = data["gcRuns"]
-    assert runs and runs[0]["dryRun"] is True and runs[0]["online"] is False
+    runs = data["gcRuns"]  # newest first: the online run, then the offline one
+    assert [(r["online"], r["dryRun"]) for r in runs[:2]] == [(True, True), (False, True)]
+    assert runs[0]["id"] == online.json()["id"]
     page = alice.get(f"{url}/ui/storage", timeout=30)
     assert page.status_code == 200 and "offline · dry run" in page.text
+    assert "online · dry run" in page.text
     dan = login(url, "dan", PASSWORDS["dan"])
     assert dan.get(f"{url}/ui/storage", timeout=30).status_code == 403
     assert dan.get(f"{url}/ui/api/storage", timeout=30).status_code == 403
