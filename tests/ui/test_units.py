@@ -124,3 +124,33 @@ def test_public_host_and_secure_cookie_follow_http_host(make_registry) -> None: 
     cookie = page.headers["Set-Cookie"]
     assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
     assert "docker push registry.example.com/myapp:1.0" in page.text  # the empty state
+
+
+def test_logins_through_the_builtin_token_servers_users(make_registry, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """With ``auth.token.builtin`` the UI checks its htpasswd file and applies the policy the
+    token server applies; the pages need no token."""
+    from cargohold.auth import htpasswd
+
+    from .conftest import PASSWORDS, POLICY
+    from .helpers import login, names
+
+    users = tmp_path / "htpasswd"
+    for user in ("dan", "eve"):
+        htpasswd.set_user(str(users), user, PASSWORDS[user], cost=4)
+    builtin = {"htpasswd": str(users), "key": str(tmp_path / "keys" / "token.key")}
+    server = make_registry(config={"auth": {"token": {"builtin": builtin}}, "access": POLICY})
+    token = requests.get(
+        f"{server.url}/auth/token?scope=repository:team/app:pull,push",
+        auth=("dan", PASSWORDS["dan"]),
+        timeout=30,
+    ).json()["token"]
+    push_headers = {"Authorization": f"Bearer {token}"}
+    blob = requests.post(
+        f"{server.url}/v2/team/app/blobs/uploads/", headers=push_headers, timeout=30
+    )
+    assert blob.status_code == 202  # the token works for the API...
+    dan = login(server.url, "dan", PASSWORDS["dan"])  # ...and the password for the UI
+    assert dan.get(f"{server.url}/ui/api/session").json()["user"] == "dan"
+    assert names(dan.get(f"{server.url}/ui/api/repositories")) == []  # nothing pushed yet
+    eve_page = login(server.url, "eve", PASSWORDS["eve"]).get(f"{server.url}/ui/r/team/app")
+    assert eve_page.status_code == 404
