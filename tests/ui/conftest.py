@@ -69,6 +69,8 @@ def ui_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiRegistry
         "auth": {"htpasswd": {"realm": "cargohold-ui-test", "path": str(users)}},
         "access": POLICY,
         "http": {"secret": "ui-test-secret", "debug": {"addr": f"127.0.0.1:{free_port()}"}},
+        # pulls are recorded (and shown) only with retention; this policy matches nothing
+        "retention": {"pullflushinterval": "1s", "policies": [{"repositories": ["none/*"]}]},
     }
     server = cargohold_process(workdir, config=config).start()
     try:

@@ -110,9 +110,20 @@ def test_tags_of_a_repository(ui_registry: UiRegistry) -> None:
     for tag, t in tags.items():
         assert t["digest"] == seeded.digests[f"team/app:{tag}"]
         assert t["size"] > 4096 and t["pushed"] > time.time() - 3600
-        assert t["pulled"] is None  # no retention: pulls are not recorded
+        assert t["pulled"] is None  # nobody pulled yet
     assert tags["1.0"]["size"] > tags["old"]["size"]  # two layers against one
-    assert data["may_delete"] is True
+    assert data["may_delete"] is True and data["pulls_recorded"] is True
+    # a pull by tag is recorded (flushed every second here) and shown
+    admin = requests.Session()
+    admin.headers["Authorization"] = basic("alice")
+    assert admin.get(f"{url}/v2/team/app/manifests/old", timeout=30).status_code == 200
+
+    def pulled() -> float | None:
+        rows = dan.get(f"{url}/ui/api/tags?repository=team/app").json()["tags"]
+        return {t["name"]: t["pulled"] for t in rows}["old"]
+
+    eventually(lambda: pulled() is not None, timeout=30)
+    assert abs(time.time() - (pulled() or 0)) < 600
     api = dan.get(f"{url}/ui/api/tags?repository=team/api").json()["tags"]
     assert api[0]["index"] is True and api[0]["platforms"] == ["linux/amd64", "linux/arm64"]
     filtered = dan.get(f"{url}/ui/api/tags?repository=team/app&q=1.").json()

@@ -136,5 +136,6 @@ def test_without_auth_the_ui_is_open_and_without_deletes_offers_none(
     assert 'href="/ui/storage"' in page  # no auth: everyone may see the totals, as with du
     tags = _get(big_registry, "/ui/r/big/many-tags").text
     assert "/-/delete?" not in tags
+    assert "Last pull" not in tags  # no retention here: pulls are not recorded, so not shown
     confirm = requests.get(big_registry.url + "/ui/r/big/many-tags/-/delete?tag=1.0.0", timeout=30)
     assert confirm.status_code == 403 and "deletes are disabled" in confirm.text

@@ -435,7 +435,15 @@ async def tags_data(request: web.Request, visitor: Visitor, name: str) -> dict[s
         "order": order,
         "paging": {k: v for k, v in pg.items() if k != "start"},
         "may_delete": visitor.may_delete(name),
+        "pulls_recorded": _pulls_recorded(request),
     }
+
+
+def _pulls_recorded(request: web.Request) -> bool:
+    """Pull times are written only by retention's recorder: without it, say nothing rather
+    than "never"."""
+    retention = registry_of(request).config.retention
+    return retention is not None and bool(retention.policies)
 
 
 async def _config_of(browser: Browser, m: Manifest) -> dict[str, Any] | None:
@@ -576,6 +584,7 @@ async def manifest_data(
         "referrers": [{"kind": k, "manifests": v} for k, v in sorted(referrers.items())],
         "pull": pull_commands(public_host(request), name, tag or str(digest)),
         "may_delete": visitor.may_delete(name),
+        "pulls_recorded": _pulls_recorded(request),
         "raw": _pretty(m.data),
     }
 
