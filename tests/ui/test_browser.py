@@ -48,7 +48,7 @@ class Recorder:
     def __init__(self) -> None:
         self.requests: list[str] = []
         self.errors: list[str] = []
-        self.expected_404: set[str] = set()  # pages a test opens to see them refused
+        self.refused: set[str] = set()  # pages a test opens to see them refused (4xx)
 
     def attach(self, page: Any) -> None:
         page.on("request", lambda r: self.requests.append(r.url))
@@ -59,7 +59,7 @@ class Recorder:
         if message.type != "error":
             return
         where = message.location.get("url", "")
-        if "status of 404" in message.text and where in self.expected_404:
+        if "the server responded with a status of 4" in message.text and where in self.refused:
             return
         self.errors.append(f"{message.text} ({where})")
 
@@ -119,6 +119,13 @@ def test_a_team_member_browses_copies_deletes_and_logs_out(
     page.goto(f"{url}/ui/")
     assert _repository_links(page) == ["public/tools"]
 
+    page.get_by_role("link", name="Log in").first.click()
+    recorder.refused.add(f"{url}/ui/login")  # the wrong password's 401
+    page.get_by_label("User name").fill("dan")
+    page.get_by_label("Password").fill("not-his-password")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator("#login-error")).to_have_text("Wrong user name or password.")
+    page.screenshot(path=str(shots / "login-desktop.png"), full_page=True)
     _log_in(page, url, "dan")
     assert _repository_links(page) == ["public/tools", "team/api", "team/app"]
 
@@ -210,7 +217,7 @@ def test_a_team_member_browses_copies_deletes_and_logs_out(
     page.get_by_role("button", name="Log out").click()
     page.wait_for_url(f"{url}/ui/")
     assert _repository_links(page) == ["public/tools"]
-    recorder.expected_404.add(f"{url}/ui/r/team/app")
+    recorder.refused.add(f"{url}/ui/r/team/app")
     page.goto(f"{url}/ui/r/team/app")
     assert "Not found" in page.locator("h1").inner_text()
 
@@ -238,7 +245,7 @@ def test_a_user_without_access_never_sees_a_repository(
         "/ui/r/private/vault",
         "/ui/r/team/app/-/delete?tag=1.0",
     ):
-        recorder.expected_404.add(url + path)
+        recorder.refused.add(url + path)
         response = page.goto(url + path)
         assert response is not None and response.status == 404, path
         body = page.locator("main").inner_text()

@@ -240,7 +240,9 @@ def _common(request: web.Request, visitor: Visitor) -> dict[str, Any]:
         "csrf": state.signer.csrf_token(visitor.session),
         "may_see_storage": visitor.may_see_storage,
         "path": request.path_qs,
-        "nav": "storage" if request.path.endswith("/storage") else "repos",
+        "nav": request.path.rsplit("/", 1)[-1]
+        if request.path.endswith(("/storage", "/login"))
+        else "repos",
         "host": public_host(request),
     }
 
