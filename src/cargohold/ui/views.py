@@ -30,7 +30,7 @@ from cargohold.auth.policy import ALL_ACTIONS
 from cargohold.digest import Digest, check_name, check_tag
 from cargohold.errors import ErrorCode, RegistryError
 from cargohold.registry import gcruns
-from cargohold.registry.browse import Browser, RepoSummary, TagRow, platform_name
+from cargohold.registry.browse import Browser, RepoSummary, TagRow, platform_name, summarize
 from cargohold.registry.manifests import Manifest, referrer_artifact_type
 from cargohold.registry.usage import UsageReport, disk_usage
 from cargohold.ui.render import SECURITY_HEADERS, StaticFiles, render
@@ -197,7 +197,7 @@ def page(handler: Page) -> Callable[[web.Request], Awaitable[web.StreamResponse]
                 response = _error_page(request, visitor, exc.status, exc.reason)
             else:
                 exc.headers.update(SECURITY_HEADERS)
-                if fresh:
+                if fresh and COOKIE not in exc.cookies:  # a login sets its own
                     set_session_cookie(request, exc, state.signer.encode(session))
                 raise
         except RegistryError as err:
@@ -413,10 +413,7 @@ async def tags_data(request: web.Request, visitor: Visitor, name: str) -> dict[s
     per_page = _int_param(request, "n", TAGS_PER_PAGE, 1, MAX_PER_PAGE)
     page_no = _int_param(request, "page", 1, 1, 10**9)
     rows = await visitor.state.browser.tag_rows(name)
-    summary_blobs: dict[str, int] = {}
-    for row in rows:
-        summary_blobs.update(row.blobs)
-    total_tags = len(rows)
+    whole = summarize(name, rows)  # the repository's figures, whatever the filter
     if q:
         rows = [r for r in rows if q.lower() in r.name.lower()]
     if sort == "name":
@@ -429,9 +426,9 @@ async def tags_data(request: web.Request, visitor: Visitor, name: str) -> dict[s
     return {
         "repository": name,
         "tags": [_tag_json(r) for r in shown],
-        "tag_total": total_tags,
-        "size": sum(summary_blobs.values()),
-        "pushed": max((r.pushed for r in rows), default=0.0),
+        "tag_total": whole.tags,
+        "size": whole.size,
+        "pushed": whole.pushed,
         "q": q,
         "sort": sort,
         "order": order,
