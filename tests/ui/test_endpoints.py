@@ -467,3 +467,26 @@ def test_a_push_shows_at_once_after_the_lists_were_read(ui_registry: UiRegistry)
     after = dan.get(f"{url}/ui/api/repositories?sort=pushed").json()["repositories"]
     assert after[0]["name"] == "team/fresh" and after[0]["tags"] == 1
     assert "team/fresh" in names(dan.get(f"{url}/ui/api/repositories"))
+
+
+def test_deleting_a_manifest_takes_its_tags_with_it(ui_registry: UiRegistry) -> None:
+    url, seeded = ui_registry.url, ui_registry.seeded
+    digest = seeded.digests["team/app:old"]
+    dan = login(url, "dan", PASSWORDS["dan"])
+    confirm = dan.get(f"{url}/ui/r/team/app/-/delete?digest={digest}", timeout=30)
+    assert confirm.status_code == 200 and "Delete manifest" in confirm.text
+    assert "old" in confirm.text  # names the tags that go with it
+    done = dan.post(
+        f"{url}/ui/r/team/app/-/delete",
+        data={"digest": digest, "csrf": csrf_of(confirm.text)},
+        timeout=30,
+    )
+    assert done.status_code == 200 and "Deleted manifest" in done.text
+    admin = requests.Session()
+    admin.headers["Authorization"] = basic("alice")
+    assert admin.get(f"{url}/v2/team/app/manifests/{digest}", timeout=30).status_code == 404
+    assert admin.get(f"{url}/v2/team/app/manifests/old", timeout=30).status_code == 404
+    tags = [t["name"] for t in dan.get(f"{url}/ui/api/tags?repository=team/app").json()["tags"]]
+    assert "old" not in tags and "1.0" in tags
+    gone = dan.get(f"{url}/ui/r/team/app/-/manifest/{digest}", timeout=30)
+    assert gone.status_code == 404

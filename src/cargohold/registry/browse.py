@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import logging
 import os
 import time
 from collections import OrderedDict
@@ -46,6 +47,8 @@ from cargohold.registry.registry import Registry
 from cargohold.storage import paths
 from cargohold.storage.driver import PathNotFoundError, StorageDriver
 from cargohold.storage.filesystem import TMP_PREFIX, FilesystemDriver
+
+log = logging.getLogger("cargohold.ui")
 
 SNAPSHOT_TTL = 15.0
 SUMMARY_CACHE = 200_000  # manifest summaries kept (a few hundred bytes each)
@@ -340,8 +343,14 @@ class Snapshot:
 
     def _refresh_later(self, everything: bool) -> None:
         if self._task is None or self._task.done():
-            work = self._build_all() if everything else self._build_names()
-            self._task = asyncio.create_task(work)
+            self._task = asyncio.create_task(self._quietly(everything))
+
+    async def _quietly(self, everything: bool) -> None:
+        """A background rebuild: a store error is logged, and the next page tries again."""
+        try:
+            await (self._build_all() if everything else self._build_names())
+        except Exception as exc:
+            log.warning("web UI: could not refresh the repository summaries: %s", exc)
 
     async def warm(self) -> None:
         """Read the names once at start, so the first visitor's first page is quick (one
