@@ -71,7 +71,7 @@ def install_ui(app: web.Application, registry: Registry, config: Config, secret:
     router = app.router
     router.add_get(base, _to_root)
     router.add_get(base + "/", views.repositories_page)
-    router.add_get(base + "/static/{file}", state.static.handle)
+    router.add_get(base + "/static/{file}", _with_match(state.static.handle))
     router.add_route("GET", base + "/login", views.login_page)
     router.add_route("POST", base + "/login", views.login_page)
     router.add_post(base + "/logout", views.logout)
@@ -81,8 +81,18 @@ def install_ui(app: web.Application, registry: Registry, config: Config, secret:
     router.add_get(base + "/api/manifest", views.api_manifest)
     router.add_get(base + "/api/storage", views.api_storage)
     router.add_get(base + "/api/session", views.api_session)
-    router.add_route("GET", base + "/r/{path:.+}", views.repository_route)
-    router.add_route("POST", base + "/r/{path:.+}", views.repository_route)
+    repository = _with_match(views.repository_route)
+    router.add_route("GET", base + "/r/{path:.+}", repository)
+    router.add_route("POST", base + "/r/{path:.+}", repository)
+
+
+def _with_match(handler: views.Handler) -> views.Handler:
+    """aiohttp's path variables as the handler's keyword arguments."""
+
+    async def call(request: web.Request) -> web.StreamResponse:
+        return await handler(request, **request.match_info)
+
+    return call
 
 
 async def _to_root(request: web.Request) -> web.StreamResponse:

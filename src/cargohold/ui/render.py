@@ -148,8 +148,8 @@ class StaticFiles:
             b"".join(etag.encode() for _, _, etag in sorted(self.files.values()))
         ).hexdigest()[:10]
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        entry = self.files.get(request.match_info["file"])
+    async def handle(self, request: web.Request, file: str) -> web.StreamResponse:
+        entry = self.files.get(file)
         if entry is None:
             return web.Response(status=404, text="not found", headers=SECURITY_HEADERS)
         data, ctype, etag = entry

@@ -174,13 +174,14 @@ def set_session_cookie(request: web.Request, response: web.StreamResponse, value
     )
 
 
-Page = Callable[[web.Request, Visitor], Awaitable[web.StreamResponse]]
+Page = Callable[..., Awaitable[web.StreamResponse]]  # (request, visitor, **path parameters)
+Handler = Callable[..., Awaitable[web.StreamResponse]]  # (request, **path parameters)
 
 
-def page(handler: Page) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def page(handler: Page) -> Handler:
     """Session in, cookie and security headers out; errors as an HTML page."""
 
-    async def wrapped(request: web.Request) -> web.StreamResponse:
+    async def wrapped(request: web.Request, **params: str) -> web.StreamResponse:
         state = _state(request)
         session = _current_session(request, state)
         fresh = session is None
@@ -191,7 +192,7 @@ def page(handler: Page) -> Callable[[web.Request], Awaitable[web.StreamResponse]
             request[USER_KEY] = session.user[:100]
         visitor = Visitor(session, state, _delete_enabled(request))
         try:
-            response = await handler(request, visitor)
+            response = await handler(request, visitor, **params)
         except web.HTTPException as exc:
             if exc.status >= 400:
                 response = _error_page(request, visitor, exc.status, exc.reason)
@@ -658,8 +659,8 @@ def _split_path(path: str) -> tuple[str, list[str]]:
 
 
 @page
-async def repository_route(request: web.Request, visitor: Visitor) -> web.StreamResponse:
-    name, rest = _split_path(request.match_info["path"])
+async def repository_route(request: web.Request, visitor: Visitor, path: str) -> web.StreamResponse:
+    name, rest = _split_path(path)
     if not rest:
         data = await tags_data(request, visitor, name)
         template = "tags_results.html" if _partial(request) else "repo.html"
@@ -810,9 +811,7 @@ def _json(data: dict[str, Any], status: int = 200) -> web.Response:
     )
 
 
-def api(
-    fn: Callable[[web.Request, Visitor], Awaitable[dict[str, Any]]],
-) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def api(fn: Callable[[web.Request, Visitor], Awaitable[dict[str, Any]]]) -> Handler:
     """A JSON endpoint: same session and access rules as the pages; errors in the spec's
     JSON form (raised through the API's error middleware)."""
 
