@@ -490,3 +490,15 @@ def test_deleting_a_manifest_takes_its_tags_with_it(ui_registry: UiRegistry) -> 
     assert "old" not in tags and "1.0" in tags
     gone = dan.get(f"{url}/ui/r/team/app/-/manifest/{digest}", timeout=30)
     assert gone.status_code == 404
+
+
+def test_unknown_ui_paths_get_the_uis_404_not_a_login_challenge(ui_registry: UiRegistry) -> None:
+    url = ui_registry.url
+    for path in ("/ui/nope", "/ui/api/nope", "/ui/r"):
+        resp = requests.get(url + path, timeout=30)
+        assert resp.status_code == 404, path
+        assert "WWW-Authenticate" not in resp.headers  # no browser login dialog
+        assert resp.headers["Content-Type"].startswith("text/html")
+        assert "Not found" in resp.text
+    wrong = requests.put(f"{url}/ui/storage", timeout=30)
+    assert wrong.status_code == 405 and "WWW-Authenticate" not in wrong.headers

@@ -21,6 +21,7 @@ from cargohold.digest import check_name
 from cargohold.errors import ErrorCode, RegistryError
 from cargohold.registry.core import Registry
 from cargohold.storage.driver import StorageError
+from cargohold.ui import views as ui
 
 log = logging.getLogger("cargohold.api")
 
@@ -52,6 +53,19 @@ HANDLERS: Mapping[str, Mapping[str, Handler]] = {
     },
     "blob": {"GET": blobs.get_blob, "HEAD": blobs.head_blob, "DELETE": blobs.delete_blob},
     "referrers": {"GET": manifests.referrers},
+    # the web UI (routes.UI; its pages answer HTML, its /ui/api/ JSON)
+    "ui_repositories": {"GET": ui.repositories_page},
+    "ui_login": {"GET": ui.login_page, "POST": ui.login_page},
+    "ui_logout": {"POST": ui.logout},
+    "ui_storage": {"GET": ui.storage_page},
+    "ui_api_repositories": {"GET": ui.api_repositories},
+    "ui_api_tags": {"GET": ui.api_tags},
+    "ui_api_manifest": {"GET": ui.api_manifest},
+    "ui_api_storage": {"GET": ui.api_storage},
+    "ui_api_session": {"GET": ui.api_session},
+    "ui_static": {"GET": ui.static_file},
+    "ui_repository": {"GET": ui.repository_route, "POST": ui.repository_route},
+    "ui_other": {"GET": ui.not_found},
 }
 
 
@@ -83,8 +97,9 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
             headers={"Allow": ", ".join(methods)},
         )
     params = found.params
-    if params:
-        check_name(params["name"])
+    name = params.get("name")
+    if name is not None:
+        check_name(name)
     return await handler(request, **params)
 
 
@@ -139,13 +154,15 @@ def create_app(
     app[REGISTRY_KEY] = registry
     prefix = registry.config.http.prefix
     for area in routes.AREAS:  # one catch-all each; the route middleware matches the rest
+        if area is routes.UI and not registry.config.ui.enabled:
+            continue
         app.router.add_route("*", f"{prefix}{area.root}{{{area.key}:.*}}", dispatch)
     app.router.add_route("*", prefix + "/v2", _redirect_v2)
     app.router.add_get("/", health.root)
     app.router.add_get("/debug/health", health.debug_health)
     install_auth(app, registry.config)  # after api_middleware: its errors become JSON
     from cargohold.api.uploadstate import process_secret
-    from cargohold.ui import install_ui  # the web UI (ui.enabled), sharing auth's state
+    from cargohold.ui import install_ui  # the web UI's state (ui.enabled), sharing auth's
 
     install_ui(app, registry, registry.config, registry.config.http.secret or process_secret())
     if extra_headers:

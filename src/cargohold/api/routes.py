@@ -151,7 +151,31 @@ V2: Final = Area(
     ),
 )
 
-AREAS: Final[tuple[Area, ...]] = (V2,)
+# The web UI (cargohold.ui): its pages check the UI's own session cookie, never the API's
+# Authorization header, so every route is OPEN to the registry's auth; ``ui_other`` answers the
+# rest with the UI's own 404 page (the area's unknown paths must not ask for a Basic login).
+_UI_GET: Final = {"GET": OPEN}
+_UI_FORM: Final = {"GET": OPEN, "POST": OPEN}
+UI: Final = Area(
+    "ui",
+    "/ui/",
+    (
+        Route("ui_repositories", "", _UI_GET, regex=False, other=OPEN),
+        Route("ui_login", "login", _UI_FORM, regex=False, other=OPEN),
+        Route("ui_logout", "logout", {"POST": OPEN}, regex=False, other=OPEN),
+        Route("ui_storage", "storage", _UI_GET, regex=False, other=OPEN),
+        Route("ui_api_repositories", "api/repositories", _UI_GET, regex=False, other=OPEN),
+        Route("ui_api_tags", "api/tags", _UI_GET, regex=False, other=OPEN),
+        Route("ui_api_manifest", "api/manifest", _UI_GET, regex=False, other=OPEN),
+        Route("ui_api_storage", "api/storage", _UI_GET, regex=False, other=OPEN),
+        Route("ui_api_session", "api/session", _UI_GET, regex=False, other=OPEN),
+        Route("ui_static", "static/(?P<file>[^/]+)", _UI_GET, other=OPEN),
+        Route("ui_repository", "r/(?P<path>.+)", _UI_FORM, other=OPEN),
+        Route("ui_other", ".*", {"GET": OPEN}, other=OPEN),
+    ),
+)
+
+AREAS: Final[tuple[Area, ...]] = (V2, UI)
 
 # A path inside an area that no route matches: 404 from dispatch, after auth asked for a login.
 UNKNOWN: Final = Route("other", "", {}, regex=False, other=LOGIN)

@@ -41,9 +41,9 @@ from typing import Any
 from cargohold.digest import Digest
 from cargohold.errors import ErrorCode, RegistryError
 from cargohold.registry.catalog import order_key
+from cargohold.registry.core import Registry
 from cargohold.registry.inventory import local_driver
 from cargohold.registry.manifests import Manifest, link_digest, parse_manifest
-from cargohold.registry.registry import Registry
 from cargohold.storage import paths
 from cargohold.storage.driver import PathNotFoundError, StorageDriver
 from cargohold.storage.filesystem import TMP_PREFIX, FilesystemDriver

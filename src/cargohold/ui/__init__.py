@@ -6,7 +6,8 @@ from another host. ``ui.enabled: false`` leaves every route out. See :mod:`cargo
 for the pages and their access rules, :mod:`cargohold.ui.session` for logins, and
 :mod:`cargohold.registry.browse` for how a page reads the store.
 
-Routes (under ``http.prefix``)::
+Routes (under ``http.prefix``; the table is ``routes.UI``, the handlers are listed in
+``api/app.py``'s ``HANDLERS``, every route ``OPEN`` to the registry's auth)::
 
     GET  /ui/                               repositories (q, sort, order, page, n)
     GET  /ui/r/<name>                       a repository's tags (q, sort, order, page, n)
@@ -31,7 +32,7 @@ from cargohold.api.health import HTML_HOME_KEY
 from cargohold.auth.middleware import AUTH_KEY
 from cargohold.config import Config
 from cargohold.registry.browse import Browser
-from cargohold.registry.registry import Registry
+from cargohold.registry.core import Registry
 from cargohold.ui import views
 from cargohold.ui.render import StaticFiles
 from cargohold.ui.session import SessionSigner
@@ -43,8 +44,9 @@ _WARM_KEY: Final = web.AppKey("cargohold.ui.warm", asyncio.Task[None])
 
 
 def install_ui(app: web.Application, registry: Registry, config: Config, secret: str) -> None:
-    """Add the UI's routes; call after :func:`cargohold.auth.middleware.install_auth`, whose
-    authenticator (htpasswd file, policy, login throttle) the UI shares."""
+    """The UI's state (its routes are ``routes.UI``); call after
+    :func:`cargohold.auth.middleware.install_auth`, whose authenticator (htpasswd file, policy,
+    login throttle) the UI shares."""
     if not config.ui.enabled:
         return
     base = config.http.prefix + "/ui"
@@ -68,31 +70,7 @@ def install_ui(app: web.Application, registry: Registry, config: Config, secret:
 
     app.on_startup.append(warm)
     app[HTML_HOME_KEY] = base + "/"
-    router = app.router
-    router.add_get(base, _to_root)
-    router.add_get(base + "/", views.repositories_page)
-    router.add_get(base + "/static/{file}", _with_match(state.static.handle))
-    router.add_route("GET", base + "/login", views.login_page)
-    router.add_route("POST", base + "/login", views.login_page)
-    router.add_post(base + "/logout", views.logout)
-    router.add_get(base + "/storage", views.storage_page)
-    router.add_get(base + "/api/repositories", views.api_repositories)
-    router.add_get(base + "/api/tags", views.api_tags)
-    router.add_get(base + "/api/manifest", views.api_manifest)
-    router.add_get(base + "/api/storage", views.api_storage)
-    router.add_get(base + "/api/session", views.api_session)
-    repository = _with_match(views.repository_route)
-    router.add_route("GET", base + "/r/{path:.+}", repository)
-    router.add_route("POST", base + "/r/{path:.+}", repository)
-
-
-def _with_match(handler: views.Handler) -> views.Handler:
-    """aiohttp's path variables as the handler's keyword arguments."""
-
-    async def call(request: web.Request) -> web.StreamResponse:
-        return await handler(request, **request.match_info)
-
-    return call
+    app.router.add_get(base, _to_root)  # the pages: routes.UI, dispatched by api/app.py
 
 
 async def _to_root(request: web.Request) -> web.StreamResponse:

@@ -735,6 +735,15 @@ async def _delete(request: web.Request, visitor: Visitor, name: str) -> web.Stre
     )
 
 
+async def static_file(request: web.Request, file: str) -> web.StreamResponse:
+    return await _state(request).static.handle(request, file)
+
+
+@page
+async def not_found(request: web.Request, visitor: Visitor) -> web.StreamResponse:
+    raise web.HTTPNotFound(reason="There is no such page.")
+
+
 @page
 async def storage_page(request: web.Request, visitor: Visitor) -> web.StreamResponse:
     data = await storage_data(request, visitor)
@@ -815,7 +824,7 @@ def api(fn: Callable[[web.Request, Visitor], Awaitable[dict[str, Any]]]) -> Hand
     """A JSON endpoint: same session and access rules as the pages; errors in the spec's
     JSON form (raised through the API's error middleware)."""
 
-    async def wrapped(request: web.Request) -> web.StreamResponse:
+    async def wrapped(request: web.Request, **params: str) -> web.StreamResponse:
         state = _state(request)
         session = _current_session(request, state) or state.signer.new(None)
         visitor = Visitor(session, state, _delete_enabled(request))
