@@ -776,7 +776,7 @@ def _policies(value: Any, key: str, default: Any = None) -> list[RetentionPolicy
     return policies
 
 
-def _flush_interval(value: Any, key: str, default: Any) -> float:
+def _positive_duration(value: Any, key: str, default: Any) -> float:
     seconds = duration(value, key, default)
     if seconds <= 0:
         raise ConfigError("must be a positive duration", key=key)
@@ -787,7 +787,7 @@ RETENTION = Section(
     "retention",
     RetentionConfig,
     (
-        Field("pullflushinterval", _flush_interval, attr="pull_flush_interval"),
+        Field("pullflushinterval", _positive_duration, attr="pull_flush_interval"),
         Field("policies", _policies),
     ),
 )
@@ -801,17 +801,10 @@ def _retention(value: Any) -> RetentionConfig | None:
 # -------------------------------------------------------------------------- ui
 
 
-def _session_lifetime(value: Any, key: str, default: Any) -> float:
-    seconds = duration(value, key, default)
-    if seconds <= 0:
-        raise ConfigError("must be a positive duration", key=key)
-    return seconds
-
-
 UI = Section(
     "ui",
     UiConfig,
-    (Field("enabled", boolean), Field("sessionlifetime", _session_lifetime)),
+    (Field("enabled", boolean), Field("sessionlifetime", _positive_duration)),
 )
 
 
