@@ -168,6 +168,22 @@ def render() -> tuple[bytes, str]:
 # --------------------------------------------------------------------------- recording
 
 
+def quota_lines(entries: list[dict[str, object]]) -> bytes:
+    """``cargohold_quota_{usage,limit}_bytes{rule,kind,scope}``: usage against every quota,
+    from the shared usage index (not per process, so not a multiprocess metric)."""
+    out = []
+    for name, key, help_text in (
+        ("cargohold_quota_usage_bytes", "usage", "bytes held against a quota"),
+        ("cargohold_quota_limit_bytes", "limit", "the quota's limit in bytes"),
+    ):
+        out += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
+        for e in entries:
+            scope = str(e["scope"]).replace("\\", "\\\\").replace('"', '\\"')
+            labels = f'rule="{e["rule"]}",kind="{e["kind"]}",scope="{scope}"'
+            out.append(f"{name}{{{labels}}} {e[key]}")
+    return ("\n".join(out) + "\n").encode()
+
+
 def cache(name: str, hit: bool) -> None:
     if _m is not None:
         _m.cache.labels(name, "hit" if hit else "miss").inc()

@@ -24,13 +24,15 @@ from typing import Any, NoReturn
 
 from aiohttp import web
 
-from cargohold import __version__, metrics, supervisor
+from cargohold import __version__, audit, metrics, supervisor
 from cargohold.admin.service import Operations
 from cargohold.api.app import create_app
 from cargohold.api.socketbody import READ_SIZE
 from cargohold.auth.accesslog import AccessLog
+from cargohold.auth.middleware import AUTH_KEY
 from cargohold.config import Config, parse_addr
 from cargohold.registry.core import Registry
+from cargohold.reload import Reloader
 from cargohold.tls import ServerTLS
 
 log = logging.getLogger("cargohold")
@@ -79,6 +81,7 @@ def setup_logging(config: Config) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(LEVELS.get(config.log.level, logging.INFO))
+    audit.setup(config.log.audit_path)  # log.audit.path: the JSON audit trail
 
 
 def make_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -178,16 +181,26 @@ async def run_worker(config: Config, sock: socket.socket, index: int) -> None:
     await site.start()
     await ops.start()
     tls_watch = asyncio.create_task(tls.watch()) if tls is not None else None
+    reloader = Reloader(config, registry, app.get(AUTH_KEY), tls, primary=index == 0)
+    config_watch = asyncio.create_task(reloader.watch())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def on_hangup() -> None:  # SIGHUP: reload the policy (cargohold.reload)
+        task = asyncio.create_task(reloader.reload("SIGHUP"))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     maintenance = asyncio.create_task(_maintenance(registry)) if index == 0 else None
     reconcile = asyncio.create_task(_reconcile_catalog(registry)) if index == 0 else None
     try:
         await stop.wait()
     finally:
-        for task in (maintenance, reconcile, tls_watch):
+        for task in (maintenance, reconcile, tls_watch, config_watch):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -270,6 +283,9 @@ def _start_workers(
     # A stop signal that arrives before the supervisor has its handlers would kill it and
     # orphan the workers: hold them back (the mask survives exec) until it is ready.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    # A reload (SIGHUP) before a process has its handler must not kill it: ignored until then
+    # (the supervisor and the workers install theirs).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     pids: list[int] = []
     for index in range(workers):
         pid = os.fork()

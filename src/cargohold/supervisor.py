@@ -1,5 +1,7 @@
 """The parent process of ``serve --workers N`` once the workers run: it restarts any that dies.
 
+SIGHUP is passed on to every worker, which reloads its policy (``cargohold.reload``).
+
 The parent loads the whole server, checks the configuration and forks the workers, so that they
 start at once and share its memory pages. Then it replaces itself (``exec``) with this module, run
 as a script by a Python without site-packages (``-S``, unless Prometheus' multiprocess mode needs
@@ -72,6 +74,7 @@ def spawn(command: list[str], index: int) -> int:
     pid = os.fork()
     if pid == 0:
         try:
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the worker has its handler
             os.execv(command[0], [*command, "--worker-index", str(index)])
         finally:
             os._exit(127)
@@ -98,8 +101,15 @@ def supervise(
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
+    def on_hangup(_signum: int, _frame: Any) -> None:
+        # SIGHUP: every worker reloads its policy (cargohold.reload)
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
     # serve blocked these before exec (see server._start_workers): any that came meanwhile
     # is delivered now, to the handler.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})

@@ -5,6 +5,12 @@ given, every client must present a certificate signed by one of them: mutual TLS
 ``minimumtls`` (``tls1.2`` by default, or ``tls1.3``) and ``ciphersuites`` (Go's names of
 TLS 1.2 suites).
 
+The client CAs are reloaded with the rest of the policy (SIGHUP, config change: see
+:mod:`cargohold.reload`): a new context with the new CAs is made, and each new handshake is moved
+onto it from the server-name callback, which OpenSSL calls for every ClientHello. The verify mode
+stays that of the context the server started with (OpenSSL keeps it when the context is switched),
+so the set of CAs can change but turning mutual TLS on or off needs a restart.
+
 Renewing a certificate (certbot, ``cargohold cert``, a secret mount) needs no restart: every
 few seconds the files' mtimes are compared, and when they changed, the pair is loaded into the
 same SSLContext, which every new handshake then uses. A pair that does not load (a key that
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import ssl
@@ -56,15 +63,41 @@ class ServerTLS:
         self.interval = interval
         self._stamp: _Stamp = self._stat()
         self._rejected: _Stamp | None = None
-        self.context = self._new_context()
+        self.context = self._loaded(self._new_context())
+        self.active = self.context  # the one new handshakes use (see set_clientcas)
+        self.context.sni_callback = self._switch
+
+    def _loaded(self, context: ssl.SSLContext) -> ssl.SSLContext:
+        config = self.config
         try:
-            self.context.load_cert_chain(config.certificate, config.key)
+            context.load_cert_chain(config.certificate, config.key)
         except (OSError, ssl.SSLError) as exc:  # missing file, not PEM, key not matching
             raise ConfigError(
                 f"cannot load certificate {config.certificate} with key {config.key}: "
                 f"{exc.strerror or exc}",
                 key="http.tls.certificate",
             ) from exc
+        return context
+
+    def _switch(self, connection: ssl.SSLObject, _name: str | None, _ctx: ssl.SSLContext) -> None:
+        if self.active is not self.context:
+            connection.context = self.active
+
+    def set_clientcas(self, clientcas: list[str]) -> bool:
+        """Verify client certificates against ``clientcas`` from the next handshake on; False
+        (nothing changed) when that would turn mutual TLS on or off. Raises ConfigError when a
+        CA file does not load."""
+        if clientcas == self.config.clientcas:
+            return True
+        if bool(clientcas) != bool(self.config.clientcas):
+            return False
+        old, self.config = self.config, dataclasses.replace(self.config, clientcas=list(clientcas))
+        try:
+            self.active = self._loaded(self._new_context())
+        except ConfigError:
+            self.config = old
+            raise
+        return True
 
     def _new_context(self) -> ssl.SSLContext:
         config = self.config
@@ -106,6 +139,8 @@ class ServerTLS:
                 scratch = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
                 scratch.load_cert_chain(cert_path, key_path)
                 self.context.load_cert_chain(cert_path, key_path)
+                if self.active is not self.context:
+                    self.active.load_cert_chain(cert_path, key_path)
         except (OSError, ssl.SSLError) as exc:
             self._rejected = stamp
             log.warning(

@@ -54,6 +54,11 @@ def register(sub: Any) -> None:
     du.add_argument("config", nargs="?", help="registry:2-format YAML config file")
     du.add_argument("--json", action="store_true", help="print the report as JSON")
     du.add_argument("--bytes", action="store_true", help="exact byte counts")
+    du.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="recompute the quota usage index from the storage (safe while serving)",
+    )
 
     ret = sub.add_parser(
         "retention",
@@ -120,6 +125,8 @@ async def _gc_offline(config: Config, args: argparse.Namespace) -> int:
             GCOptions(dry_run=args.dry_run, delete_untagged=args.delete_untagged)
         )
         await gcruns.record(registry.driver, report)  # shown by the web UI's storage page
+        if not args.dry_run and registry.quotas.active:
+            await registry.quotas.rebuild()  # what was unlinked no longer counts
     finally:
         await _close(registry)
     if args.json:
@@ -171,17 +178,28 @@ def _gc_online(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _du(config: Config, args: argparse.Namespace) -> int:
+    from cargohold.registry.quota import format_quotas
     from cargohold.registry.usage import disk_usage, format_report
 
     registry = _registry(config)
+    quotas: list[dict[str, object]] = []
     try:
+        if args.rebuild and not registry.quotas.active:
+            print("cargohold: du --rebuild: the config has no quotas", file=sys.stderr)
+            return 2
         report = await disk_usage(registry.driver)
+        if registry.quotas.active:
+            if args.rebuild:
+                await registry.quotas.rebuild()
+            quotas = await registry.quotas.report()
     finally:
         await _close(registry)
     if args.json:
-        print(json.dumps(report.to_json(), indent=2))
+        print(json.dumps({**report.to_json(), "quotas": quotas}, indent=2))
     else:
         print(format_report(report, exact=args.bytes))
+        if quotas:
+            print("\n" + format_quotas(quotas, exact=args.bytes))
     return 0
 
 
@@ -193,7 +211,12 @@ async def _retention(config: Config, args: argparse.Namespace) -> int:
         return 2
     registry = _registry(config)
     try:
-        engine = RetentionEngine(registry.driver, config.retention, config.storage.gc.graceperiod)
+        engine = RetentionEngine(
+            registry.driver,
+            config.retention,
+            config.storage.gc.graceperiod,
+            registry.governance.rules,  # immutable tags are kept
+        )
         report = await engine.run(dry_run=not args.apply)
     finally:
         await _close(registry)

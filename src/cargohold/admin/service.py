@@ -86,9 +86,12 @@ class OnlineGC:
             self.running = report
             ok = False
             try:
-                retention = self.config.retention
+                rules = self.registry.governance.rules  # as reloaded (cargohold.reload)
+                retention = rules.retention
                 if retention is not None and retention.policies:
-                    engine = RetentionEngine(self.registry.driver, retention, settings.graceperiod)
+                    engine = RetentionEngine(
+                        self.registry.driver, retention, settings.graceperiod, rules
+                    )
                     decisions, extra = await engine.evaluate()
                     if not dry_run:
                         await engine.delete_tags(decisions)
@@ -99,6 +102,8 @@ class OnlineGC:
                     retention_json = decisions.to_json()
                 report = await collector.run(options)
                 report.retention = retention_json
+                if not dry_run and self.registry.quotas.active:
+                    await self.registry.quotas.rebuild()  # what GC unlinked is freed
                 ok = True
                 log.info(
                     "garbage collection %s%s: %d blobs and %d manifests %s, %d bytes",
@@ -183,6 +188,7 @@ class Operations:
             self._spawn(self.pulls.run(self.config.retention.pull_flush_interval))
         if self.index == 0:
             self._spawn(self.gc.schedule())
+            self._spawn(self.registry.quotas.ensure_built())
             if self.config.debug.addr:
                 await self._start_debug()
 
@@ -223,6 +229,8 @@ class Operations:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         body, content_type = await asyncio.to_thread(metrics.render)
+        if self.registry.quotas.active:  # read from the shared index at scrape time
+            body += metrics.quota_lines(await self.registry.quotas.report())
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def _health(self, request: web.Request) -> web.Response:
@@ -251,17 +259,20 @@ class Operations:
         )
 
     async def _retention(self, request: web.Request) -> web.Response:
-        retention = self.config.retention
+        rules = self.registry.governance.rules
+        retention = rules.retention
         if retention is None or not retention.policies:
             return web.json_response({"error": "no retention policies configured"}, status=404)
         engine = RetentionEngine(
-            self.registry.driver, retention, self.config.storage.gc.graceperiod
+            self.registry.driver, retention, self.config.storage.gc.graceperiod, rules
         )
         report = await engine.run(dry_run=True)
         return web.json_response(report.to_json())
 
     async def _du(self, request: web.Request) -> web.Response:
-        return web.json_response((await disk_usage(self.registry.driver)).to_json())
+        report = (await disk_usage(self.registry.driver)).to_json()
+        report["quotas"] = await self.registry.quotas.report()
+        return web.json_response(report)
 
 
 def _flag(request: web.Request, name: str) -> bool | None:

@@ -7,7 +7,7 @@ import re
 from aiohttp import web
 from aiohttp.helpers import ETag
 
-from cargohold.api import notify, uploadstate
+from cargohold.api import auditing, notify, uploadstate
 from cargohold.api.common import (
     API_VERSION_HEADER,
     empty,
@@ -127,11 +127,13 @@ async def _stream_blob(
 
 async def delete_blob(request: web.Request, name: str, digest_s: str) -> web.StreamResponse:
     reg = registry_of(request)
-    reg.require_writable()
-    reg.require_delete()
-    digest = Digest.parse(digest_s)
-    await reg.blobs.unlink(name, digest)
+    async with auditing.refusals(request, "delete", name, digest_s):
+        reg.require_writable()
+        reg.require_delete()
+        digest = Digest.parse(digest_s)
+        await reg.blobs.unlink(name, digest)
     notify.delete_event(request, name, digest=str(digest))
+    auditing.record(request, "delete", name, digest_s, digest=str(digest))
     return empty(202, {"Docker-Content-Digest": str(digest)})
 
 
@@ -182,9 +184,11 @@ async def start_upload(request: web.Request, name: str) -> web.StreamResponse:
     digest_s = request.query.get("digest")
     if digest_s is not None:
         digest = Digest.parse(digest_s)
-        upload_id = await reg.uploads.start(name)
-        body = request_body(request, final=True) if has_body(request) else None
-        info = await reg.uploads.finish(name, upload_id, digest, body)
+        async with auditing.refusals(request, "upload", name, digest_s):
+            await reg.quotas.precheck(name, request.content_length, digest)  # before any byte
+            upload_id = await reg.uploads.start(name)
+            body = request_body(request, final=True) if has_body(request) else None
+            info = await reg.uploads.finish(name, upload_id, digest, body)
         notify.blob_event(request, "push", name, info.digest, info.size)
         return _created(request, name, info.digest)
     upload_id = await reg.uploads.start(name)
@@ -223,6 +227,8 @@ async def patch_upload(request: web.Request, name: str, upload_id: str) -> web.S
                 ErrorCode.RANGE_INVALID,
                 f"Content-Range covers {length} bytes, Content-Length is {request.content_length}",
             )
+    async with auditing.refusals(request, "upload", name, upload_id):
+        await _precheck_quota(request, name, upload_id, None)
     size = await reg.uploads.append(name, upload_id, request_body(request), start, length)
     started = await _started_at(request, name, upload_id, state)
     return empty(202, _progress_headers(request, name, upload_id, size, started))
@@ -241,9 +247,22 @@ async def finish_upload(request: web.Request, name: str, upload_id: str) -> web.
     if content_range is not None:
         start = content_range[0]
     body = request_body(request, final=True) if has_body(request) else None
-    info = await reg.uploads.finish(name, upload_id, digest, body, start)
+    async with auditing.refusals(request, "upload", name, digest_s):
+        await _precheck_quota(request, name, upload_id, digest)
+        info = await reg.uploads.finish(name, upload_id, digest, body, start)
     notify.blob_event(request, "push", name, info.digest, info.size)
     return _created(request, name, info.digest)
+
+
+async def _precheck_quota(
+    request: web.Request, name: str, upload_id: str, digest: Digest | None
+) -> None:
+    """An upload whose declared size already passes a quota is refused before its body is read
+    (the final check is at completion, when the digest and size are known)."""
+    reg = registry_of(request)
+    if reg.quotas.active and request.content_length:
+        size = await reg.uploads.offset(name, upload_id) + request.content_length
+        await reg.quotas.precheck(name, size, digest)
 
 
 async def cancel_upload(request: web.Request, name: str, upload_id: str) -> web.StreamResponse:

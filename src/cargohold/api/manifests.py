@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from cargohold import mediatypes as mt
-from cargohold.api import notify
+from cargohold.api import auditing, notify
 from cargohold.api.common import CATALOG_FILTER_KEY, empty, location, parse_n, registry_of
 from cargohold.digest import Digest, is_digest_reference
 from cargohold.errors import ErrorCode, RegistryError
@@ -113,9 +113,15 @@ async def _read_manifest_body(request: web.Request) -> bytes:
 
 async def put_manifest(request: web.Request, name: str, reference: str) -> web.StreamResponse:
     reg = registry_of(request)
-    reg.require_writable()
-    data = await _read_manifest_body(request)
-    m = await reg.manifests.put(name, reference, data, request.headers.get("Content-Type"))
+    async with auditing.refusals(request, "push", name, reference):
+        reg.require_writable()
+        data = await _read_manifest_body(request)
+        content_type = request.headers.get("Content-Type")
+        pushed = await reg.manifests.push(name, reference, data, content_type)
+    m = pushed.manifest
+    previous = str(pushed.previous) if pushed.previous else None
+    action = "tag-move" if previous else "push"
+    auditing.record(request, action, name, reference, digest=str(m.digest), previous=previous)
     headers = {
         "Location": location(request, f"/v2/{name}/manifests/{m.digest}"),
         "Docker-Content-Digest": str(m.digest),
@@ -130,17 +136,20 @@ async def put_manifest(request: web.Request, name: str, reference: str) -> web.S
 
 async def delete_manifest(request: web.Request, name: str, reference: str) -> web.StreamResponse:
     reg = registry_of(request)
-    reg.require_writable()
-    reg.require_delete()
-    if is_digest_reference(reference):
-        digest = Digest.try_parse(reference)
-        if digest is None:
-            raise RegistryError(ErrorCode.DIGEST_INVALID, detail={"digest": reference[:200]})
-        await reg.manifests.delete(name, digest)
-        notify.delete_event(request, name, digest=str(digest))
-    else:
-        await reg.manifests.untag(name, reference)
-        notify.delete_event(request, name, tag=reference)
+    async with auditing.refusals(request, "delete", name, reference):
+        reg.require_writable()
+        reg.require_delete()
+        if is_digest_reference(reference):
+            digest = Digest.try_parse(reference)
+            if digest is None:
+                raise RegistryError(ErrorCode.DIGEST_INVALID, detail={"digest": reference[:200]})
+            await reg.manifests.delete(name, digest)
+            notify.delete_event(request, name, digest=str(digest))
+            auditing.record(request, "delete", name, reference, digest=str(digest))
+        else:
+            current = await reg.manifests.untag(name, reference)
+            notify.delete_event(request, name, tag=reference)
+            auditing.record(request, "delete", name, reference, digest=str(current or ""))
     return empty(202, {})
 
 

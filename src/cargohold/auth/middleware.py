@@ -32,8 +32,9 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from multidict import MultiDict
 
+from cargohold import audit as audit_trail
 from cargohold.api import routes
-from cargohold.api.common import CATALOG_FILTER_KEY
+from cargohold.api.common import CATALOG_FILTER_KEY, REGISTRY_KEY
 from cargohold.api.routes import RouteMatch
 from cargohold.auth.accesslog import USER_KEY
 from cargohold.auth.htpasswd import HtpasswdFile, PasswordChecker
@@ -42,12 +43,12 @@ from cargohold.auth.scopes import Grants, InvalidToken, Scope, parse_scopes
 from cargohold.auth.throttle import Throttle
 from cargohold.config import Config, ConfigError, TokenConfig
 from cargohold.errors import ErrorCode, RegistryError
+from cargohold.registry.governance import Governance, Rules
 
 if TYPE_CHECKING:
     from cargohold.auth.tokens import TokenIssuer, TokenVerifier
 
 log = logging.getLogger("cargohold.auth")
-audit = logging.getLogger("cargohold.audit")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 DEFAULT_TOKEN_PATH = "/auth/token"
@@ -133,9 +134,14 @@ def _open_htpasswd(path: str, key: str) -> PasswordChecker:
 class Authenticator:
     """The auth state of one worker: users, token keys, policy, failed-login counts."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, governance: Governance | None = None) -> None:
         auth = config.auth
-        self.policy = Policy(config.access)
+        # The access rules are read from the registry's Governance per request, so a reload
+        # (cargohold.reload) changes them for the next request; Policy is rebuilt once per
+        # generation of the rules.
+        self.governance = governance
+        self._policy = Policy(config.access)
+        self._policy_of: Rules | None = governance.rules if governance is not None else None
         self.throttle = Throttle()
         self.http_host = config.http.host
         self.prefix = config.http.prefix
@@ -166,6 +172,28 @@ class Authenticator:
                 raise ConfigError(message, key="auth.token.builtin.key") from exc
             self.issuer = TokenIssuer(token, own, builtin.expiration)
         self.verifier = TokenVerifier(token, own)
+
+    @property
+    def policy(self) -> Policy:
+        if self.governance is not None:
+            rules = self.governance.rules
+            if rules is not self._policy_of:
+                self._policy, self._policy_of = Policy(rules.access), rules
+        return self._policy
+
+    def reload(self, config: Config) -> None:
+        """Take a new htpasswd path (SIGHUP, config change); ConfigError when it cannot be read,
+        and then nothing changed. Switching between htpasswd and token auth needs a restart."""
+        auth = config.auth
+        path = None
+        if auth.htpasswd is not None and not self.bearer:
+            path, key = auth.htpasswd.path, "auth.htpasswd.path"
+        elif auth.token is not None and auth.token.builtin is not None and self.bearer:
+            path, key = auth.token.builtin.htpasswd, "auth.token.builtin.htpasswd"
+        passwords = self.passwords
+        if path is not None and passwords is not None and path != passwords.htpasswd.path:
+            self.passwords = _open_htpasswd(path, key)
+            log.info("htpasswd file is now %s", path)
 
     # ------------------------------------------------------------------ the middleware
 
@@ -229,7 +257,8 @@ class Authenticator:
         key = (user, request.remote or "-")
         wait = self.throttle.retry_after(key)
         if wait is not None:
-            self._audit(request, user, f"too many failed logins, retry in {wait}s")
+            reason = f"too many failed logins, retry in {wait}s"
+            self._audit(request, user, reason, action="login", outcome="locked-out")
             raise RegistryError(
                 ErrorCode.TOOMANYREQUESTS,
                 f"too many failed logins; retry in {wait} seconds",
@@ -237,7 +266,14 @@ class Authenticator:
             )
         if not await self.passwords.check(user, password):
             self.throttle.failure(key)
-            raise self.unauthorized(request, user, target, "wrong user name or password")
+            error = self.unauthorized(
+                request, user, target, "wrong user name or password", action="login"
+            )
+            wait = self.throttle.retry_after(key)
+            if wait is not None:  # this failure started a lockout
+                reason = f"too many failed logins: locked out for {wait}s"
+                self._audit(request, user, reason, action="login", outcome="locked-out")
+            raise error
         self.throttle.success(key)
 
     # ------------------------------------------------------------------ may they
@@ -282,7 +318,7 @@ class Authenticator:
             raise self.unauthorized(
                 request, identity.user, target, f"token lacks {what}", error="insufficient_scope"
             )
-        self._audit(request, identity.user, f"not allowed to {what}")
+        self._audit(request, identity.user, f"not allowed to {what}", outcome="denied")
         raise RegistryError(
             ErrorCode.DENIED,
             detail=[{"Type": "repository", "Name": target.name, "Action": a} for a in missing],
@@ -294,13 +330,17 @@ class Authenticator:
             return request
         if "pull" in self.granted(identity, source):
             return request
-        audit.info(
-            "mount refused user=%s addr=%s path=%s from=%s reason=no pull access; "
-            "plain upload instead",
-            _clean(identity.user or "-"),
-            request.remote or "-",
-            _clean(request.path),
-            _clean(source),
+        audit_trail.record(
+            "mount",
+            "refused",
+            user=identity.user,
+            addr=request.remote,
+            repository=_where(request)[0],
+            message=f"mount refused user={_clean(identity.user or '-')} "
+            f"addr={request.remote or '-'} path={_clean(request.path)} from={_clean(source)} "
+            "reason=no pull access; plain upload instead",
+            source=source,
+            reason="no pull access to the source; plain upload instead",
         )
         query = MultiDict((k, v) for k, v in request.query.items() if k not in ("mount", "from"))
         return request.clone(rel_url=request.rel_url.with_query(query))
@@ -308,16 +348,29 @@ class Authenticator:
     # ------------------------------------------------------------------ refusals
 
     def _audit(
-        self, request: web.Request, user: str | None, reason: str, level: int = logging.WARNING
+        self,
+        request: web.Request,
+        user: str | None,
+        reason: str,
+        level: int = logging.WARNING,
+        *,
+        action: str = "access",
+        outcome: str = "unauthorized",
     ) -> None:
-        audit.log(
-            level,
-            "denied user=%s addr=%s method=%s path=%s reason=%s",
-            _clean(user or "-", 100),
-            request.remote or "-",
-            request.method,
-            _clean(request.path),
-            _clean(reason),
+        repository, reference = _where(request)
+        audit_trail.record(
+            action,
+            outcome,
+            user=user,
+            addr=request.remote,
+            repository=repository,
+            reference=reference,
+            level=level,
+            message=f"denied user={_clean(user or '-', 100)} addr={request.remote or '-'} "
+            f"method={request.method} path={_clean(request.path)} reason={_clean(reason)}",
+            method=request.method,
+            path=request.path,
+            reason=reason,
         )
 
     def token_realm(self, request: web.Request) -> str:
@@ -353,11 +406,12 @@ class Authenticator:
         *,
         error: str = "",
         level: int | None = logging.WARNING,
+        action: str = "access",
     ) -> RegistryError:
         """A 401 with the challenge, audited at ``level`` (None: not audited). Requests that
         only lack a login are INFO; wrong credentials and bad tokens are WARNING."""
         if level is not None:
-            self._audit(request, user, reason, level)
+            self._audit(request, user, reason, level, action=action)
         if target is None:  # the token endpoint: credentials for it are Basic
             assert self.token is not None
             header = f'Basic realm="{_quote(self.token.service)}"'
@@ -424,6 +478,16 @@ class Authenticator:
 AUTH_KEY = web.AppKey("cargohold.auth", Authenticator)
 
 
+def _where(request: web.Request) -> tuple[str, str]:
+    """(repository, tag/digest/upload id) of a /v2/ request, for the audit trail."""
+    found = request.get(routes.ROUTE_KEY)
+    if found is None:
+        return "", ""
+    params = found.params
+    reference = params.get("reference") or params.get("digest_s") or params.get("upload_id")
+    return params.get("name", ""), reference or ""
+
+
 def token_path(token: TokenConfig, prefix: str = "") -> str:
     """Where the built-in token server answers: the realm's path, else PREFIX/auth/token."""
     if token.realm:
@@ -440,7 +504,8 @@ def install_auth(app: web.Application, config: Config) -> None:
     """
     if not config.auth.enabled:
         return
-    auth = Authenticator(config)
+    registry = app.get(REGISTRY_KEY)
+    auth = Authenticator(config, registry.governance if registry is not None else None)
     app[AUTH_KEY] = auth
     app.middlewares.append(auth.middleware())
     if auth.issuer is not None and auth.token is not None:

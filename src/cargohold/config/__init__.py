@@ -70,9 +70,11 @@ from cargohold.config.model import (
     GCConfig,
     HtpasswdConfig,
     HttpConfig,
+    ImmutableRule,
     LogConfig,
     NotificationEndpoint,
     NotificationsConfig,
+    QuotaRule,
     RedisConfig,
     RetentionConfig,
     RetentionPolicy,
@@ -83,7 +85,7 @@ from cargohold.config.model import (
     UploadPurging,
     ValidationConfig,
 )
-from cargohold.config.values import ConfigError, parse_addr, parse_duration
+from cargohold.config.values import ConfigError, parse_addr, parse_duration, parse_size
 
 __all__ = [
     "ACCESS_ACTIONS",
@@ -108,9 +110,11 @@ __all__ = [
     "GCConfig",
     "HtpasswdConfig",
     "HttpConfig",
+    "ImmutableRule",
     "LogConfig",
     "NotificationEndpoint",
     "NotificationsConfig",
+    "QuotaRule",
     "RedisConfig",
     "RetentionConfig",
     "RetentionPolicy",
@@ -128,4 +132,5 @@ __all__ = [
     "locate_config",
     "parse_addr",
     "parse_duration",
+    "parse_size",
 ]

@@ -204,7 +204,9 @@ def load_config(
             raise ConfigError("expected a YAML mapping at the top level", key=path)
     _normalise_drivers(raw)
     apply_env_overrides(raw, os.environ if environ is None else environ)
-    return build(raw)
+    config = build(raw)
+    config.source = path  # what a reload (cargohold.reload) reads again
+    return config
 
 
 def default_config(root: str) -> Config:

@@ -91,6 +91,7 @@ class LogConfig:
     formatter: str = "text"  # text | json (registry:2's logstash is read as json)
     fields: dict[str, Any] = field(default_factory=dict)
     accesslog_disabled: bool = False
+    audit_path: str = ""  # log.audit.path (cargohold): "" none, "-" or "stdout", else a file
 
 
 @dataclass
@@ -279,6 +280,23 @@ class RedisConfig:
     tls_clientcas: list[str] = field(default_factory=list)  # CAs to verify the server with
 
 
+@dataclass(frozen=True)
+class ImmutableRule:
+    """immutable[] (cargohold): tags matching ``tags`` in matching repositories never move."""
+
+    repositories: tuple[str, ...]  # globs as in access
+    tags: str  # a regular expression, re.search on the tag
+
+
+@dataclass(frozen=True)
+class QuotaRule:
+    """quotas[] (cargohold): a size limit per matching repository, or for all of them together."""
+
+    repositories: tuple[str, ...]  # globs as in access
+    size: int  # bytes
+    namespace: bool = False  # True: one limit shared by every matching repository
+
+
 @dataclass
 class Config:
     version: str = "0.1"
@@ -294,3 +312,6 @@ class Config:
     notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     retention: RetentionConfig | None = None
     ui: UiConfig = field(default_factory=UiConfig)
+    immutable: list[ImmutableRule] = field(default_factory=list)  # cargohold
+    quotas: list[QuotaRule] = field(default_factory=list)  # cargohold
+    source: str | None = None  # the file it was loaded from (None: embedded default)

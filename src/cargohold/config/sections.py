@@ -29,9 +29,11 @@ from cargohold.config.model import (
     GCConfig,
     HtpasswdConfig,
     HttpConfig,
+    ImmutableRule,
     LogConfig,
     NotificationEndpoint,
     NotificationsConfig,
+    QuotaRule,
     RedisConfig,
     RetentionConfig,
     RetentionPolicy,
@@ -56,6 +58,7 @@ from cargohold.config.values import (
     raw,
     regex_list,
     required,
+    size,
     text,
     text_list,
     text_or_default,
@@ -77,6 +80,7 @@ SECTIONS = frozenset({
 # fmt: on
 SECTIONS = SECTIONS | {"retention"}  # cargohold's retention policies (see _retention)
 SECTIONS = SECTIONS | {"ui"}  # cargohold's web UI (see UI)
+SECTIONS = SECTIONS | {"immutable", "quotas"}  # cargohold's governance rules (see _immutable)
 # Sections that do not change what a client sees: accepted, and only mentioned at debug level.
 _IGNORED_SECTIONS = ("health", "reporting", "compatibility", "catalog")
 # Keys of `storage` that configure the registry rather than name a driver.
@@ -114,6 +118,7 @@ LOG = Section(
         Field("hooks", raw, None),  # refused below when an entry is active
         Field("reportcaller", boolean, False, keep=False),
         Field("accesslog.disabled", boolean),
+        Field("audit.path", text, attr="audit_path"),  # cargohold: the JSON audit trail
     ),
 )
 
@@ -808,6 +813,61 @@ UI = Section(
 )
 
 
+# -------------------------------------------------------------------------- governance
+
+IMMUTABLE_RULE = Section(
+    "immutable[]",
+    ImmutableRule,
+    (Field("repositories", text_list), Field("tags", regex_list)),
+)
+
+
+def _immutable(value: Any) -> list[ImmutableRule]:
+    """immutable (cargohold): tags nobody may move or delete (registry/governance.py)."""
+    rules = []
+    for i, entry in enumerate(_entries(value, "immutable")):
+        key = f"immutable[{i}]"
+        values = IMMUTABLE_RULE.read(entry, key)
+        repositories, tags = values["repositories"], values["tags"]
+        if not repositories or not all(repositories):
+            message = "expected repository globs like release/**"
+            raise ConfigError(message, key=f"{key}.repositories")
+        if not tags:
+            message = "expected a regular expression such as ^v[0-9]"
+            raise ConfigError(message, key=f"{key}.tags")
+        joined = tags[0] if len(tags) == 1 else "|".join(f"(?:{t})" for t in tags)
+        rules.append(ImmutableRule(tuple(repositories), joined))
+    return rules
+
+
+QUOTA_RULE = Section(
+    "quotas[]",
+    QuotaRule,
+    (
+        Field("repositories", text_list),
+        Field("namespace", text_list),
+        Field("size", size, None),  # no default: a quota without a size is an error
+    ),
+)
+
+
+def _quotas(value: Any) -> list[QuotaRule]:
+    """quotas (cargohold): bytes per repository, or per namespace (registry/quota.py)."""
+    rules = []
+    for i, entry in enumerate(_entries(value, "quotas")):
+        key = f"quotas[{i}]"
+        section = mapping(entry, key)
+        if ("repositories" in section) == ("namespace" in section):
+            raise ConfigError("needs either repositories or namespace (a glob)", key=key)
+        values = QUOTA_RULE.read(section, key)
+        which = "namespace" if "namespace" in section else "repositories"
+        globs = values[which]
+        if not globs or not all(globs):
+            raise ConfigError("expected globs like team/*", key=f"{key}.{which}")
+        rules.append(QuotaRule(tuple(globs), values["size"], which == "namespace"))
+    return rules
+
+
 # -------------------------------------------------------------------------- the whole file
 
 
@@ -852,4 +912,6 @@ def build(raw_config: dict[str, Any]) -> Config:
         notifications=_notifications(raw_config.get("notifications")),
         retention=_retention(raw_config.get("retention")),
         ui=UI.build(raw_config.get("ui")),
+        immutable=_immutable(raw_config.get("immutable")),
+        quotas=_quotas(raw_config.get("quotas")),
     )

@@ -122,6 +122,32 @@ def text_or_default(value: Any, key: str, default: Any) -> str:
     return text(value, key) or str(default)
 
 
+_SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([KMGTP]i?B?|B)?", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """``10GiB``, ``500MB``, ``1.5TiB``, ``2048``: bytes (KiB etc. powers of 1024, KB of 1000)."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"invalid size {text!r} (expected e.g. 10GiB, 500MB or 1048576)")
+    number, unit = float(match.group(1)), (match.group(2) or "B").upper()
+    if unit == "B":
+        return int(number)
+    power = "KMGTP".index(unit[0]) + 1
+    return int(number * (1024 if "I" in unit else 1000) ** power)
+
+
+def size(value: Any, key: str, default: Any) -> int:
+    """A positive size (quotas): ``10GiB``, ``500MB`` or a number of bytes."""
+    try:
+        number = parse_size(text(value, key, "" if default is None else str(default)))
+    except ValueError as exc:
+        raise ConfigError(str(exc), key=key) from exc
+    if number <= 0:
+        raise ConfigError("must be a positive size such as 10GiB", key=key)
+    return number
+
+
 def integer(value: Any, key: str, default: Any) -> int:
     if value is None:
         return int(default)

@@ -20,6 +20,7 @@ from cargohold.storage.driver import PathNotFoundError, StorageDriver
 
 if TYPE_CHECKING:
     from cargohold.registry.gc import Fence
+    from cargohold.registry.quota import Quotas
 
 EMPTY_JSON = b"{}"
 EMPTY_JSON_DIGEST = Digest("sha256", hashlib.sha256(EMPTY_JSON).hexdigest())
@@ -38,8 +39,18 @@ class BlobInfo:
 class BlobStore:
     fence: Fence | None = None  # set while serving: online garbage collection's writer side
 
-    def __init__(self, driver: StorageDriver) -> None:
+    def __init__(self, driver: StorageDriver, quotas: Quotas | None = None) -> None:
         self.driver = driver
+        self.quotas = quotas
+
+    async def charge(self, name: str, held: list[tuple[Digest, int]]) -> None:
+        """Count blobs against ``name``'s quotas before linking them (DENIED when over)."""
+        if self.quotas is not None:
+            await self.quotas.charge(name, held)
+
+    async def release(self, name: str, digests: list[Digest]) -> None:
+        if self.quotas is not None:
+            await self.quotas.release(name, digests)
 
     async def stat(self, digest: Digest) -> int | None:
         """Size of the blob in the global store, or None."""
@@ -84,6 +95,7 @@ class BlobStore:
             await self.driver.delete(f"{paths.layers(name)}/{digest.algorithm}/{digest.hex}")
         except PathNotFoundError:
             raise RegistryError(ErrorCode.BLOB_UNKNOWN, detail={"digest": str(digest)}) from None
+        await self.release(name, [digest])
 
     async def get(self, digest: Digest) -> bytes:
         return await self.driver.get_content(paths.blob_data(digest))
@@ -110,6 +122,7 @@ class BlobStore:
         size = await self.stat(digest)
         if size is None:
             return None
+        await self.charge(name, [(digest, size)])
         await self.link(name, digest)
         return BlobInfo(digest, size, None)
 

@@ -13,7 +13,9 @@ from cargohold.config import Config
 from cargohold.errors import ErrorCode, RegistryError
 from cargohold.registry.blobs import BlobStore
 from cargohold.registry.catalog import list_repositories, page_local
+from cargohold.registry.governance import Governance
 from cargohold.registry.manifests import ManifestStore
+from cargohold.registry.quota import Quotas
 from cargohold.registry.repoindex import scan_repositories
 from cargohold.registry.scaleout import HealthCheck, layer_driver
 from cargohold.registry.uploads import UploadManager
@@ -43,9 +45,13 @@ class Registry:
         )
         self.driver = self.layers.driver
         self.health = HealthCheck(self.layers)
-        self.blobs = BlobStore(self.driver)
+        # The rules that may change while serving (cargohold.reload), read per request.
+        self.governance = Governance(config)
+        self.quotas = Quotas(self.governance, self.driver)
+        self.quotas.check_supported()
+        self.blobs = BlobStore(self.driver, self.quotas)
         self.uploads = UploadManager(self.driver, self.blobs)
-        self.manifests = ManifestStore(self.driver, self.blobs, config.validation)
+        self.manifests = ManifestStore(self.driver, self.blobs, config.validation, self.governance)
 
     @property
     def delete_enabled(self) -> bool:
@@ -93,4 +99,5 @@ class Registry:
             await self.layers.index.reconcile()
 
     async def close(self) -> None:
+        self.quotas.close()
         await self.driver.close()

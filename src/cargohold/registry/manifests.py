@@ -26,11 +26,13 @@ from cargohold.config import ValidationConfig
 from cargohold.digest import Digest, check_tag, is_digest_reference
 from cargohold.errors import ErrorCode, RegistryError
 from cargohold.registry.blobs import EMPTY_JSON_DIGEST, BlobStore
+from cargohold.registry.governance import Governance, Rules
 from cargohold.storage import paths
 from cargohold.storage.driver import PathNotFoundError, StorageDriver
 
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
 CACHE_ENTRIES = 4096
+_NO_RULES = Rules()
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,13 +181,26 @@ def referrer_artifact_type(m: Manifest) -> str | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Pushed:
+    """A stored manifest and, when the push moved a tag, the digest the tag had before."""
+
+    manifest: Manifest
+    previous: Digest | None = None
+
+
 class ManifestStore:
     def __init__(
-        self, driver: StorageDriver, blobs: BlobStore, validation: ValidationConfig
+        self,
+        driver: StorageDriver,
+        blobs: BlobStore,
+        validation: ValidationConfig,
+        governance: Governance | None = None,
     ) -> None:
         self.driver = driver
         self.blobs = blobs
         self.validation = validation
+        self.governance = governance
         self._cache: OrderedDict[Digest, Manifest] = OrderedDict()
         # Writes and deletes of one repository's manifests take turns within a process, so a
         # delete can never interleave with a push of the same manifest and strand its tags.
@@ -260,6 +275,12 @@ class ManifestStore:
     async def put(
         self, name: str, reference: str, data: bytes, content_type: str | None
     ) -> Manifest:
+        return (await self.push(name, reference, data, content_type)).manifest
+
+    async def push(
+        self, name: str, reference: str, data: bytes, content_type: str | None
+    ) -> Pushed:
+        """Store a manifest (and tag it); what the tag pointed at before comes back."""
         expected: Digest | None = None
         if is_digest_reference(reference):
             expected = Digest.parse(reference)
@@ -269,6 +290,27 @@ class ManifestStore:
         async with self._repo_lock(name):
             return await self._put_locked(name, manifest, None if expected else reference)
 
+    @property
+    def rules(self) -> Rules:
+        return self.governance.rules if self.governance is not None else _NO_RULES
+
+    async def _current(self, name: str, tag: str) -> Digest | None:
+        try:
+            return link_digest(await self.driver.get_content(paths.tag_current_link(name, tag)))
+        except PathNotFoundError:
+            return None
+
+    async def _guard_tag(self, name: str, tag: str, digest: Digest) -> Digest | None:
+        """The tag's current digest; DENIED when an ``immutable`` rule forbids moving it.
+        Pushing the digest it already has is no move and is allowed."""
+        previous = await self._current(name, tag)
+        if previous is not None and previous != digest:
+            rules = self.rules
+            rule = rules.immutable_rule(name, tag)
+            if rule is not None:
+                raise rules.immutable_error(name, tag, rule, f"it stays at {previous}")
+        return previous
+
     def _repo_lock(self, name: str) -> asyncio.Lock:
         lock = self._repo_locks.get(name)
         if lock is None:
@@ -276,12 +318,18 @@ class ManifestStore:
             self._repo_locks[name] = lock
         return lock
 
-    async def _put_locked(self, name: str, manifest: Manifest, tag: str | None) -> Manifest:
+    async def _put_locked(self, name: str, manifest: Manifest, tag: str | None) -> Pushed:
+        previous = None if tag is None else await self._guard_tag(name, tag, manifest.digest)
         fence = self.blobs.fence
         if fence is not None:  # garbage collection may be deleting what this one names
             refs = [manifest.digest, *(d.digest for d in (*manifest.blobs, *manifest.children))]
             await fence.guard(refs, name)
         await self._verify_references(name, manifest)
+        # The quota is charged before anything of this manifest is written: refused, the
+        # repository is exactly as it was. Blobs charged at upload count again as nothing.
+        held = [(manifest.digest, len(manifest.data))]
+        held += [(d.digest, d.size) for d in manifest.blobs if not d.urls]
+        await self.blobs.charge(name, held)
         await self.blobs.put(manifest.data, manifest.digest.algorithm)
         await self.driver.put_content(
             paths.revision_link(name, manifest.digest), str(manifest.digest).encode()
@@ -292,10 +340,10 @@ class ManifestStore:
                 str(manifest.digest).encode(),
             )
         if tag is not None:
-            await self.tag(name, tag, manifest.digest)
+            await self._write_tag(name, tag, manifest.digest)
         self._cache[manifest.digest] = manifest
         self._changed(name)
-        return manifest
+        return Pushed(manifest, previous if previous != manifest.digest else None)
 
     def _changed(self, name: str) -> None:
         for listener in self.listeners:
@@ -306,7 +354,13 @@ class ManifestStore:
         for d in digests:
             self._cache.pop(d, None)
 
-    async def tag(self, name: str, tag: str, digest: Digest) -> None:
+    async def tag(self, name: str, tag: str, digest: Digest) -> Digest | None:
+        """Point ``tag`` at ``digest`` (``immutable`` rules apply); the previous digest."""
+        previous = await self._guard_tag(name, tag, digest)
+        await self._write_tag(name, tag, digest)
+        return previous
+
+    async def _write_tag(self, name: str, tag: str, digest: Digest) -> None:
         await self.driver.put_content(paths.tag_index_link(name, tag, digest), str(digest).encode())
         await self.driver.put_content(paths.tag_current_link(name, tag), str(digest).encode())
 
@@ -357,14 +411,21 @@ class ManifestStore:
 
     # -- deleting ----------------------------------------------------------------------------
 
-    async def untag(self, name: str, tag: str) -> None:
+    async def untag(self, name: str, tag: str) -> Digest | None:
+        """Delete a tag (``immutable`` rules apply); the digest it pointed at."""
         check_tag(tag)
+        rules = self.rules
+        rule = rules.immutable_rule(name, tag)
         try:
             await self.driver.stat(paths.tag_current_link(name, tag))
+            current = await self._current(name, tag)
+            if rule is not None:
+                raise rules.immutable_error(name, tag, rule, "it cannot be deleted")
             await self.driver.delete(paths.tag_dir(name, tag))
         except PathNotFoundError:
             await self._raise_unknown(name, tag)
         self._changed(name)
+        return current
 
     async def delete(self, name: str, digest: Digest) -> None:
         """Remove a revision and every tag pointing at it, as registry:2 does.
@@ -376,6 +437,13 @@ class ManifestStore:
         async with self._repo_lock(name):
             if not await self.exists(name, digest):
                 raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"digest": str(digest)})
+            tagged = [t for t in await self.tags(name) if await self._current(name, t) == digest]
+            rules = self.rules
+            for t in tagged:
+                rule = rules.immutable_rule(name, t)
+                if rule is not None:
+                    what = f"its manifest {digest} cannot be deleted"
+                    raise rules.immutable_error(name, t, rule, what)
             try:
                 manifest: Manifest | None = await self.load(digest)
             except RegistryError:
@@ -395,6 +463,7 @@ class ManifestStore:
                 if raw.decode("ascii", "replace").strip() == str(digest):
                     with contextlib.suppress(PathNotFoundError):
                         await self.driver.delete(paths.tag_dir(name, tag))
+            await self.blobs.release(name, [digest])
         self._changed(name)
 
     # -- listing -----------------------------------------------------------------------------

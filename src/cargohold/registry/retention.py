@@ -36,6 +36,7 @@ from cargohold.registry import inventory
 from cargohold.registry.catalog import order_key
 from cargohold.registry.events import PULL, Event
 from cargohold.registry.gc import GarbageCollector, GCOptions
+from cargohold.registry.governance import Rules
 from cargohold.registry.inventory import RepoInventory
 from cargohold.storage import paths
 from cargohold.storage.driver import PathNotFoundError, StorageDriver
@@ -109,7 +110,11 @@ def policy_for(policies: list[RetentionPolicy], repository: str) -> int | None:
 
 
 def decide(
-    policy: RetentionPolicy, repo: RepoInventory, now: float, index: int = 0
+    policy: RetentionPolicy,
+    repo: RepoInventory,
+    now: float,
+    index: int = 0,
+    rules: Rules | None = None,
 ) -> RepoDecision:
     decision = RepoDecision(repo.name, index)
     tags = sorted(repo.tags, key=lambda t: (-repo.tag_mtimes.get(t, 0.0), t))
@@ -132,17 +137,25 @@ def decide(
                 item.reasons.append("pulled recently")
         if pattern is not None and pattern.search(tag):
             item.reasons.append("name matches keep_tags")
+        frozen = rules.immutable_rule(repo.name, tag) if rules is not None else None
+        if frozen is not None:
+            item.reasons.append(f"immutable (rule immutable[{frozen}])")
         decision.tags.append(item)
     return decision
 
 
 class RetentionEngine:
     def __init__(
-        self, driver: StorageDriver, config: RetentionConfig, grace_period: float = 0.0
+        self,
+        driver: StorageDriver,
+        config: RetentionConfig,
+        grace_period: float = 0.0,
+        rules: Rules | None = None,
     ) -> None:
         self.driver = driver
         self.config = config
         self.grace_period = grace_period
+        self.rules = rules  # immutable tags are always kept
 
     async def evaluate(self) -> tuple[RetentionReport, GCOptions]:
         """The decisions, and the GC options that delete the untagged manifests they leave."""
@@ -159,7 +172,7 @@ class RetentionEngine:
             if index is None:
                 continue
             policy = self.config.policies[index]
-            decision = decide(policy, repo, now, index)
+            decision = decide(policy, repo, now, index, self.rules)
             report.repositories.append(decision)
             ignored[name] = {t.tag for t in decision.deleted}
             if policy.delete_untagged:
@@ -194,6 +207,13 @@ class RetentionEngine:
         cutoff = time.time() - self.grace_period
         for decision in report.repositories:
             for item in decision.deleted:
+                rules = self.rules
+                if (
+                    rules is not None
+                    and rules.immutable_rule(decision.repository, item.tag) is not None
+                ):
+                    report.tags_skipped += 1
+                    continue
                 link = paths.tag_current_link(decision.repository, item.tag)
                 try:
                     info = await self.driver.stat(link)

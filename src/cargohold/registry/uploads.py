@@ -189,6 +189,11 @@ class UploadManager:
                     ErrorCode.DIGEST_INVALID,
                     detail={"expected": str(digest), "actual": str(actual)},
                 )
+            try:  # before the blob becomes visible: a refused upload leaves nothing behind
+                await self.blobs.charge(name, [(digest, size)])
+            except RegistryError:
+                await self._discard(name, upload_id)
+                raise
             existing = await self.blobs.stat(digest)
             fence = self.blobs.fence
             # Garbage collection may be deleting it: wait, then look again.
@@ -224,6 +229,7 @@ class UploadManager:
         size = await self.blobs.stat(digest)
         if size is None:
             return None
+        await self.blobs.charge(name, [(digest, size)])
         await self.blobs.link(name, digest)
         await self._discard(name, upload_id)
         return BlobInfo(digest, size, None)
