@@ -66,12 +66,16 @@ def push_blob(
     return requests.put(f"{url}{sep}digest={sha(data)}", data=data, auth=auth, timeout=30)
 
 
+def image_config(tag: str) -> bytes:
+    return json.dumps({"architecture": "amd64", "os": "linux", "tag": tag}).encode()
+
+
 def push_image(
     server: RegistryProcess, repo: str, tag: str, layers: list[bytes], auth: Any = None
 ) -> requests.Response:
     """Push config + layers + an OCI manifest by tag; the manifest PUT's response (or the
     first failing blob's)."""
-    config = json.dumps({"architecture": "amd64", "os": "linux", "tag": tag}).encode()
+    config = image_config(tag)
     for blob in (config, *layers):
         r = push_blob(server, repo, blob, auth)
         if r.status_code != 201:
