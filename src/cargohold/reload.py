@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from cargohold import audit
 from cargohold.config import Config, ConfigError, load_config
+from cargohold.tls import stamp_of as _stamp
 
 if TYPE_CHECKING:
     from cargohold.auth.middleware import Authenticator
@@ -35,14 +36,6 @@ log = logging.getLogger("cargohold.reload")
 
 POLL_SECONDS = 2.0
 _RESTART_ONLY = ("storage", "http.addr", "http.prefix", "http.secret", "auth type", "redis")
-
-
-def _stamp(path: str) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 class Reloader:

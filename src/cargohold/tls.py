@@ -36,7 +36,7 @@ RELOAD_INTERVAL = 5.0
 _Stamp = tuple[tuple[int, int, int] | None, tuple[int, int, int] | None]
 
 
-def _stamp_of(path: str) -> tuple[int, int, int] | None:
+def stamp_of(path: str) -> tuple[int, int, int] | None:
     try:
         st = os.stat(path)
     except OSError:
@@ -121,7 +121,7 @@ class ServerTLS:
         return context
 
     def _stat(self) -> _Stamp:
-        return (_stamp_of(self.config.certificate), _stamp_of(self.config.key))
+        return (stamp_of(self.config.certificate), stamp_of(self.config.key))
 
     def check(self) -> bool:
         """Reload the certificate and key if they changed on disk; True when reloaded."""

@@ -47,6 +47,7 @@ from cargohold.errors import ErrorCode, RegistryError
 from cargohold.globs import glob_match
 from cargohold.registry import inventory
 from cargohold.registry.governance import Governance
+from cargohold.registry.usage import human
 from cargohold.storage import paths
 from cargohold.storage.driver import StorageDriver
 
@@ -63,15 +64,6 @@ CREATE TABLE IF NOT EXISTS held (
 CREATE TABLE IF NOT EXISTS repos (repo TEXT PRIMARY KEY, bytes INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
-
-
-def human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
 
 
 @dataclass(frozen=True)
