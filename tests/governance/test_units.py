@@ -83,7 +83,7 @@ def test_sections_refused_with_the_key(tmp_path: Path, extra: dict[str, object],
 
 
 def test_quotas_need_filesystem_storage(tmp_path: Path) -> None:
-    from cargohold.registry.registry import Registry
+    from cargohold.registry.core import Registry
 
     config = load_config(None, {"REGISTRY_STORAGE": "inmemory"}, default_root=str(tmp_path))
     config.quotas = _load(tmp_path, {"quotas": [{"repositories": "a", "size": 1}]}).quotas
