@@ -105,8 +105,8 @@ class Reloader:
         if new.access is not None and self.auth is None:
             message = "access needs auth, and turning auth on needs a restart"
             raise ConfigError(message, key="access")
-        if new.quotas and self.registry.quotas.local_path is None:
-            raise ConfigError("quotas are not supported with this storage driver", key="quotas")
+        if new.quotas and not self.registry.quotas.supported:
+            raise ConfigError("quotas need filesystem storage or redis", key="quotas")
         tls_cas = new.http.tls.clientcas if new.http.tls is not None else []
         if self.tls is not None and bool(tls_cas) != bool(self.tls.config.clientcas):
             log.warning("turning mutual TLS on or off needs a restart; client CAs unchanged")

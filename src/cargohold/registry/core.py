@@ -47,7 +47,7 @@ class Registry:
         self.health = HealthCheck(self.layers)
         # The rules that may change while serving (cargohold.reload), read per request.
         self.governance = Governance(config)
-        self.quotas = Quotas(self.governance, self.driver)
+        self.quotas = Quotas(self.governance, self.driver, config.redis)
         self.quotas.check_supported()
         self.blobs = BlobStore(self.driver, self.quotas)
         self.uploads = UploadManager(self.driver, self.blobs)
@@ -99,5 +99,5 @@ class Registry:
             await self.layers.index.reconcile()
 
     async def close(self) -> None:
-        self.quotas.close()
+        await self.quotas.close()
         await self.driver.close()

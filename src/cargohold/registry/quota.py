@@ -15,19 +15,25 @@ and the usage, and nothing is written, so what the repository held stays as it w
 can never fit are refused earlier, from their declared size (:meth:`Quotas.precheck`).
 
 Where the numbers live, and why they stay right across workers and replicas. Usage is kept
-incrementally in an index in the storage itself, ``_cargohold/quota/usage.sqlite`` under the
-registry root (registry:2 ignores ``_cargohold``): one row per (repository, blob) held, and a
-running total per repository. Every charge is one SQLite transaction begun with ``BEGIN
-IMMEDIATE``: it takes the database's write lock, reads the usage, checks every limit and adds the
-rows, then commits, so two pushes, from two workers of one process or from two processes on
-hosts that share the filesystem (SQLite's locks are POSIX file locks), are serialised and cannot
-both squeeze past a limit. A namespace's usage is summed from the index rows of its repositories
-(each blob once): a query over an index, not a walk of the store. The index may only be *higher*
-than the truth (a charge whose link was then not written because the request died); it is never
-lower, because charging happens before linking. ``cargohold du --rebuild`` and every garbage
-collection recompute it from a walk of the layout; rows charged while that walk ran are kept.
-Storage other than a local (or shared) filesystem is not supported yet: the configuration is
-refused when it combines ``quotas`` with another driver.
+incrementally, never by walking the store per push, in one of two places:
+
+- With a ``redis`` section, in Redis (:mod:`cargohold.registry.quotaredis`): every charge is one
+  Lua script, atomic in Redis, so replicas sharing the Redis are serialised on any storage (S3
+  included).
+- Otherwise in an index in the storage itself, ``_cargohold/quota/usage.sqlite`` under the
+  filesystem root (registry:2 ignores ``_cargohold``): one row per (repository, blob) held and a
+  running total per repository. Every charge is one SQLite transaction begun with ``BEGIN
+  IMMEDIATE``: it takes the database's write lock, reads the usage, checks every limit and adds
+  the rows, then commits, so two pushes, from two workers of one process or from processes on
+  hosts that share the filesystem (SQLite's POSIX locks; the rollback journal, since WAL needs
+  shared memory), are serialised and cannot both squeeze past a limit.
+
+A namespace's usage is summed from the rows of its repositories (each blob once): a query over an
+index, not a walk of the store. The numbers may only be *higher* than the truth (a charge whose
+link was then not written because the request died), never lower, because charging happens
+before linking. ``cargohold du --rebuild`` and every garbage collection recompute them from a walk
+of the layout; rows charged while that walk ran are kept. S3 storage without Redis has neither
+place: the configuration is refused.
 """
 
 from __future__ import annotations
@@ -40,8 +46,9 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
-from cargohold.config import ConfigError, QuotaRule
+from cargohold.config import ConfigError, QuotaRule, RedisConfig
 from cargohold.digest import Digest
 from cargohold.errors import ErrorCode, RegistryError
 from cargohold.globs import glob_match
@@ -257,31 +264,87 @@ class UsageIndex:
             return float(row[0]) if row else None
 
 
+class UsageBackend(Protocol):
+    """Where usage lives: :class:`SqliteUsage` in the store, or :class:`RedisUsage`."""
+
+    async def check(self, scopes: list[Scope], items: dict[str, int], extra: int = 0) -> None: ...
+    async def charge(self, repository: str, scopes: list[Scope], items: dict[str, int]) -> None: ...
+    async def release(self, repository: str, digests: list[str]) -> None: ...
+    async def replace_all(self, held: dict[str, dict[str, int]], started: float) -> None: ...
+    async def repository_usage(self) -> dict[str, int]: ...
+    async def usage(self, scope: Scope) -> int: ...
+    async def rebuilt(self) -> float | None: ...
+    async def close(self) -> None: ...
+
+
+class SqliteUsage:
+    """:class:`UsageIndex` with every call in a thread."""
+
+    def __init__(self, path: str) -> None:
+        self.index = UsageIndex(path)
+
+    async def check(self, scopes: list[Scope], items: dict[str, int], extra: int = 0) -> None:
+        await asyncio.to_thread(self.index.check, scopes, items, extra)
+
+    async def charge(self, repository: str, scopes: list[Scope], items: dict[str, int]) -> None:
+        await asyncio.to_thread(self.index.charge, repository, scopes, items)
+
+    async def release(self, repository: str, digests: list[str]) -> None:
+        await asyncio.to_thread(self.index.release, repository, digests)
+
+    async def replace_all(self, held: dict[str, dict[str, int]], started: float) -> None:
+        await asyncio.to_thread(self.index.replace_all, held, started)
+
+    async def repository_usage(self) -> dict[str, int]:
+        return await asyncio.to_thread(self.index.repository_usage)
+
+    async def usage(self, scope: Scope) -> int:
+        return await asyncio.to_thread(self.index.usage, scope)
+
+    async def rebuilt(self) -> float | None:
+        return await asyncio.to_thread(self.index.rebuilt)
+
+    async def close(self) -> None:
+        self.index.close()
+
+
 class Quotas:
     """Quota enforcement for one process: the rules from :class:`Governance`, the usage from the
-    index. Without any quota rule every method returns at once and the index is never opened."""
+    backend. Without any quota rule every method returns at once and no backend is opened."""
 
-    def __init__(self, governance: Governance, driver: StorageDriver) -> None:
+    def __init__(
+        self, governance: Governance, driver: StorageDriver, redis: RedisConfig | None = None
+    ) -> None:
         self.governance = governance
         self.driver = driver
-        self._index: UsageIndex | None = None
+        self.redis = redis
+        self._backend: UsageBackend | None = None
         self.local_path = driver.local_path(INDEX_PATH)
 
+    @property
+    def supported(self) -> bool:
+        return self.redis is not None or self.local_path is not None
+
     def check_supported(self) -> None:
-        if self.governance.rules.quotas and self.local_path is None:
+        if self.governance.rules.quotas and not self.supported:
             raise ConfigError(
-                "quotas are not supported yet with this storage driver (filesystem only)",
+                "quotas need filesystem storage or a redis section (to keep the usage in)",
                 key="quotas",
             )
 
     @property
-    def index(self) -> UsageIndex:
-        if self._index is None:
-            if self.local_path is None:
+    def backend(self) -> UsageBackend:
+        if self._backend is None:
+            if self.redis is not None:
+                from cargohold.registry.quotaredis import RedisUsage
+
+                self._backend = RedisUsage(self.redis, self.driver.identity)
+            elif self.local_path is not None:
+                self._backend = SqliteUsage(self.local_path)
+            else:
                 self.check_supported()
-                raise AssertionError("unreachable")
-            self._index = UsageIndex(self.local_path)
-        return self._index
+                raise AssertionError("quotas without a usage backend")
+        return self._backend
 
     def scopes(self, repository: str) -> list[Scope]:
         return [Scope(i, r, repository) for i, r in self.governance.rules.quota_rules(repository)]
@@ -301,7 +364,7 @@ class Quotas:
             return
         items = {str(digest): size} if digest is not None else {}
         extra = 0 if digest is not None else size
-        await asyncio.to_thread(self.index.check, scopes, items, extra)
+        await self.backend.check(scopes, items, extra)
 
     async def charge(self, repository: str, items: Iterable[tuple[Digest, int]]) -> None:
         """Record blobs as held by ``repository``; DENIED when a limit would be passed."""
@@ -309,16 +372,15 @@ class Quotas:
             return
         wanted = {str(d): size for d, size in items}
         if wanted:
-            await asyncio.to_thread(self.index.charge, repository, self.scopes(repository), wanted)
+            await self.backend.charge(repository, self.scopes(repository), wanted)
 
     async def release(self, repository: str, digests: Iterable[Digest]) -> None:
         if not self.active:
             return
-        names = [str(d) for d in digests]
-        await asyncio.to_thread(self.index.release, repository, names)
+        await self.backend.release(repository, [str(d) for d in digests])
 
     async def rebuild(self) -> dict[str, int]:
-        """Recompute the index from a walk of the layout; returns bytes per repository."""
+        """Recompute the usage from a walk of the layout; returns bytes per repository."""
         started = time.time()
         repos = await inventory.scan_repositories(self.driver)
         blobs = await inventory.scan_blobs(self.driver)
@@ -328,8 +390,8 @@ class Quotas:
             sizes = {str(d): blobs[d].size for d in linked if d in blobs}
             if sizes:
                 held[name] = sizes
-        await asyncio.to_thread(self.index.replace_all, held, started)
-        return await asyncio.to_thread(self.index.repository_usage)
+        await self.backend.replace_all(held, started)
+        return await self.backend.repository_usage()
 
     async def ensure_built(self) -> None:
         """Rebuild the index from the store unless it was ever built: quotas configured on a
@@ -337,7 +399,7 @@ class Quotas:
         if not self.active:
             return
         try:
-            if await asyncio.to_thread(self.index.rebuilt) is None:
+            if await self.backend.rebuilt() is None:
                 usage = await self.rebuild()
                 log.info("quota usage index built: %d repositories", len(usage))
         except Exception:
@@ -348,23 +410,23 @@ class Quotas:
         rules = self.governance.rules.quotas
         if not rules:
             return []
-        usage = await asyncio.to_thread(self.index.repository_usage)
+        usage = await self.backend.repository_usage()
         entries: list[dict[str, object]] = []
         for i, rule in enumerate(rules):
             members = sorted(r for r in usage if any(glob_match(g, r) for g in rule.repositories))
             if rule.namespace:
                 if not members:
                     continue
-                used = await asyncio.to_thread(self.index.usage, Scope(i, rule, members[0]))
+                used = await self.backend.usage(Scope(i, rule, members[0]))
                 entries.append(_entry(i, rule, ", ".join(rule.repositories), used))
             else:
                 entries.extend(_entry(i, rule, r, usage[r]) for r in members)
         return entries
 
-    def close(self) -> None:
-        if self._index is not None:
-            self._index.close()
-            self._index = None
+    async def close(self) -> None:
+        if self._backend is not None:
+            await self._backend.close()
+            self._backend = None
 
 
 def _entry(index: int, rule: QuotaRule, scope: str, used: int) -> dict[str, object]:
