@@ -140,7 +140,15 @@ def test_a_dead_workers_live_gauges_are_dropped_with_multiprocess_metrics(
     assert not (shared / f"gauge_livesum_{victim}.db").exists()
     assert "Traceback" not in server.log_tail()
     eventually(lambda: (shared / f"gauge_livesum_{new}.db").exists(), timeout=10)
-    assert requests.get(f"http://{debug}/metrics", timeout=10).status_code == 200
+    # the debug listener is back once the replacement of worker 0 has started it
+    eventually(lambda: _answers(f"http://{debug}/metrics"), timeout=30)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=10).status_code == 200
+    except requests.ConnectionError:
+        return False
 
 
 def test_the_supervisor_logs_a_restart_in_the_json_format_too(
