@@ -169,3 +169,34 @@ def test_uploads_that_cannot_fit_are_refused_early(make_registry: RegistryFactor
     for blob in (fits, last):
         head = requests.head(f"{server.url}/v2/{repo}/blobs/{sha(blob)}", timeout=10)
         assert head.status_code == 200
+
+
+def test_usage_is_rebuilt_by_du_and_after_garbage_collection(
+    make_registry: RegistryFactory, skopeo: Skopeo, images: ImageCache
+) -> None:
+    server = make_registry(config={"quotas": [{"repositories": "gc/*", "size": "10MiB"}]})
+    image = images.get(seed=430, payload_size=100 * KIB)
+    repo = unique_repo("gc")
+    digest = skopeo.with_logs(server).copy_with_digest(
+        image.oci_ref(), f"docker://{server.host}/{repo}:1"
+    )
+
+    def usage(*extra: str) -> int:
+        du = json.loads(cli("du", str(server.config_path), "--json", *extra).stdout)
+        return sum(q["usage"] for q in du["quotas"] if q["scope"] == repo)
+
+    assert usage() == _size(image)
+    # the index lost (or stale): --rebuild recomputes it from the store
+    index = server.root / "docker/registry/v2/_cargohold/quota/usage.sqlite"
+    server.stop()
+    index.unlink()
+    assert usage() == 0
+    assert usage("--rebuild") == _size(image)
+    server.start()
+    # deleting the manifest frees only the manifest; garbage collection frees the rest
+    deleted = requests.delete(f"{server.url}/v2/{repo}/manifests/{digest}", timeout=10)
+    assert deleted.status_code == 202
+    assert usage() == _size(image) - image.top.size
+    server.stop()
+    cli("garbage-collect", str(server.config_path))
+    assert usage() == 0
