@@ -193,3 +193,18 @@ def test_login_failures_and_lockout_are_audited_without_secrets(
         text = path.read_text()
         for secret in (*PASSWORDS.values(), wrong):
             assert secret not in text, f"{secret} in {path}"
+
+
+def test_retention_added_by_a_reload_notes_pulls(
+    make_registry: RegistryFactory, tmp_path: Path
+) -> None:
+    server = make_registry()
+    repo = unique_repo("kept/app")
+    assert push_image(server, repo, "1", [b"layer"]).status_code == 201
+    policies = [{"repositories": ["kept/**"], "keep_within": "1h"}]
+    rewrite_config(server, {"retention": {"pullflushinterval": "1s", "policies": policies}})
+    hangup(server)
+    eventually(lambda: _log_count(server, "configuration reloaded (SIGHUP)") == 1, timeout=20)
+    assert requests.get(f"{server.url}/v2/{repo}/manifests/1", timeout=10).status_code == 200
+    record = server.root / "docker/registry/v2/repositories" / repo / "_pulls" / "1"
+    eventually(record.exists, timeout=20)

@@ -168,6 +168,7 @@ class Operations:
         self.pulls = PullRecorder(registry.driver) if retention and retention.policies else None
         if self.pulls is not None:
             self.hub.sinks.append(self.pulls)
+        registry.governance.on_change(self._rules_changed)
         self.watcher = InvalidationWatcher(registry.driver, registry.manifests.forget)
         self.fence = Fence(registry.driver, self.watcher)
         registry.blobs.fence = self.fence
@@ -191,6 +192,15 @@ class Operations:
             self._spawn(self.registry.quotas.ensure_built())
             if self.config.debug.addr:
                 await self._start_debug()
+
+    def _rules_changed(self, old: Any, new: Any) -> None:
+        """Retention policies added by a reload: start noting pull times now (never stopped:
+        a later reload may bring them back, and the records are tiny)."""
+        retention = new.retention
+        if self.pulls is None and retention is not None and retention.policies and self._tasks:
+            self.pulls = PullRecorder(self.registry.driver)
+            self.hub.sinks.append(self.pulls)
+            self._spawn(self.pulls.run(retention.pull_flush_interval))
 
     def _spawn(self, coro: Any) -> None:
         self._tasks.append(asyncio.create_task(coro))
