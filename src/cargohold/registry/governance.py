@@ -3,10 +3,10 @@
 ``access``, ``immutable``, ``quotas`` and ``retention`` can be edited while the registry serves
 (SIGHUP, or the config file changing: see :mod:`cargohold.reload`). Rather than patching the
 fields of every object that once copied a piece of the configuration, they all read one
-:class:`Rules` snapshot through the :class:`Governance` holder, once per request: a reload builds
-a complete new snapshot from a configuration that validated and swaps it in with one assignment,
-so a request sees either the old rules or the new ones, never half of each, and a request in
-flight (an upload) keeps going under the rules it started with.
+:class:`Rules` snapshot through the :class:`Governance` holder when they check something: a
+reload builds a complete new snapshot from a configuration that validated and swaps it in with
+one assignment, so no check sees half of the old rules and half of the new, and nothing in flight
+(an upload, a connection) is touched.
 """
 
 from __future__ import annotations
