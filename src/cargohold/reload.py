@@ -88,9 +88,7 @@ class Reloader:
                 new = await asyncio.to_thread(load_config, self.path, os.environ)
                 self._apply(new)
             except (ConfigError, OSError) as exc:
-                log.error(
-                    "configuration reload (%s) refused, the current rules stay: %s", why, exc
-                )
+                log.error("configuration reload (%s) refused, the current rules stay: %s", why, exc)
                 return False
             log.info(
                 "configuration reloaded (%s): access, immutable, quotas, retention, htpasswd, "

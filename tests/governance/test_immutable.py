@@ -12,6 +12,7 @@ from support.clients import DockerDaemon, Skopeo
 from support.images import ImageCache
 from support.servers import RegistryProcess, unique_repo
 
+from .conftest import DockerLoad
 from .helpers import audit_lines, cli, error_of, find
 
 RegistryFactory = Callable[..., RegistryProcess]
@@ -76,6 +77,7 @@ def test_skopeo_immutable_tag_refused_on_move_and_delete(
 def test_docker_push_to_immutable_tag(
     make_registry: RegistryFactory,
     dockerd: DockerDaemon,
+    docker_load: DockerLoad,
     skopeo: Skopeo,
     images: ImageCache,
     tmp_path: Path,
@@ -85,11 +87,9 @@ def test_docker_push_to_immutable_tag(
     repo = unique_repo("release/docker")
     first, second = images.get(seed=303), images.get(seed=304)
     digest = sk.copy_with_digest(first.oci_ref(), f"docker://{server.host}/{repo}:v2")
-    archive = tmp_path / "second.tar"
-    sk.copy(second.oci_ref(), f"docker-archive:{archive}:governance/second:1")
-    dockerd.docker("load", "-i", str(archive))
+    local = docker_load(second, "second")
     target = f"{server.host}/{repo}:v2"
-    dockerd.docker("tag", "governance/second:1", target)
+    dockerd.docker("tag", local, target)
     push = dockerd.docker("push", target, check=False, logs=[server])
     output = push.stdout + push.stderr
     assert push.returncode != 0
@@ -97,9 +97,9 @@ def test_docker_push_to_immutable_tag(
     assert "denied" in output and "is immutable" in output, output
     assert sk.inspect(f"docker://{target}")["Digest"] == digest
     other = f"{server.host}/{repo}:nightly"
-    dockerd.docker("tag", "governance/second:1", other)
+    dockerd.docker("tag", local, other)
     assert dockerd.docker("push", other, check=False).returncode == 0
-    dockerd.docker("rmi", target, other, "governance/second:1")
+    dockerd.docker("rmi", target, other)
 
 
 def test_retention_and_gc_keep_immutable_tags(

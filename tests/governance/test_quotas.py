@@ -16,6 +16,7 @@ from support.clients import DockerDaemon, Skopeo
 from support.images import ImageCache, TestImage
 from support.servers import RegistryProcess, free_port, unique_repo
 
+from .conftest import DockerLoad
 from .helpers import (
     audit_lines,
     cli,
@@ -205,22 +206,17 @@ def test_usage_is_rebuilt_by_du_and_after_garbage_collection(
 def test_docker_push_past_the_quota(
     make_registry: RegistryFactory,
     dockerd: DockerDaemon,
-    skopeo: Skopeo,
+    docker_load: DockerLoad,
     images: ImageCache,
-    tmp_path: Path,
 ) -> None:
     small, big = images.get(seed=440), images.get(seed=441, payload_size=400 * KIB)
     server = make_registry(config={"quotas": [{"repositories": "dock/*", "size": "200KiB"}]})
     repo = unique_repo("dock")
     for name, image in (("small", small), ("big", big)):
-        archive = tmp_path / f"{name}.tar"
-        skopeo.copy(image.oci_ref(), f"docker-archive:{archive}:governance/{name}:1")
-        dockerd.docker("load", "-i", str(archive))
-        dockerd.docker("tag", f"governance/{name}:1", f"{server.host}/{repo}:{name}")
+        dockerd.docker("tag", docker_load(image, name), f"{server.host}/{repo}:{name}")
     push = dockerd.docker("push", f"{server.host}/{repo}:big", check=False, logs=[server])
     output = push.stdout + push.stderr
     assert push.returncode != 0 and "denied: quota exceeded" in output, output
     assert "of its 200.0 KiB quota" in output
     assert dockerd.docker("push", f"{server.host}/{repo}:small", check=False).returncode == 0
     dockerd.docker("rmi", f"{server.host}/{repo}:big", f"{server.host}/{repo}:small")
-    dockerd.docker("rmi", "governance/small:1", "governance/big:1")
