@@ -13,6 +13,7 @@ from cargohold.config import Config
 from cargohold.errors import ErrorCode, RegistryError
 from cargohold.registry.blobs import BlobStore
 from cargohold.registry.catalog import list_repositories, page_local
+from cargohold.registry.integrity import BlobVerifier
 from cargohold.registry.manifests import ManifestStore
 from cargohold.registry.repoindex import scan_repositories
 from cargohold.registry.scaleout import HealthCheck, layer_driver
@@ -46,6 +47,7 @@ class Registry:
         self.blobs = BlobStore(self.driver)
         self.uploads = UploadManager(self.driver, self.blobs)
         self.manifests = ManifestStore(self.driver, self.blobs, config.validation)
+        self.verifier = BlobVerifier()  # blob files hashed once per process (integrity.py)
 
     @property
     def delete_enabled(self) -> bool:
