@@ -56,6 +56,7 @@ from cargohold.registry.inventory import local_driver
 from cargohold.storage import paths
 from cargohold.storage.driver import FileInfo, PathNotFoundError, StorageDriver
 from cargohold.storage.filesystem import TMP_PREFIX
+from cargohold.storage.paths import Kind
 
 LEASE_TTL = 900.0  # as garbage collection's
 DEBRIS_AGE = 60.0  # a temporary file younger than this may belong to a write in flight
@@ -256,8 +257,7 @@ async def _scan(driver: StorageDriver) -> _Store:
             else:
                 store.debris.append(info)
             continue
-        top = parts[0]
-        if top == "_cargohold":
+        if parts[0] == "_cargohold":
             if len(parts) >= 3 and parts[1] in ("tmp", "trash"):
                 entry = f"{paths.ROOT}/_cargohold/{parts[1]}/{parts[2]}"  # a tree counts once
                 if entry not in store.leftovers:
@@ -267,61 +267,38 @@ async def _scan(driver: StorageDriver) -> _Store:
                 if d is not None:
                     store.quarantine.add(d)
             continue
-        if top == "blobs":
-            rest = parts[1:]
-            if len(rest) == 4 and rest[3] == "data" and rest[2][:2] == rest[1]:
-                d = _digest(rest[0], rest[2])
-                if d is not None:
-                    store.blobs[d] = info
-                    continue
-            store.strays.append(info.path)
-            continue
-        if top != "repositories":
-            continue
-        _classify_repo_file(store, parts[1:], info)
+        _classify(store, parts[0], info)
     return store
 
 
-def _classify_repo_file(store: _Store, parts: list[str], info: FileInfo) -> None:
-    i = next((i for i, part in enumerate(parts) if part.startswith("_")), 0)
-    if i == 0:
-        store.strays.append(info.path)
+def _classify(store: _Store, top: str, info: FileInfo) -> None:
+    """One file of ``blobs/`` or ``repositories/``, by the layout's parser."""
+    parsed = paths.parse(info.path)
+    kind, d = parsed.kind, parsed.digest
+    if kind is Kind.BLOB_DATA and d is not None:
+        store.blobs[d] = info
         return
-    name = "/".join(parts[:i])
-    kind, rest = parts[i], parts[i + 1 :]
-    if kind == "_uploads":
+    if parsed.area in ("_uploads", "_pulls"):
+        return  # uploads in progress are purging's; pull records are retention's
+    if not parsed.name:
+        if top in ("blobs", "repositories"):
+            store.strays.append(info.path)
         return
-    repo = store.repos.get(name)
+    repo = store.repos.get(parsed.name)
     if repo is None:
-        repo = store.repos[name] = _Repo(name)
-    if kind == "_layers" and len(rest) == 3 and rest[2] == "link":
-        d = _digest(rest[0], rest[1])
-        if d is not None:
-            repo.layers[d] = info.path
-            return
-    elif kind == "_manifests" and rest[:1] == ["revisions"]:
-        if len(rest) == 4 and rest[3] == "link" and (d := _digest(rest[1], rest[2])):
-            repo.revisions[d] = info.path
-            return
-    elif kind == "_manifests" and rest[:1] == ["tags"] and len(rest) >= 2:
-        tag = rest[1]
-        if info.is_dir and len(rest) == 2:
-            repo.tags.setdefault(tag, None)
-            return
-        repo.tags.setdefault(tag, None)
-        if rest[2:] == ["current", "link"]:
-            repo.tags[tag] = info.path
-            return
-        if len(rest) == 6 and rest[2] == "index" and rest[5] == "link":
-            return  # history; nothing needs it to be right
-    elif kind == "_referrers" and len(rest) == 5 and rest[4] == "link":
-        subject, d = _digest(rest[0], rest[1]), _digest(rest[2], rest[3])
-        if subject is not None and d is not None:
-            repo.referrers.add((subject, d))
-            return
-    elif kind == "_pulls":
-        return
-    store.strays.append(info.path)
+        repo = store.repos[parsed.name] = _Repo(parsed.name)
+    if kind is Kind.LAYER_LINK and d is not None:
+        repo.layers[d] = info.path
+    elif kind is Kind.REVISION_LINK and d is not None:
+        repo.revisions[d] = info.path
+    elif kind is Kind.TAG_CURRENT_LINK:
+        repo.tags[parsed.tag] = info.path
+    elif kind in (Kind.TAG_DIR, Kind.TAG_INDEX_LINK):
+        repo.tags.setdefault(parsed.tag, None)  # index entries are history: nothing to check
+    elif kind is Kind.REFERRER_LINK and d is not None and parsed.subject is not None:
+        repo.referrers.add((parsed.subject, d))
+    else:
+        store.strays.append(info.path)
 
 
 # --------------------------------------------------------------------------- manifests
