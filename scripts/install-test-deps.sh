@@ -18,12 +18,12 @@ PYTHON="${PYTHON:-python3}"
 
 APT_PACKAGES=(
     skopeo docker.io containerd podman docker-registry redis-server haproxy
-    busybox-static wrk apache2-utils ca-certificates
+    busybox-static wrk apache2-utils ca-certificates strace
     chromium  # the web UI's browser tests (Playwright drives /usr/bin/chromium)
 )
 # command (or file) -> what proves the package is installed
 REQUIRED_COMMANDS=(
-    skopeo dockerd docker containerd ctr podman docker-registry redis-server haproxy wrk ab
+    skopeo dockerd docker containerd ctr podman docker-registry redis-server haproxy wrk ab strace
 )
 REQUIRED_FILES=(/bin/busybox /etc/ssl/certs/ca-certificates.crt /usr/bin/chromium)
 

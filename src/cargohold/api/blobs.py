@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import os
 import re
+from typing import IO, Any
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 from aiohttp.helpers import ETag
 
 from cargohold.api import auditing, notify, uploadstate
@@ -19,6 +24,7 @@ from cargohold.api.common import (
 from cargohold.api.socketbody import request_body
 from cargohold.digest import Digest, check_name
 from cargohold.errors import ErrorCode, RegistryError
+from cargohold.registry.integrity import BlobVerifier, identity
 from cargohold.registry.uploads import check_upload_id
 
 
@@ -60,7 +66,13 @@ async def get_blob(request: web.Request, name: str, digest_s: str) -> web.Stream
         # FileResponse does the single byte range and zero-copy sendfile; it sets its own
         # Content-Length.
         del headers["Content-Length"]
-        return _BlobFile(info.local_path, headers=headers)
+        try:
+            key = identity(os.stat(info.local_path))
+        except FileNotFoundError:
+            raise RegistryError(ErrorCode.BLOB_UNKNOWN, detail={"digest": str(digest)}) from None
+        if reg.verifier.known(key) is False:
+            raise _corrupt(digest)
+        return _BlobFile(info.local_path, headers=headers, digest=digest, verifier=reg.verifier)
     # Other units must be ignored (RFC 9110 14.2) and several ranges may be: send it whole.
     return await _stream_blob(request, digest, info.size, headers, honour_range=simple_range)
 
@@ -76,6 +88,63 @@ class _BlobFile(web.FileResponse):
     @etag.setter
     def etag(self, value: object) -> None:
         pass
+
+    def __init__(
+        self, path: str, *, headers: dict[str, str], digest: Digest, verifier: BlobVerifier
+    ) -> None:
+        super().__init__(path, headers=headers)
+        self._digest = digest
+        self._verifier = verifier
+
+    async def _sendfile(
+        self, request: web.BaseRequest, fobj: IO[Any], offset: int, count: int
+    ) -> AbstractStreamWriter:
+        """The first time this process sends this blob file, everything but its last byte
+        goes out while a thread hashes it; the last byte only if the hash matched (see
+        :mod:`cargohold.registry.integrity`). Verified files go out in one ``sendfile``."""
+        key = identity(os.fstat(fobj.fileno()))
+        if self._verifier.known(key):
+            return await super()._sendfile(request, fobj, offset, count)
+        check = self._verifier.check(key, fobj.fileno(), self._digest)
+        transport = request.transport
+        if transport is None:
+            raise ConnectionResetError("Connection lost")
+        writer = await web.StreamResponse.prepare(self, request)
+        assert writer is not None
+        head = count - 1
+        if head:
+            await self._send_range(request, writer, fobj, offset, head)
+        if not await asyncio.shield(check):
+            transport.abort()  # the client must see a failure, not a wrong blob
+            raise ConnectionResetError(f"blob {self._digest} is corrupt")
+        await self._send_range(request, writer, fobj, offset + head, 1)
+        await web.StreamResponse.write_eof(self)
+        return writer
+
+    async def _send_range(
+        self,
+        request: web.BaseRequest,
+        writer: AbstractStreamWriter,
+        fobj: IO[Any],
+        offset: int,
+        count: int,
+    ) -> None:
+        transport = request.transport
+        if transport is None:
+            raise ConnectionResetError("Connection lost")
+        try:
+            await request._loop.sendfile(transport, fobj, offset, count)
+        except NotImplementedError:
+            await self._sendfile_fallback(writer, fobj, offset, count)
+
+
+def _corrupt(digest: Digest) -> RegistryError:
+    return RegistryError(
+        ErrorCode.UNKNOWN,
+        "the stored blob does not match its digest; an operator must run cargohold fsck",
+        {"digest": str(digest)},
+        status=500,
+    )
 
 
 _SIMPLE_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d+-\d*|-\d+)\s*$")
@@ -114,13 +183,27 @@ async def _stream_blob(
     if request.method == "HEAD" or size == 0:
         return response
     remaining = end - start + 1
+    # A whole body is hashed as it goes and its last chunk held back until the hash matched
+    # (see registry/integrity.py); a range cannot be checked without reading the rest.
+    hasher = hashlib.new(digest.algorithm) if status == 200 else None
+    held: bytes | None = None
     async for chunk in registry_of(request).blobs.read(digest, start):
         if len(chunk) > remaining:
             chunk = chunk[:remaining]
-        await response.write(chunk)
+        if hasher is not None:
+            await asyncio.to_thread(hasher.update, chunk)
+        if held is not None:
+            await response.write(held)
+        held = chunk
         remaining -= len(chunk)
         if remaining <= 0:
             break
+    if hasher is not None and (remaining or hasher.hexdigest() != digest.hex):
+        if request.transport is not None:
+            request.transport.abort()
+        raise ConnectionResetError(f"blob {digest} is corrupt or short")
+    if held is not None:
+        await response.write(held)
     await response.write_eof()
     return response
 

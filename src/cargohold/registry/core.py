@@ -14,6 +14,7 @@ from cargohold.errors import ErrorCode, RegistryError
 from cargohold.registry.blobs import BlobStore
 from cargohold.registry.catalog import list_repositories, page_local
 from cargohold.registry.governance import Governance
+from cargohold.registry.integrity import BlobVerifier
 from cargohold.registry.manifests import ManifestStore
 from cargohold.registry.quota import Quotas
 from cargohold.registry.repoindex import scan_repositories
@@ -52,6 +53,7 @@ class Registry:
         self.blobs = BlobStore(self.driver, self.quotas)
         self.uploads = UploadManager(self.driver, self.blobs)
         self.manifests = ManifestStore(self.driver, self.blobs, config.validation, self.governance)
+        self.verifier = BlobVerifier()  # blob files hashed once per process (integrity.py)
 
     @property
     def delete_enabled(self) -> bool:

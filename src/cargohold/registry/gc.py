@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cargohold.digest import Digest
+from cargohold.faults import crash_point
 from cargohold.registry import inventory
 from cargohold.registry.catalog import order_key
 from cargohold.registry.inventory import BlobEntry, RepoInventory
@@ -664,15 +665,16 @@ class GarbageCollector:
             with contextlib.suppress(PathNotFoundError):
                 await self.driver.delete(paths.referrer_dir(name, refs.subject, d))
         log.info("deleting manifest %s@%s", name, d)
+        crash_point("gc.manifest.before-revision")
         with contextlib.suppress(PathNotFoundError):
             await self.driver.delete(paths.revision_dir(name, d))
         self._removed.append(paths.revision_link(name, d))
 
     async def _remove_blob(self, d: Digest, repos: dict[str, RepoInventory]) -> int:
+        """The ``_layers`` links first, the data last (docs/ordering.md): a collection that
+        dies in between leaves an unlinked blob, which the next one collects, never a link to
+        nothing."""
         log.info("deleting blob %s", d)
-        with contextlib.suppress(PathNotFoundError):
-            await self.driver.delete(paths.blob_dir(d))
-        self._removed.append(paths.blob_data(d))
         removed = 0
         for repo in repos.values():
             if d in repo.layers:
@@ -680,6 +682,10 @@ class GarbageCollector:
                     await self.driver.delete(f"{paths.layers(repo.name)}/{d.algorithm}/{d.hex}")
                     removed += 1
                 self._removed.append(paths.layer_link(repo.name, d))
+                crash_point("gc.blob.after-link")
+        with contextlib.suppress(PathNotFoundError):
+            await self.driver.delete(paths.blob_dir(d))
+        self._removed.append(paths.blob_data(d))
         return removed
 
     # -- coordination --------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from cargohold import metrics
 from cargohold.config import ValidationConfig
 from cargohold.digest import Digest, check_tag, is_digest_reference
 from cargohold.errors import ErrorCode, RegistryError
+from cargohold.faults import crash_point
 from cargohold.registry.blobs import EMPTY_JSON_DIGEST, BlobStore
 from cargohold.registry.governance import Governance, Rules
 from cargohold.storage import paths
@@ -330,15 +331,21 @@ class ManifestStore:
         held = [(manifest.digest, len(manifest.data))]
         held += [(d.digest, d.size) for d in manifest.blobs if not d.urls]
         await self.blobs.charge(name, held)
+        # The order of docs/ordering.md: content, then what points at it, the tag last.
         await self.blobs.put(manifest.data, manifest.digest.algorithm)
-        await self.driver.put_content(
-            paths.revision_link(name, manifest.digest), str(manifest.digest).encode()
-        )
+        crash_point("manifest.put.after-blob")
         if manifest.subject is not None:
+            # Before the revision: a referrer link alone is ignored by every reader (they check
+            # the revision), a revision without its referrer link would be missed by the API.
             await self.driver.put_content(
                 paths.referrer_link(name, manifest.subject.digest, manifest.digest),
                 str(manifest.digest).encode(),
             )
+            crash_point("manifest.put.after-referrer")
+        await self.driver.put_content(
+            paths.revision_link(name, manifest.digest), str(manifest.digest).encode()
+        )
+        crash_point("manifest.put.after-revision")
         if tag is not None:
             await self._write_tag(name, tag, manifest.digest)
         self._cache[manifest.digest] = manifest
@@ -361,8 +368,11 @@ class ManifestStore:
         return previous
 
     async def _write_tag(self, name: str, tag: str, digest: Digest) -> None:
-        await self.driver.put_content(paths.tag_index_link(name, tag, digest), str(digest).encode())
+        """``current/link`` first: it creates the tag directory, which must never exist without
+        it (tag listings show it); the index entry is history that nothing needs."""
         await self.driver.put_content(paths.tag_current_link(name, tag), str(digest).encode())
+        crash_point("manifest.tag.after-current")
+        await self.driver.put_content(paths.tag_index_link(name, tag, digest), str(digest).encode())
 
     async def _verify_references(self, name: str, m: Manifest) -> None:
         """Every referenced blob and child must be here; ``validation.disabled`` only lifts the
@@ -430,9 +440,9 @@ class ManifestStore:
     async def delete(self, name: str, digest: Digest) -> None:
         """Remove a revision and every tag pointing at it, as registry:2 does.
 
-        The revision goes first: a tag pointing at a missing revision already answers 404, so
-        whatever a push from another process does meanwhile, no tag is left that resolves to a
-        manifest that is half gone.
+        The tags go first, then the revision, then its referrers link (docs/ordering.md): a
+        crash in between leaves an untagged manifest, or a referrers link that readers skip,
+        never a tag naming a digest that is no longer a revision of the repository.
         """
         async with self._repo_lock(name):
             if not await self.exists(name, digest):
@@ -448,13 +458,6 @@ class ManifestStore:
                 manifest: Manifest | None = await self.load(digest)
             except RegistryError:
                 manifest = None
-            with contextlib.suppress(PathNotFoundError):
-                await self.driver.delete(paths.revision_dir(name, digest))
-            if manifest is not None and manifest.subject is not None:
-                with contextlib.suppress(PathNotFoundError):
-                    await self.driver.delete(
-                        paths.referrer_dir(name, manifest.subject.digest, digest)
-                    )
             for tag in await self.tags(name):
                 try:
                     raw = await self.driver.get_content(paths.tag_current_link(name, tag))
@@ -463,6 +466,15 @@ class ManifestStore:
                 if raw.decode("ascii", "replace").strip() == str(digest):
                     with contextlib.suppress(PathNotFoundError):
                         await self.driver.delete(paths.tag_dir(name, tag))
+                    crash_point("manifest.delete.after-tag")
+            with contextlib.suppress(PathNotFoundError):
+                await self.driver.delete(paths.revision_dir(name, digest))
+            crash_point("manifest.delete.after-revision")
+            if manifest is not None and manifest.subject is not None:
+                with contextlib.suppress(PathNotFoundError):
+                    await self.driver.delete(
+                        paths.referrer_dir(name, manifest.subject.digest, digest)
+                    )
             await self.blobs.release(name, [digest])
         self._changed(name)
 

@@ -42,6 +42,7 @@ from typing import Any
 
 from cargohold.digest import Digest
 from cargohold.errors import ErrorCode, RegistryError
+from cargohold.faults import crash_point
 from cargohold.registry.blobs import BlobInfo, BlobStore
 from cargohold.registry.buffers import BufferPool
 from cargohold.registry.readinto import Body, ExactBody
@@ -199,11 +200,14 @@ class UploadManager:
             # Garbage collection may be deleting it: wait, then look again.
             if existing is not None and fence is not None and await fence.guard([digest], name):
                 existing = await self.blobs.stat(digest)
+            # docs/ordering.md: the blob, then the repository's link, then the upload goes.
             if existing is None:
                 await self.driver.move(data_path, paths.blob_data(digest))
+                crash_point("upload.finish.after-move")
             else:
                 self.blobs.refresh(digest)
             await self.blobs.link(name, digest)
+            crash_point("upload.finish.after-link")
             await self._discard(name, upload_id)
             return BlobInfo(digest, size, None)
 

@@ -4,6 +4,14 @@ Small metadata operations (stat, link files of ~70 bytes, directory listings) ru
 event loop: on a local disk they take microseconds, far less than a hop to a thread, and they are
 the hot path of manifest and HEAD requests. Bulk data (blob bodies) goes through threads or
 ``sendfile``.
+
+Every write is a rename: content is written under ``_cargohold/tmp`` and renamed into place,
+together with any directories it needs (built in ``tmp`` and renamed in as one tree), and a
+deleted tree is first renamed into ``_cargohold/trash``. A process killed at any instant thus
+leaves nothing half-made in the layout, only leftovers in those two directories, which nothing
+reads (``cargohold fsck --repair`` empties them). With ``fsync`` (``storage.filesystem.fsync``)
+each file is flushed to disk before its rename and each changed directory after it, so what
+was acknowledged survives a power loss too, in the order it was written (``docs/ordering.md``).
 """
 
 from __future__ import annotations
@@ -21,7 +29,8 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any
 
-from cargohold.atomicfile import write_atomic
+from cargohold.faults import crash_point
+from cargohold.storage import paths
 from cargohold.storage.driver import (
     FileInfo,
     FileWriter,
@@ -45,9 +54,12 @@ TMP_PREFIX = ".cargohold-tmp-"
 class FilesystemDriver(StorageDriver):
     name = "filesystem"
 
-    def __init__(self, rootdirectory: str) -> None:
+    def __init__(self, rootdirectory: str, fsync: bool = False) -> None:
         self.root = os.path.abspath(rootdirectory)
+        self.fsync = fsync
         os.makedirs(self.root, exist_ok=True)
+        self._scratch = self.root + paths.SCRATCH
+        self._trash = self.root + paths.TRASH
         self._small: dict[str, tuple[tuple[int, int, int], bytes]] = {}
         self._listings: OrderedDict[str, tuple[tuple[int, int], builtins.list[str]]] = (
             OrderedDict()
@@ -55,7 +67,9 @@ class FilesystemDriver(StorageDriver):
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> FilesystemDriver:
-        return cls(str(params.get("rootdirectory", DEFAULT_ROOTDIRECTORY)))
+        return cls(
+            str(params.get("rootdirectory", DEFAULT_ROOTDIRECTORY)), bool(params.get("fsync"))
+        )
 
     def _full(self, path: str) -> str:
         check_path(path)
@@ -127,18 +141,88 @@ class FilesystemDriver(StorageDriver):
         return data
 
     async def put_content(self, path: str, data: bytes) -> None:
-        if len(data) > READ_CHUNK:
+        if len(data) > READ_CHUNK or self.fsync:  # fsync waits for the disk: not on the loop
             await asyncio.to_thread(self._put_sync, path, data)
         else:
             self._put_sync(path, data)
 
     def _put_sync(self, path: str, data: bytes) -> None:
         full = self._full(path)
+        tmp = self._scratch_path()
         try:
-            write_atomic(full, data, fsync=False, prefix=TMP_PREFIX)
-        except FileNotFoundError:  # the first file of its directory
-            os.makedirs(os.path.dirname(full), exist_ok=True)
-            write_atomic(full, data, fsync=False, prefix=TMP_PREFIX)
+            with open(tmp, "wb") as f:
+                f.write(data)
+                if self.fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
+            crash_point("fs.put.before-rename")
+            self._publish(tmp, full)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def _scratch_path(self) -> str:
+        name = os.path.join(self._scratch, uuid.uuid4().hex)
+        if not os.path.isdir(self._scratch):
+            os.makedirs(self._scratch, exist_ok=True)
+        return name
+
+    def _publish(self, source: str, full: str) -> None:
+        """Rename ``source`` to ``full``; missing parent directories appear with it, at once.
+
+        When the parent is missing, the missing directories are built in scratch space around
+        the file and the topmost is renamed into place: no empty directory (say a tag with no
+        ``current/link``) is ever visible, not even after a crash. Another process creating the
+        same directory meanwhile makes the rename fail; the file is then taken back and the
+        whole step retried, now with more of the path in place."""
+        for _ in range(16):
+            try:
+                os.replace(source, full)
+            except FileNotFoundError:
+                if not os.path.exists(source):
+                    raise
+            except NotADirectoryError:
+                raise InvalidPathError(full[len(self.root) :]) from None
+            else:
+                if self.fsync:
+                    _fsync_dir(os.path.dirname(full))
+                return
+            self._publish_tree(source, full)
+            if not os.path.exists(source):
+                return
+        raise StorageError(f"cannot create the directories of {full[len(self.root) :]}")
+
+    def _publish_tree(self, source: str, full: str) -> None:
+        missing: builtins.list[str] = []
+        parent = os.path.dirname(full)
+        while not os.path.isdir(parent):
+            if len(parent) <= len(self.root):
+                raise StorageError(f"storage root {self.root} is missing")
+            missing.append(os.path.basename(parent))
+            parent = os.path.dirname(parent)
+        if not missing:
+            return  # the parent appeared meanwhile: the caller's next rename will do
+        missing.reverse()
+        box = self._scratch_path()
+        inner = os.path.join(box, *missing)
+        os.makedirs(inner)
+        moved = os.path.join(inner, os.path.basename(full))
+        os.replace(source, moved)
+        try:
+            if self.fsync:
+                for depth in range(len(missing), 0, -1):
+                    _fsync_dir(os.path.join(box, *missing[:depth]))
+            os.rename(os.path.join(box, missing[0]), os.path.join(parent, missing[0]))
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                raise
+            os.replace(moved, source)  # somebody made that directory first: try again
+        else:
+            if self.fsync:
+                _fsync_dir(parent)
+        finally:
+            shutil.rmtree(box, ignore_errors=True)
 
     async def reader(self, path: str, offset: int = 0) -> AsyncIterator[bytes]:
         try:
@@ -200,8 +284,10 @@ class FilesystemDriver(StorageDriver):
     async def move(self, source: str, dest: str) -> None:
         src, dst = self._full(source), self._full(dest)
         try:
-            os.makedirs(os.path.dirname(dst), exist_ok=True)
-            os.replace(src, dst)
+            if self.fsync:
+                await asyncio.to_thread(self._publish_durably, src, dst)
+            else:
+                self._publish(src, dst)
         except FileNotFoundError:
             if not os.path.exists(src):
                 raise PathNotFoundError(source) from None
@@ -215,14 +301,31 @@ class FilesystemDriver(StorageDriver):
         full = self._full(path)
         try:
             if os.path.isdir(full) and not os.path.islink(full):
-                # Rename first so that readers never see a half-deleted tree.
-                doomed = os.path.join(os.path.dirname(full), TMP_PREFIX + uuid.uuid4().hex)
+                # Renamed out of the layout first: readers, and a crash, never see half a tree.
+                doomed = self._doomed_path(full)
                 os.rename(full, doomed)
+                if self.fsync:
+                    await asyncio.to_thread(_fsync_dir, os.path.dirname(full))
+                crash_point("fs.delete.after-rename")
                 await asyncio.to_thread(shutil.rmtree, doomed, True)
             else:
                 os.unlink(full)
+                if self.fsync:
+                    await asyncio.to_thread(_fsync_dir, os.path.dirname(full))
         except FileNotFoundError:
             raise PathNotFoundError(path) from None
+
+    def _publish_durably(self, src: str, dst: str) -> None:
+        _fsync_file(src)
+        self._publish(src, dst)
+        _fsync_dir(os.path.dirname(src))
+
+    def _doomed_path(self, full: str) -> str:
+        if full.startswith(self._trash + "/") or full == self._trash:
+            return os.path.join(os.path.dirname(full), TMP_PREFIX + uuid.uuid4().hex)
+        if not os.path.isdir(self._trash):
+            os.makedirs(self._trash, exist_ok=True)
+        return os.path.join(self._trash, uuid.uuid4().hex)
 
     def walk_sync(self, path: str) -> builtins.list[str]:
         """All file paths below ``path`` (for GC and tools; not used on request paths)."""
@@ -238,6 +341,9 @@ class FilesystemDriver(StorageDriver):
 
 
 class _FileWriter(FileWriter):
+    """Upload data: with ``fsync`` it is synced once, when :meth:`FilesystemDriver.move`
+    publishes it (before the 201), not after every chunk (a 202 promises less)."""
+
     def __init__(self, f: Any) -> None:
         self._f = f
         self._size = os.fstat(f.fileno()).st_size
@@ -270,3 +376,20 @@ class _FileWriter(FileWriter):
 
     async def close(self) -> None:
         self._f.close()
+
+
+def _fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: str) -> None:
+    """Make a directory's entries (a rename into or out of it) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

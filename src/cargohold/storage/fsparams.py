@@ -1,7 +1,8 @@
 """registry:2's ``storage.filesystem`` parameters, beside the filesystem driver.
 
 Names, defaults and limits are registry:2's (``registry/storage/driver/filesystem``): the root
-directory, and ``maxthreads``, which registry:2 raises to its minimum rather than refusing.
+directory, and ``maxthreads``, which registry:2 raises to its minimum rather than refusing;
+plus cargohold's ``fsync`` (README: "Durability"), which registry:2 would reject as unknown.
 """
 
 from __future__ import annotations
@@ -9,14 +10,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from cargohold.storage.params import DriverParams, ParamError, Warn, integer, text
+from cargohold.storage.params import DriverParams, ParamError, Warn, flag, integer, text
 
 DEFAULT_ROOTDIRECTORY = "/var/lib/registry"
 MIN_THREADS, DEFAULT_THREADS = 25, 100
 
 
 def parse_filesystem_params(params: Mapping[str, Any], warn: Warn) -> dict[str, Any]:
-    """The parameters with ``rootdirectory`` (str) and ``maxthreads`` (int) always set."""
+    """The parameters with ``rootdirectory`` (str), ``maxthreads`` (int) and ``fsync`` (bool)
+    always set."""
     root = text(params, "rootdirectory", DEFAULT_ROOTDIRECTORY)
     if not root:
         raise ParamError("rootdirectory", "must not be empty")
@@ -24,7 +26,10 @@ def parse_filesystem_params(params: Mapping[str, Any], warn: Warn) -> dict[str, 
     if threads < MIN_THREADS:  # registry:2 raises it to the minimum too
         warn("maxthreads", f"{threads} raised to {MIN_THREADS}")
         threads = MIN_THREADS
-    return {**params, "rootdirectory": root, "maxthreads": threads}
+    fsync = flag(params, "fsync", False)
+    return {**params, "rootdirectory": root, "maxthreads": threads, "fsync": fsync}
 
 
-PARAMS = DriverParams(frozenset({"rootdirectory", "maxthreads"}), parse_filesystem_params)
+PARAMS = DriverParams(
+    frozenset({"rootdirectory", "maxthreads", "fsync"}), parse_filesystem_params
+)

@@ -26,6 +26,13 @@ So are ``_pulls`` (when each tag was last pulled, for retention) and everything 
     /docker/registry/v2/_cargohold/gc/deleted/<batch>
     /docker/registry/v2/_cargohold/catalog/<name>/_repository   (the repository index)
     /docker/registry/v2/_cargohold/catalog-built
+    /docker/registry/v2/_cargohold/tmp/<id>          files being written, before their rename
+    /docker/registry/v2/_cargohold/trash/<id>        trees being deleted, after their rename
+    /docker/registry/v2/_cargohold/quarantine/<alg>/<hex>/data   blobs fsck found corrupt
+
+``tmp`` and ``trash`` keep every half-done write or delete out of the layout proper, so a
+process killed at any instant leaves nothing that registry:2 or cargohold would read
+(``docs/ordering.md``).
 
 :func:`parse` reads a path back into what it is and its parts (name, digest, tag, ...), so the
 walks over the store (inventory, the repository index, the blob descriptor cache) need no
@@ -148,6 +155,9 @@ GC_LEASE = f"{GC}/lease"
 GC_CONDEMNED = f"{GC}/condemned"
 GC_CLAIMS = f"{GC}/claims"
 GC_DELETED = f"{GC}/deleted"
+SCRATCH = f"{CARGOHOLD}/tmp"
+TRASH = f"{CARGOHOLD}/trash"
+QUARANTINE = f"{CARGOHOLD}/quarantine"
 
 
 def gc_condemned(batch: str) -> str:
@@ -341,3 +351,5 @@ _CATALOG_SLASH = CATALOG + "/"
 _CATALOG_ENTRY = "/_repository"
 _UPLOAD_FILES = {"data": Kind.UPLOAD_DATA, "startedat": Kind.UPLOAD_STARTEDAT}
 _GC_BATCHES = {"condemned": Kind.GC_CONDEMNED, "claims": Kind.GC_CLAIMS, "deleted": Kind.GC_DELETED}
+def quarantine_data(d: Digest) -> str:
+    return f"{QUARANTINE}/{d.algorithm}/{d.hex}/data"

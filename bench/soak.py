@@ -1,0 +1,371 @@
+#!/usr/bin/env python3
+"""Soak: cargohold (``--workers 2``) under a mixed push / pull / delete / online-GC load.
+
+Client threads, as fast as they can, push small images (tags), pull them back (manifest by
+tag, every blob, each checked against its digest), re-tag, untag and delete manifests, each
+on repositories of its own, while an online garbage collection (``--delete-untagged``) runs
+every ``--gc-interval`` seconds through the debug listener. The server's resident memory (its
+whole process tree) is sampled every second. At the end the server is stopped and
+``cargohold fsck --verify-blobs`` runs on the store.
+
+It fails (exit 1) on any 5xx, any wrong byte pulled, any request that failed outright, or an
+fsck that is not clean. The memory slope after warm-up (the first quarter of the run) is
+reported in MiB per minute, not judged: on a shared 2-core machine it is noise-prone.
+
+    python bench/soak.py                      # 10 minutes
+    python bench/soak.py --duration 60 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from client import OCI_MANIFEST, Http, Image, sha256_digest
+from harness import Server, ServerSpec, free_port, install_signal_handlers
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ANY = tuple(range(100, 600))
+
+
+@dataclass
+class Tally:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    statuses: Counter[int] = field(default_factory=Counter)
+    operations: Counter[str] = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)  # 5xx, wrong bytes, broken requests
+
+    def status(self, code: int, what: str) -> None:
+        with self.lock:
+            self.statuses[code] += 1
+            if code >= 500 and len(self.failures) < 50:
+                self.failures.append(f"{code} on {what}")
+
+    def fail(self, what: str) -> None:
+        with self.lock:
+            if len(self.failures) < 50:
+                self.failures.append(what)
+
+    def op(self, name: str) -> None:
+        with self.lock:
+            self.operations[name] += 1
+
+
+@dataclass(frozen=True)
+class Pushed:
+    """What a client keeps of an image it pushed: enough to check a pull, not the bytes."""
+
+    repo: str
+    tag: str
+    manifest: bytes
+    digest: str
+    blobs: tuple[str, ...]
+
+
+class Client(threading.Thread):
+    """Pushes, pulls, re-tags, untags and deletes on repositories of its own. It keeps at most
+    ``live`` images and deletes the oldest beyond that, so the store (and every bounded cache
+    of the server) reaches a steady size and memory growth after warm-up means a leak."""
+
+    def __init__(
+        self, index: int, server: Server, tally: Tally, stop: threading.Event, live: int
+    ) -> None:
+        super().__init__(daemon=True, name=f"soak-{index}")
+        self.index = index
+        self.server = server
+        self.tally = tally
+        self.stop_event = stop
+        self.live = live
+        self.rng = random.Random(index)
+        self.images: list[Pushed] = []  # pullable by tag, oldest first
+        self.counter = 0
+
+    def call(self, http: Http, method: str, path: str, expect: tuple[int, ...], **kw: Any) -> Any:
+        resp = http.request(method, path, expect=ANY, **kw)
+        self.tally.status(resp.status, f"{method} {path}")
+        if resp.status not in expect and resp.status < 500:
+            self.tally.fail(f"{method} {path}: {resp.status} (expected {expect})")
+        return resp
+
+    def run(self) -> None:
+        http = Http(self.server.host, self.server.port, timeout=120)
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    self.step(http)
+                except (OSError, http_errors) as e:
+                    if self.stop_event.is_set():
+                        return
+                    self.tally.fail(f"{type(e).__name__}: {e}")
+                    http.close()
+                    http = Http(self.server.host, self.server.port, timeout=120)
+        finally:
+            http.close()
+
+    def forget(self, gone: Pushed) -> None:
+        self.images = [x for x in self.images if x.digest != gone.digest or x.repo != gone.repo]
+
+    def step(self, http: Http) -> None:
+        roll = self.rng.random()
+        if len(self.images) > self.live:
+            oldest = self.images[0]
+            self.call(http, "DELETE", f"/v2/{oldest.repo}/manifests/{oldest.digest}", (202,))
+            self.forget(oldest)
+            self.tally.op("delete_manifest")
+        elif roll < 0.35 or not self.images:
+            self.push(http)
+        elif roll < 0.75:
+            self.pull(http)
+        elif roll < 0.85:
+            gone = self.rng.choice(self.images)
+            self.call(http, "DELETE", f"/v2/{gone.repo}/manifests/{gone.digest}", (202,))
+            self.forget(gone)
+            self.tally.op("delete_manifest")
+        elif roll < 0.93:
+            gone = self.images.pop(self.rng.randrange(len(self.images)))
+            self.call(http, "DELETE", f"/v2/{gone.repo}/manifests/{gone.tag}", (202,))
+            self.tally.op("delete_tag")
+        else:
+            image = self.rng.choice(self.images)
+            self.counter += 1
+            tag = f"re{self.counter}"
+            headers = {"Content-Type": OCI_MANIFEST}
+            path = f"/v2/{image.repo}/manifests/{tag}"
+            self.call(http, "PUT", path, (201,), headers=headers, body=image.manifest)
+            self.images.append(Pushed(image.repo, tag, image.manifest, image.digest, image.blobs))
+            self.tally.op("retag")
+
+    def push(self, http: Http) -> None:
+        self.counter += 1
+        repo = f"soak/c{self.index}-{self.counter % 4}"
+        tag = f"t{self.counter}"
+        sizes = [self.rng.randint(4 << 10, 2 << 20) for _ in range(self.rng.randint(1, 3))]
+        image = Image.build(sizes)
+        for digest, data in image.blobs:
+            resp = self.call(http, "POST", f"/v2/{repo}/blobs/uploads/", (202,))
+            if resp.status != 202:
+                return
+            location = resp.headers["Location"]
+            path = location.split("://", 1)[-1]
+            path = path[path.index("/") :] if not location.startswith("/") else location
+            sep = "&" if "?" in path else "?"
+            headers = {"Content-Type": "application/octet-stream"}
+            put = f"{path}{sep}digest={digest}"
+            if self.call(http, "PUT", put, (201,), headers=headers, body=data).status != 201:
+                return
+        headers = {"Content-Type": OCI_MANIFEST}
+        path = f"/v2/{repo}/manifests/{tag}"
+        if self.call(http, "PUT", path, (201,), headers=headers, body=image.manifest).status == 201:
+            blobs = tuple(d for d, _ in image.blobs)
+            self.images.append(Pushed(repo, tag, image.manifest, image.digest, blobs))
+        self.tally.op("push")
+
+    def pull(self, http: Http) -> None:
+        image = self.rng.choice(self.images)
+        headers = {"Accept": OCI_MANIFEST}
+        path = f"/v2/{image.repo}/manifests/{image.tag}"
+        resp = self.call(http, "GET", path, (200,), headers=headers)
+        if resp.status == 200 and resp.body != image.manifest:
+            self.tally.fail(f"GET {image.repo}:{image.tag}: wrong manifest bytes")
+        for digest in image.blobs:
+            resp = self.call(http, "GET", f"/v2/{image.repo}/blobs/{digest}", (200,))
+            if resp.status == 200 and sha256_digest(resp.body) != digest:
+                self.tally.fail(f"GET {image.repo}@{digest}: wrong blob bytes")
+        self.tally.op("pull")
+
+
+http_errors = (http.client.HTTPException,)
+
+
+def collect_garbage(debug: str, tally: Tally, stop: threading.Event, interval: float) -> None:
+    host, port = debug.rsplit(":", 1)
+    while not stop.wait(interval):
+        conn = http.client.HTTPConnection(host, int(port), timeout=600)
+        try:
+            conn.request("POST", "/admin/gc?deleteuntagged=true&wait=true")
+            resp = conn.getresponse()
+            body = resp.read()
+            tally.status(resp.status, "POST /admin/gc")
+            if resp.status == 409:  # a repairing fsck (--online-fsck) holds the lease
+                tally.op("gc_busy")
+                continue
+            if resp.status != 200:
+                tally.fail(f"online GC answered {resp.status}: {body[:200]!r}")
+            tally.op("gc")
+        except (OSError, http.client.HTTPException) as e:
+            if not stop.is_set():
+                tally.fail(f"online GC: {e}")
+        finally:
+            conn.close()
+
+
+def online_fsck(config: Path, env: dict[str, str], tally: Tally, stop: threading.Event,
+                interval: float) -> None:
+    """``cargohold fsck --repair`` on the live store now and then: it must find nothing (every
+    in-flight state is a valid one) and, holding the lease, make collections wait (409)."""
+    while not stop.wait(interval):
+        proc = subprocess.run(
+            [sys.executable, "-m", "cargohold", "fsck", str(config), "--repair", "--json"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        if proc.returncode == 2 and "lease" in proc.stderr:
+            tally.op("online_fsck_busy")  # a collection was running
+        elif proc.returncode == 0:
+            tally.op("online_fsck")
+        else:
+            try:
+                problems = json.loads(proc.stdout).get("problems", [])
+            except ValueError:
+                problems = [proc.stderr[-500:]]
+            tally.fail(f"online fsck exited {proc.returncode}: {problems[:3]}")
+
+
+def slope_mib_per_min(samples: list[tuple[float, int]], warmup: float) -> float | None:
+    kept = [(t, rss) for t, rss in samples if t >= warmup]
+    if len(kept) < 3:
+        return None
+    fit = statistics.linear_regression([t for t, _ in kept], [rss / 2**20 for _, rss in kept])
+    return fit.slope * 60.0
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="cargohold-soak-", dir=args.tmpdir))
+    debug = f"127.0.0.1:{free_port()}"
+    src = str(REPO_ROOT / "src")
+    env = {
+        "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p),
+        "REGISTRY_HTTP_DEBUG_ADDR": debug,
+        "REGISTRY_STORAGE_MAINTENANCE_GC_GRACEPERIOD": f"{args.grace}s",
+        "REGISTRY_STORAGE_MAINTENANCE_GC_SETTLE": "1s",
+    }
+    argv = [sys.executable, "-m", "cargohold", "serve", "{config}", "--workers", str(args.workers)]
+    server = Server(ServerSpec("cargohold", "cargohold", argv, env), workdir, 120.0)
+    tally = Tally()
+    stop = threading.Event()
+    samples: list[tuple[float, int]] = []
+    try:
+        server.start(60.0)
+        clients = [Client(i, server, tally, stop, args.live) for i in range(args.clients)]
+        gc = threading.Thread(
+            target=collect_garbage, args=(debug, tally, stop, args.gc_interval), daemon=True
+        )
+        checker = threading.Thread(
+            target=online_fsck,
+            args=(workdir / "config.yml", {"PYTHONPATH": env["PYTHONPATH"]}, tally, stop,
+                  args.online_fsck),
+            daemon=True,
+        )  # fmt: skip
+        started = time.monotonic()
+        for c in clients:
+            c.start()
+        gc.start()
+        if args.online_fsck > 0:
+            checker.start()
+        while (elapsed := time.monotonic() - started) < args.duration:
+            samples.append((elapsed, server.rss_bytes()))
+            server.check_alive()
+            time.sleep(1.0)
+        stop.set()
+        for c in clients:
+            c.join(timeout=120)
+        gc.join(timeout=600)
+        if checker.is_alive():
+            checker.join(timeout=600)
+        wall = time.monotonic() - started
+    finally:
+        stop.set()
+        server.stop()
+    fsck = subprocess.run(
+        [sys.executable, "-m", "cargohold", "fsck", str(workdir / "config.yml"), "--json",
+         "--verify-blobs"],
+        env={**os.environ, "PYTHONPATH": env["PYTHONPATH"]},
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )  # fmt: skip
+    try:
+        fsck_report = json.loads(fsck.stdout)
+    except ValueError:
+        fsck_report = {"clean": False, "error": fsck.stderr[-2000:]}
+    shutil.rmtree(workdir, ignore_errors=True)
+    warmup = args.duration / 4
+    requests_total = sum(tally.statuses.values())
+    return {
+        "duration_s": round(wall, 1),
+        "workers": args.workers,
+        "clients": args.clients,
+        "live_images_per_client": args.live,
+        "requests": requests_total,
+        "requests_per_s": round(requests_total / wall, 1) if wall else None,
+        "statuses": {str(k): v for k, v in sorted(tally.statuses.items())},
+        "operations": dict(tally.operations),
+        "server_errors": sum(v for k, v in tally.statuses.items() if k >= 500),
+        "failures": tally.failures,
+        "rss_mib_first": round(samples[0][1] / 2**20, 1) if samples else None,
+        "rss_mib_after_warmup": next(
+            (round(r / 2**20, 1) for t, r in samples if t >= warmup), None
+        ),
+        "rss_mib_last": round(samples[-1][1] / 2**20, 1) if samples else None,
+        "rss_mib_max": round(max(r for _, r in samples) / 2**20, 1) if samples else None,
+        "rss_slope_mib_per_min": (
+            round(s, 2) if (s := slope_mib_per_min(samples, warmup)) is not None else None
+        ),
+        "fsck_clean": bool(fsck_report.get("clean")),
+        "fsck": {
+            k: fsck_report.get(k)
+            for k in ("repositories", "manifests", "tags", "blobs", "blobsVerified", "problems")
+        },
+        "ok": not tally.failures and bool(fsck_report.get("clean")),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--duration", type=float, default=600.0, help="seconds (default 600)")
+    p.add_argument("--clients", type=int, default=6, help="client threads (default 6)")
+    p.add_argument("--workers", type=int, default=2, help="server workers (default 2)")
+    p.add_argument("--gc-interval", type=float, default=20.0, help="seconds between online GCs")
+    p.add_argument("--live", type=int, default=40, help="images each client keeps (default 40)")
+    p.add_argument(
+        "--online-fsck",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="run cargohold fsck --repair on the live store every S seconds (0: never)",
+    )
+    p.add_argument("--grace", type=float, default=5.0, help="GC grace period, seconds")
+    p.add_argument("--tmpdir", help="where the storage root goes (default: system temp)")
+    p.add_argument("--json", metavar="OUT", help="also write the result as JSON here")
+    args = p.parse_args(argv)
+    install_signal_handlers()
+    result = run(args)
+    text = json.dumps(result, indent=2)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    print(text)
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
