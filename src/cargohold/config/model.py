@@ -100,6 +100,7 @@ class StorageConfig:
     params: dict[str, Any] = field(default_factory=dict)
     delete_enabled: bool = False
     redirect_disable: bool = False
+    redirect_expirydelay: float = 0.0  # seconds a redirect URL is valid; 0: the driver's default
     readonly: bool = False
     purging: UploadPurging = field(default_factory=UploadPurging)
     gc: GCConfig = field(default_factory=GCConfig)

@@ -213,7 +213,7 @@ STORAGE = Section(
     (
         Field("delete.enabled", boolean, attr="delete_enabled"),
         Field("redirect.disable", boolean, attr="redirect_disable"),
-        Field("redirect.expirydelay", duration, 0.0, keep=False),
+        Field("redirect.expirydelay", duration, attr="redirect_expirydelay"),
         Field("tag.concurrencylimit", integer, 0, keep=False),
         Field("cache.blobdescriptor", raw, None),
         Field("cache.layerinfo", raw, None),  # the older spelling, which registry:2 still reads

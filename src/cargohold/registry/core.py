@@ -22,7 +22,9 @@ from cargohold.storage.filesystem import FilesystemDriver
 from cargohold.storage.inmemory import InMemoryDriver
 
 
-def make_driver(name: str, params: dict[str, Any]) -> StorageDriver:
+def make_driver(name: str, params: dict[str, Any], redirect_expiry: float = 0.0) -> StorageDriver:
+    """``redirect_expiry`` (``storage.redirect.expirydelay``): how long a redirect URL is valid,
+    for the drivers that redirect (S3); 0 keeps the driver's default."""
     if name == "filesystem":
         return FilesystemDriver.from_params(params)
     if name == "inmemory":
@@ -30,7 +32,7 @@ def make_driver(name: str, params: dict[str, Any]) -> StorageDriver:
     if name == "s3":
         from cargohold.storage.s3 import S3Driver
 
-        return S3Driver.from_params(params)
+        return S3Driver.from_params(params, redirect_expiry)
     raise RegistryError(ErrorCode.UNSUPPORTED, f"storage driver {name!r} is not supported yet")
 
 
@@ -39,7 +41,13 @@ class Registry:
         self.config = config
         # Cache and repository index layered over the driver (see registry/scaleout.py).
         self.layers = layer_driver(
-            config, driver or make_driver(config.storage.driver, config.storage.params)
+            config,
+            driver
+            or make_driver(
+                config.storage.driver,
+                config.storage.params,
+                config.storage.redirect_expirydelay,
+            ),
         )
         self.driver = self.layers.driver
         self.health = HealthCheck(self.layers)

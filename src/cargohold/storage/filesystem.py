@@ -3,7 +3,8 @@
 Small metadata operations (stat, link files of ~70 bytes, directory listings) run inline on the
 event loop: on a local disk they take microseconds, far less than a hop to a thread, and they are
 the hot path of manifest and HEAD requests. Bulk data (blob bodies) goes through threads or
-``sendfile``.
+``sendfile``; those threads are the driver's own pool of at most ``maxthreads`` (registry:2's
+limit on simultaneous blocking filesystem operations, default 100), not asyncio's default pool.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import shutil
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from cargohold.atomicfile import write_atomic
 from cargohold.storage.driver import (
@@ -40,13 +42,18 @@ LISTING_SETTLE_NS = 2_000_000_000
 SMALL_FILE = 4096
 SMALL_FILE_ENTRIES = 65536
 TMP_PREFIX = ".cargohold-tmp-"
+DEFAULT_MAXTHREADS = 100  # registry:2's default
+
+_T = TypeVar("_T")
 
 
 class FilesystemDriver(StorageDriver):
     name = "filesystem"
 
-    def __init__(self, rootdirectory: str) -> None:
+    def __init__(self, rootdirectory: str, maxthreads: int = DEFAULT_MAXTHREADS) -> None:
         self.root = os.path.abspath(rootdirectory)
+        self.maxthreads = maxthreads
+        self._pool: ThreadPoolExecutor | None = None  # made on first use: after any fork
         os.makedirs(self.root, exist_ok=True)
         self._small: dict[str, tuple[tuple[int, int, int], bytes]] = {}
         self._listings: OrderedDict[str, tuple[tuple[int, int], builtins.list[str]]] = (
@@ -55,7 +62,16 @@ class FilesystemDriver(StorageDriver):
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> FilesystemDriver:
-        return cls(str(params.get("rootdirectory", DEFAULT_ROOTDIRECTORY)))
+        return cls(
+            str(params.get("rootdirectory", DEFAULT_ROOTDIRECTORY)),
+            int(params.get("maxthreads", DEFAULT_MAXTHREADS)),
+        )
+
+    async def run_blocking(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run a blocking filesystem call in the driver's pool (at most ``maxthreads``)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.maxthreads, thread_name_prefix="cargohold-fs")
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def _full(self, path: str) -> str:
         check_path(path)
@@ -128,7 +144,7 @@ class FilesystemDriver(StorageDriver):
 
     async def put_content(self, path: str, data: bytes) -> None:
         if len(data) > READ_CHUNK:
-            await asyncio.to_thread(self._put_sync, path, data)
+            await self.run_blocking(self._put_sync, path, data)
         else:
             self._put_sync(path, data)
 
@@ -148,7 +164,7 @@ class FilesystemDriver(StorageDriver):
         try:
             f.seek(offset)
             while True:
-                chunk = await asyncio.to_thread(f.read, READ_CHUNK)
+                chunk = await self.run_blocking(f.read, READ_CHUNK)
                 if not chunk:
                     return
                 yield chunk
@@ -162,7 +178,7 @@ class FilesystemDriver(StorageDriver):
             f = open(full, "ab" if append else "wb")  # noqa: SIM115 - owned by the writer
         except IsADirectoryError:
             raise InvalidPathError(path) from None
-        return _FileWriter(f)
+        return _FileWriter(f, self.run_blocking)
 
     async def list(self, path: str) -> list[str]:
         full = self._full(path)
@@ -218,11 +234,16 @@ class FilesystemDriver(StorageDriver):
                 # Rename first so that readers never see a half-deleted tree.
                 doomed = os.path.join(os.path.dirname(full), TMP_PREFIX + uuid.uuid4().hex)
                 os.rename(full, doomed)
-                await asyncio.to_thread(shutil.rmtree, doomed, True)
+                await self.run_blocking(shutil.rmtree, doomed, True)
             else:
                 os.unlink(full)
         except FileNotFoundError:
             raise PathNotFoundError(path) from None
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
 
     def walk_sync(self, path: str) -> builtins.list[str]:
         """All file paths below ``path`` (for GC and tools; not used on request paths)."""
@@ -238,8 +259,9 @@ class FilesystemDriver(StorageDriver):
 
 
 class _FileWriter(FileWriter):
-    def __init__(self, f: Any) -> None:
+    def __init__(self, f: Any, blocking: Callable[..., Any]) -> None:
         self._f = f
+        self.run_blocking = blocking
         self._size = os.fstat(f.fileno()).st_size
 
     @property
@@ -248,7 +270,7 @@ class _FileWriter(FileWriter):
 
     async def write(self, data: bytes | memoryview) -> None:
         if len(data) >= 65536:
-            await asyncio.to_thread(self._f.write, data)
+            await self.run_blocking(self._f.write, data)
         else:
             self._f.write(data)
         self._size += len(data)
