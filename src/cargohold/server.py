@@ -4,12 +4,20 @@
 kernel spreads connections across them with no proxy in between. Workers share nothing but the
 storage: every piece of state that must survive a request landing on another worker lives there
 (see :mod:`cargohold.registry.uploads` for how upload hashing copes).
+
+``SO_REUSEPORT`` lets *any* process of the same user join the port, so a second ``cargohold
+serve`` on the same address would bind it too and the kernel would split connections between
+two registries. Only one server's workers may share a port: :func:`claim_port` takes a name
+tied to the port (an abstract Unix socket, gone with the last process that holds it) before
+anything listens, and a second server fails with "address already in use", as registry:2 does.
+A single-process server binds without ``SO_REUSEPORT`` at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import json
 import logging
@@ -100,6 +108,25 @@ def make_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
         raise
     sock.setblocking(False)
     return sock
+
+
+def claim_port(port: int) -> socket.socket:
+    """Hold the name ``cargohold-port-PORT`` (abstract, so per network namespace like the port)
+    for this server's lifetime: the workers and the supervisor inherit it. Raises EADDRINUSE
+    when another cargohold serves the port. Keyed by port alone: whatever the addresses, two
+    servers on one port are what ``SO_REUSEPORT`` would otherwise let through unseen."""
+    guard = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        guard.bind(f"\0cargohold-port-{port}")
+    except OSError as e:
+        guard.close()
+        if e.errno != errno.EADDRINUSE:
+            raise
+        raise OSError(
+            errno.EADDRINUSE, f"port {port}: address already in use (another cargohold serves it)"
+        ) from None
+    os.set_inheritable(guard.fileno(), True)  # the supervisor keeps it across its exec
+    return guard
 
 
 async def _maintenance(registry: Registry) -> None:
@@ -226,8 +253,18 @@ def serve(config: Config, workers: int = 1, worker_index: int | None = None) -> 
     if config.http.tls is not None:
         ServerTLS(config.http.tls)
     host, port = parse_addr(config.http.addr)
-    probe = make_socket(host, port, reuse_port=True)
+    try:
+        probe = make_socket(host, port, reuse_port=workers > 1)
+    except OSError as e:
+        if e.errno != errno.EADDRINUSE:
+            raise
+        raise OSError(e.errno, f"listen tcp {config.http.addr}: address already in use") from None
     port = probe.getsockname()[1]
+    try:
+        guard = claim_port(port)
+    except OSError:
+        probe.close()
+        raise
     shown = host or "0.0.0.0"
     where = (
         config.storage.rootdirectory
@@ -254,6 +291,7 @@ def serve(config: Config, workers: int = 1, worker_index: int | None = None) -> 
             asyncio.run(run_worker(config, probe, 0))
             return 0
         finally:
+            guard.close()
             metrics.cleanup()
     _start_workers(config, host, port, workers, probe)
 
