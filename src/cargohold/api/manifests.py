@@ -188,7 +188,7 @@ async def catalog(request: web.Request) -> web.StreamResponse:
     allowed = request.get(CATALOG_FILTER_KEY)
     if allowed is None:
         # One more than the page, from a walk that stops there, tells whether a next page exists.
-        page = reg.repositories_page(request.query.get("last") or None, n + 1)
+        page = await reg.repositories_page(request.query.get("last") or None, n + 1)
         if page is not None:
             return _listing(request, "repositories", page, n)
     visible = await reg.repositories()

@@ -78,14 +78,15 @@ class Registry:
             return await self.layers.index.names()
         return await list_repositories(self.layers.base)
 
-    def repositories_page(self, last: str | None, limit: int) -> list[str] | None:
+    async def repositories_page(self, last: str | None, limit: int) -> list[str] | None:
         """Up to ``limit`` repositories after ``last`` from a walk that stops when the page is
         full, where the store is a local directory with no repository index; None elsewhere
-        (the caller then pages :meth:`repositories`)."""
+        (the caller then pages :meth:`repositories`). The walk runs in the driver's threads:
+        even a page may pass many directories that sort before ``last``."""
         base = self.layers.base
         if self.layers.index is not None or not isinstance(base, FilesystemDriver):
             return None
-        return page_local(base, last, limit)
+        return await base.run_blocking(page_local, base, last, limit)
 
     async def purge_uploads(self) -> int:
         purging = self.config.storage.purging
