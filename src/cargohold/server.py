@@ -27,6 +27,7 @@ import secrets
 import signal
 import socket
 import sys
+import tempfile
 import time
 from typing import Any, NoReturn
 
@@ -34,9 +35,12 @@ from aiohttp import web
 
 from cargohold import __version__, metrics, supervisor
 from cargohold.admin.service import Operations
+from cargohold.api import limits
 from cargohold.api.app import create_app
 from cargohold.api.socketbody import READ_SIZE
 from cargohold.auth.accesslog import AccessLog
+from cargohold.auth.throttle import SHARED_DIR_ENV
+from cargohold.clientaddr import trusted_networks
 from cargohold.config import Config, parse_addr
 from cargohold.registry.core import Registry
 from cargohold.tls import ServerTLS
@@ -198,10 +202,18 @@ async def run_worker(config: Config, sock: socket.socket, index: int) -> None:
         handle_signals=False,
         read_bufsize=READ_SIZE // 2,  # request bodies: see api.socketbody
         auto_decompress=False,  # a blob is the bytes sent, whatever Content-Encoding says
+        **limits.handler_args(config.http.limits),
     )
     await runner.setup()
     tls = ServerTLS(config.http.tls) if config.http.tls is not None else None
-    site = web.SockSite(runner, sock, backlog=1024, ssl_context=tls.context if tls else None)
+    site = limits.LimitedSite(
+        runner,
+        sock,
+        config.http.limits,
+        trusted_networks(config.http.trustedproxies),
+        backlog=1024,
+        ssl_context=tls.context if tls else None,
+    )
     await site.start()
     await ops.start()
     tls_watch = asyncio.create_task(tls.watch()) if tls is not None else None
@@ -302,6 +314,10 @@ def _start_workers(
     """Fork the workers, then become :mod:`cargohold.supervisor`, which restarts any that dies
     by running this same command line with ``--worker-index``."""
     os.environ["REGISTRY_HTTP_SECRET"] = config.http.secret  # replacements sign uploads alike
+    # What the workers share besides storage (the login throttle's counts): a directory that
+    # they, and replacements, find through the environment; the supervisor removes it.
+    shared = tempfile.mkdtemp(prefix="cargohold-shared-")
+    os.environ[SHARED_DIR_ENV] = shared
     # Objects made so far are never freed: keep the collector from touching (and so copying)
     # the pages the workers share with this process.
     gc.freeze()
@@ -332,8 +348,9 @@ def _start_workers(
     argv = [sys.executable, *flags, supervisor.__file__]
     for index, pid in enumerate(pids):
         argv += ["--child", f"{pid}:{index}"]
-    if cleanup:
-        argv += ["--cleanup", cleanup]
+    for directory in (cleanup, shared):
+        if directory:
+            argv += ["--cleanup", directory]
     if config.log.formatter == "json":
         argv.append("--json-log")
     command = [sys.executable, *sys.orig_argv[1:]]

@@ -15,6 +15,7 @@ from aiohttp import web
 from cargohold import metrics
 from cargohold.api import blobs, health, manifests, routes
 from cargohold.api.common import API_VERSION_HEADER, REGISTRY_KEY
+from cargohold.api.limits import host_middleware
 from cargohold.api.socketbody import close_if_spent
 from cargohold.auth.middleware import install_auth
 from cargohold.digest import check_name
@@ -134,7 +135,8 @@ def create_app(
 ) -> web.Application:
     # routes.middleware first: everything after it reads its match (metrics go right after it)
     app = web.Application(
-        middlewares=[routes.middleware, api_middleware], client_max_size=4 * 1024 * 1024 + 1
+        middlewares=[routes.middleware, api_middleware, host_middleware],
+        client_max_size=4 * 1024 * 1024 + 1,
     )
     app[REGISTRY_KEY] = registry
     prefix = registry.config.http.prefix

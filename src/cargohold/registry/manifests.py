@@ -94,6 +94,8 @@ def parse_manifest(data: bytes, content_type: str | None, digest: Digest | None 
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise _fail(f"manifest is not valid JSON: {e}") from None
+    except RecursionError:  # nested thousands of levels deep: no manifest is
+        raise _fail("manifest is nested too deeply") from None
     if not isinstance(doc, dict):
         raise _fail("manifest must be a JSON object")
     content_type = (content_type or "").split(";", 1)[0].strip().lower()
