@@ -38,4 +38,4 @@ PY
 log "running the api, auth, config, storage and upload tests against them"
 exec "$VENV/bin/python" -m pytest -n "${PYTEST_WORKERS:-2}" -p no:cacheprovider \
     tests/api tests/auth tests/test_config.py tests/test_storage.py tests/test_catalog.py \
-    tests/test_uploads.py "$@"
+    tests/test_uploads.py tests/test_fuzz.py "$@"

@@ -15,7 +15,7 @@ API_VERSION_HEADER: Final = {"Docker-Distribution-API-Version": "registry/2.0"}
 REGISTRY_KEY: Final = web.AppKey("registry", Registry)
 # Set by the auth middleware on _catalog requests: repositories -> those the caller may pull.
 CATALOG_FILTER_KEY: Final = web.RequestKey[Callable[[list[str]], list[str]]]("catalog_filter")
-_RANGE_RE = re.compile(r"^(?:bytes=)?(\d+)-(\d+)$")
+_RANGE_RE = re.compile(r"^(?:bytes=)?([0-9]+)-([0-9]+)\Z")
 
 
 def registry_of(request: web.Request) -> Registry:
