@@ -115,16 +115,22 @@ async def put_manifest(request: web.Request, name: str, reference: str) -> web.S
     reg = registry_of(request)
     reg.require_writable()
     data = await _read_manifest_body(request)
-    m = await reg.manifests.put(name, reference, data, request.headers.get("Content-Type"))
+    by_digest = is_digest_reference(reference)
+    # OCI 1.1: a push by digest may name tags as ?tag= parameters
+    tags = request.query.getall("tag", []) if by_digest else []
+    m = await reg.manifests.put(
+        name, reference, data, request.headers.get("Content-Type"), tags=tags
+    )
     headers = {
         "Location": location(request, f"/v2/{name}/manifests/{m.digest}"),
         "Docker-Content-Digest": str(m.digest),
     }
     if m.subject is not None:
         headers["OCI-Subject"] = str(m.subject.digest)
-    notify.manifest_event(
-        request, "push", name, m, "" if is_digest_reference(reference) else reference
-    )
+    if tags:
+        headers["OCI-Tag"] = ", ".join(dict.fromkeys(tags))
+    for tag in dict.fromkeys(tags) if tags else ["" if by_digest else reference]:
+        notify.manifest_event(request, "push", name, m, tag)
     return empty(201, headers)
 
 

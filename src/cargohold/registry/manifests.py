@@ -16,13 +16,14 @@ import json
 import re
 import weakref
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from cargohold import mediatypes as mt
 from cargohold import metrics
 from cargohold.config import ValidationConfig
-from cargohold.digest import Digest, check_tag, is_digest_reference
+from cargohold.digest import TAG_RE, Digest, check_tag, is_digest_reference
 from cargohold.errors import ErrorCode, RegistryError
 from cargohold.registry.blobs import EMPTY_JSON_DIGEST, BlobStore
 from cargohold.storage import paths
@@ -212,7 +213,15 @@ class ManifestStore:
             if not await self.exists(name, digest):
                 raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"digest": reference})
             return digest
-        check_tag(reference)
+        if TAG_RE.match(reference) is None:
+            # Neither a tag nor a digest names nothing here: 404, as registry:2 answers a GET
+            # or HEAD (a PUT with it is still TAG_INVALID).
+            raise RegistryError(
+                ErrorCode.MANIFEST_UNKNOWN,
+                "neither a valid tag nor a digest",
+                {"reference": reference[:200]},
+                status=404,
+            )
         try:
             raw = await self.driver.get_content(paths.tag_current_link(name, reference))
         except PathNotFoundError:
@@ -256,16 +265,26 @@ class ManifestStore:
     # -- writing -----------------------------------------------------------------------------
 
     async def put(
-        self, name: str, reference: str, data: bytes, content_type: str | None
+        self,
+        name: str,
+        reference: str,
+        data: bytes,
+        content_type: str | None,
+        tags: Sequence[str] = (),
     ) -> Manifest:
+        """Store a manifest pushed by tag or by digest; ``tags`` (OCI 1.1's ``?tag=`` on a push
+        by digest) are set too, all checked before anything is written."""
         expected: Digest | None = None
         if is_digest_reference(reference):
             expected = Digest.parse(reference)
         else:
             check_tag(reference)
+        for tag in tags:
+            check_tag(tag)
         manifest = parse_manifest(data, content_type, expected)
+        wanted = list(dict.fromkeys([*([] if expected else [reference]), *tags]))
         async with self._repo_lock(name):
-            return await self._put_locked(name, manifest, None if expected else reference)
+            return await self._put_locked(name, manifest, wanted)
 
     def _repo_lock(self, name: str) -> asyncio.Lock:
         lock = self._repo_locks.get(name)
@@ -274,7 +293,7 @@ class ManifestStore:
             self._repo_locks[name] = lock
         return lock
 
-    async def _put_locked(self, name: str, manifest: Manifest, tag: str | None) -> Manifest:
+    async def _put_locked(self, name: str, manifest: Manifest, tags: list[str]) -> Manifest:
         fence = self.blobs.fence
         if fence is not None:  # garbage collection may be deleting what this one names
             refs = [manifest.digest, *(d.digest for d in (*manifest.blobs, *manifest.children))]
@@ -289,7 +308,7 @@ class ManifestStore:
                 paths.referrer_link(name, manifest.subject.digest, manifest.digest),
                 str(manifest.digest).encode(),
             )
-        if tag is not None:
+        for tag in tags:
             await self.tag(name, tag, manifest.digest)
         self._cache[manifest.digest] = manifest
         return manifest
