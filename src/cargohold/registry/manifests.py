@@ -83,8 +83,13 @@ def _descriptor(raw: Any, where: str) -> Descriptor:
     return Descriptor(media_type, parsed, size, tuple(urls), platform)
 
 
-def parse_manifest(data: bytes, content_type: str | None, digest: Digest | None = None) -> Manifest:
-    """Parse and check a manifest's own structure (not yet whether what it references exists)."""
+def parse_manifest(
+    data: bytes, content_type: str | None, digest: Digest | None = None, pushed: bool = False
+) -> Manifest:
+    """Parse and check a manifest's own structure (not yet whether what it references exists).
+
+    A ``pushed`` manifest must name its type, in its Content-Type or its ``mediaType`` field
+    (a stored one, read back without a Content-Type, is recognised by its fields)."""
     if len(data) > MAX_MANIFEST_SIZE:
         raise RegistryError(
             ErrorCode.MANIFEST_INVALID,
@@ -113,6 +118,11 @@ def parse_manifest(data: bytes, content_type: str | None, digest: Digest | None 
     if declared and content_type in mt.SUPPORTED and declared != content_type:
         raise _fail(f"mediaType {declared!r} does not match Content-Type {content_type!r}")
     media_type = declared or (content_type if content_type in mt.SUPPORTED else None)
+    if media_type is None and pushed:
+        raise _fail(
+            f"Content-Type {content_type or '(none)'!r} names no manifest type and the manifest "
+            "has no mediaType"
+        )
     if media_type is None:
         media_type = mt.OCI_INDEX if "manifests" in doc else mt.OCI_MANIFEST
     if media_type not in mt.SUPPORTED:
@@ -281,7 +291,7 @@ class ManifestStore:
             check_tag(reference)
         for tag in tags:
             check_tag(tag)
-        manifest = parse_manifest(data, content_type, expected)
+        manifest = parse_manifest(data, content_type, expected, pushed=True)
         wanted = list(dict.fromkeys([*([] if expected else [reference]), *tags]))
         async with self._repo_lock(name):
             return await self._put_locked(name, manifest, wanted)
