@@ -30,16 +30,19 @@ def connect(port: int) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=T)
 
 
-def read_response(sock: socket.socket) -> RawResponse:
-    """One response: status, headers and a Content-Length body (or up to the close)."""
+def read_response(sock: socket.socket, head: bool = False) -> RawResponse:
+    """One response: status, headers and a Content-Length body (or up to the close); no body
+    for a ``head`` request."""
     data = b""
     while b"\r\n\r\n" not in data:
         got = sock.recv(65536)
         assert got, f"connection closed before a response: {data[:300]!r}"
         data += got
-    head, _, rest = data.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
+    top, _, rest = data.partition(b"\r\n\r\n")
+    status_line, *lines = top.decode("latin-1").split("\r\n")
     headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in lines)}
+    if head:
+        return RawResponse(int(status_line.split()[1]), headers, b"")
     if "content-length" in headers:
         want = int(headers["content-length"])
         while len(rest) < want:
@@ -57,7 +60,7 @@ def exchange(port: int, request: bytes) -> RawResponse:
     """Send ``request`` on a new connection and read one response."""
     with connect(port) as sock:
         sock.sendall(request)
-        return read_response(sock)
+        return read_response(sock, head=request.startswith(b"HEAD "))
 
 
 def closed_by_server(sock: socket.socket) -> bool:

@@ -64,7 +64,8 @@ def test_a_content_length_shorter_than_the_body(registry) -> None:
     with connect(registry.port) as sock:
         sock.sendall(
             f"POST /v2/{name}/blobs/uploads/?digest={digest} HTTP/1.1\r\n"
-            f"Host: h\r\nContent-Length: 5\r\n\r\n".encode() + data
+            f"Host: h\r\nContent-Length: 5\r\n\r\n".encode()
+            + data
         )
         statuses = []
         while True:  # until the server closes: aiohttp may drop the first request with it
@@ -132,3 +133,62 @@ def test_a_manifest_of_no_known_type_is_manifest_invalid(registry, content_type)
         f"{registry.url}/v2/{name}/manifests/t", data=jbytes(doc), headers=headers, timeout=30
     )
     assert_error(r, 400, "MANIFEST_INVALID")
+
+
+def test_an_encoded_slash_in_a_name_is_name_invalid_never_a_nested_repository(registry) -> None:
+    parent = repo()
+    image = image_manifest(registry.url, f"{parent}/child")
+    r = requests.put(
+        f"{registry.url}/v2/{parent}/child/manifests/t",
+        data=image.data,
+        headers={"Content-Type": image.media_type},
+        timeout=30,
+    )
+    assert r.status_code == 201
+    for method, path in [
+        ("GET", f"{parent}%2Fchild/tags/list"),
+        ("GET", f"{parent}%2fchild/manifests/t"),
+        ("HEAD", f"{parent}%2Fchild/manifests/t"),
+        ("PUT", f"{parent}%2Fchild/manifests/u"),
+        ("POST", f"{parent}%2Fchild/blobs/uploads/"),
+        ("GET", f"{parent}%2Fchild/blobs/{sha256(b'x')}"),
+    ]:
+        resp = exchange(
+            registry.port,
+            f"{method} /v2/{path} HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n".encode(),
+        )
+        assert resp.status == 400, (method, path, resp)
+        if method != "HEAD":
+            assert resp.code == "NAME_INVALID", (method, path, resp)
+    # the query string may carry one: a mount names its source repository there
+    r = requests.post(
+        f"{registry.url}/v2/{repo()}/blobs/uploads/?mount={sha256(b'x')}&from={parent}%2Fchild",
+        timeout=30,
+    )
+    assert r.status_code == 202, r.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code"),
+    [
+        ("PUT", "{name}/manifests/a/b", 400, "TAG_INVALID"),
+        ("DELETE", "{name}/manifests/sha256:ab/cd", 400, "DIGEST_INVALID"),
+        ("GET", "{name}/manifests/a/b", 404, "MANIFEST_UNKNOWN"),
+        ("GET", "{name}/manifests/", 404, "MANIFEST_UNKNOWN"),
+        ("PUT", "{name}/manifests/", 400, "TAG_INVALID"),
+        ("GET", "{name}/blobs/sha256:zz/extra", 400, "DIGEST_INVALID"),
+        ("GET", "{name}/blobs/", 400, "DIGEST_INVALID"),
+        ("GET", "{name}/blobs/sha256:zz", 400, "DIGEST_INVALID"),
+        ("GET", "{name}/referrers/not-a-digest", 400, "DIGEST_INVALID"),
+        ("GET", "{name}/referrers/a/b", 400, "DIGEST_INVALID"),
+        ("PATCH", "{name}/blobs/uploads/a/b", 404, "BLOB_UPLOAD_UNKNOWN"),
+        ("GET", "UPPER/Case/tags/list", 400, "NAME_INVALID"),
+        ("GET", "a//b/manifests/t", 400, "NAME_INVALID"),
+        ("GET", "-a/blobs/sha256:zz/x", 400, "NAME_INVALID"),
+        ("GET", "no/such/endpoint", 404, "NAME_UNKNOWN"),
+    ],
+)
+def test_a_malformed_path_names_what_is_wrong(registry, method, path, status, code) -> None:
+    url = f"{registry.url}/v2/{path.format(name=repo())}"
+    r = requests.request(method, url, data=b"" if method in ("PUT", "PATCH") else None, timeout=30)
+    assert_error(r, status, code)

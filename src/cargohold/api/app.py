@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from aiohttp import web
 
 from cargohold import metrics
-from cargohold.api import blobs, health, manifests, routes
+from cargohold.api import blobs, health, manifests, refusals, routes
 from cargohold.api.common import API_VERSION_HEADER, REGISTRY_KEY
 from cargohold.api.limits import host_middleware
 from cargohold.api.socketbody import close_if_spent
@@ -71,8 +71,13 @@ def _error_response(request: web.Request, err: RegistryError) -> web.Response:
 async def dispatch(request: web.Request) -> web.StreamResponse:
     """The catch-all of every area (``PREFIX/v2/``): the handler of the route matched."""
     found = request[routes.ROUTE_KEY]
+    v2_tail = request.match_info.get(routes.V2.key)
+    if v2_tail is not None:
+        refusals.check_raw_path(request.raw_path)
     methods = HANDLERS.get(found.route.name)
     if methods is None:
+        if v2_tail is not None:
+            raise refusals.unmatched(v2_tail, request.method)
         raise RegistryError(
             ErrorCode.NAME_UNKNOWN, "no such endpoint", {"path": request.path[:300]}, status=404
         )
