@@ -17,7 +17,7 @@ from cargohold.digest import NAME_RE
 from cargohold.errors import ErrorCode, RegistryError
 
 _SHAPES = re.compile(
-    r"^(?P<name>.*?)/(?P<kind>manifests|blobs|referrers|tags)(?:/(?P<rest>.*))?\Z", re.DOTALL
+    r"^(?P<name>.*?)/(?P<kind>manifests|blobs|referrers|tags)/(?P<rest>.*)\Z", re.DOTALL
 )
 
 
