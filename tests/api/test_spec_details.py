@@ -42,16 +42,22 @@ def test_a_put_with_it_stays_tag_invalid(registry) -> None:
     assert_error(r, 400, "TAG_INVALID")
 
 
-def test_a_push_by_sha512_with_tags_is_served_by_those_tags(registry) -> None:
-    name = repo()
+def _push_by_sha512(registry, name: str, tags: str) -> tuple[requests.Response, bytes, str]:
+    """An image manifest pushed by its sha512 digest with ``?tags``."""
     image = image_manifest(registry.url, name)
     digest = sha512(image.data)
     r = requests.put(
-        f"{registry.url}/v2/{name}/manifests/{digest}?tag=one&tag=two",
+        f"{registry.url}/v2/{name}/manifests/{digest}?{tags}",
         data=image.data,
         headers={"Content-Type": OCI_MANIFEST},
         timeout=30,
     )
+    return r, image.data, digest
+
+
+def test_a_push_by_sha512_with_tags_is_served_by_those_tags(registry) -> None:
+    name = repo()
+    r, data, digest = _push_by_sha512(registry, name, "tag=one&tag=two")
     assert r.status_code == 201, r.text
     assert r.headers["Docker-Content-Digest"] == digest
     assert r.headers["OCI-Tag"] == "one, two"
@@ -61,20 +67,13 @@ def test_a_push_by_sha512_with_tags_is_served_by_those_tags(registry) -> None:
             assert got.status_code == 200, (reference, method, got.text)
             assert got.headers["Docker-Content-Digest"] == digest
             if method == "GET":
-                assert got.content == image.data
+                assert got.content == data
     assert tags_of(registry.url, name) == ["one", "two"]
 
 
 def test_a_bad_tag_parameter_refuses_the_whole_push(registry) -> None:
     name = repo()
-    image = image_manifest(registry.url, name)
-    digest = sha512(image.data)
-    r = requests.put(
-        f"{registry.url}/v2/{name}/manifests/{digest}?tag=good&tag=-bad",
-        data=image.data,
-        headers={"Content-Type": OCI_MANIFEST},
-        timeout=30,
-    )
+    r, _data, digest = _push_by_sha512(registry, name, "tag=good&tag=-bad")
     assert_error(r, 400, "TAG_INVALID")
     assert get_manifest(registry.url, name, digest).status_code == 404
     assert get_manifest(registry.url, name, "good").status_code == 404
