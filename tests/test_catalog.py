@@ -60,7 +60,7 @@ def test_walks_never_run_on_the_event_loop(tmp_path: Path) -> None:
     import threading
 
     from cargohold.config import Config
-    from cargohold.registry.registry import Registry
+    from cargohold.registry.core import Registry
 
     root = tmp_path / "docker/registry/v2/repositories"
     for name in NAMES:

@@ -17,13 +17,13 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cargohold import mediatypes as mt
 from cargohold.api.common import parse_content_range
 from cargohold.auth import htpasswd
 from cargohold.config import ConfigError, apply_env_overrides, load_config
 from cargohold.digest import TAG_RE, Digest, check_name, check_tag
 from cargohold.errors import ErrorCode, RegistryError
 from cargohold.images.names import UsageError, parse_destination, parse_reference
-from cargohold.registry import mediatypes as mt
 from cargohold.registry.manifests import parse_manifest
 
 MANIFEST_TYPES = [mt.OCI_MANIFEST, mt.OCI_INDEX, mt.DOCKER_MANIFEST_V2, mt.DOCKER_MANIFEST_LIST]
