@@ -51,3 +51,42 @@ def test_paging_through_everything(driver: FilesystemDriver) -> None:
         seen += page
         last = page[-1]
     assert seen == sorted(NAMES, key=order_key)
+
+
+def test_walks_never_run_on_the_event_loop(tmp_path: Path) -> None:
+    """The catalog (whole, filtered or a page) and upload purging walk ``repositories/`` in a
+    thread: on the loop, a large store would stall every request of the worker meanwhile."""
+    import os
+    import threading
+
+    from cargohold.config import Config
+    from cargohold.registry.core import Registry
+
+    root = tmp_path / "docker/registry/v2/repositories"
+    for name in NAMES:
+        (root / name / "_manifests").mkdir(parents=True)
+    (root / "a/b/_uploads").mkdir(parents=True)
+    config = Config()
+    config.storage.params.update(rootdirectory=str(tmp_path), maxthreads=25)
+    walked_on: set[str] = set()
+    real_scandir = os.scandir
+
+    def scandir(path: str):  # type: ignore[no-untyped-def]
+        if str(path).startswith(str(root)):
+            walked_on.add(threading.current_thread().name)
+        return real_scandir(path)
+
+    async def scenario() -> None:
+        reg = Registry(config)
+        assert await reg.repositories() == sorted(NAMES, key=order_key)
+        assert await reg.repositories_page("a", 3) == ["a/b", "a/b/c", "a-c"]
+        await reg.purge_uploads()
+        await reg.close()
+
+    os.scandir = scandir  # type: ignore[assignment]
+    try:
+        asyncio.run(scenario())
+    finally:
+        os.scandir = real_scandir
+    assert walked_on, "no walk seen"
+    assert threading.main_thread().name not in walked_on, walked_on

@@ -211,3 +211,43 @@ def test_small_file_cache_sees_every_replacement(tmp_path: Path) -> None:
     run(driver, driver.delete("/r/link"))
     with pytest.raises(PathNotFoundError):
         run(driver, driver.get_content("/r/link"))
+
+
+def test_filesystem_maxthreads_bounds_its_blocking_calls(tmp_path: Path) -> None:
+    """``storage.filesystem.maxthreads`` (registry:2: simultaneous blocking filesystem calls) is
+    the size of the driver's own pool: with 40 calls held, exactly 25 run, the rest wait."""
+    import threading
+
+    driver = FilesystemDriver.from_params({"rootdirectory": str(tmp_path), "maxthreads": 25})
+    gate = threading.Event()
+    lock = threading.Lock()
+    running = [0, 0]  # now, most at once
+
+    def held() -> str:
+        with lock:
+            running[0] += 1
+            running[1] = max(running)
+        gate.wait(60)
+        with lock:
+            running[0] -= 1
+        return threading.current_thread().name
+
+    async def scenario() -> list[str]:
+        calls = [asyncio.ensure_future(driver.run_blocking(held)) for _ in range(40)]
+        for _ in range(6000):  # wait for the pool to fill, bounded
+            if running[0] >= 25:
+                break
+            await asyncio.sleep(0.01)
+        assert running[0] == 25
+        gate.set()
+        names = await asyncio.gather(*calls)
+        # and the driver's own bulk writes go through the same pool
+        big = b"x" * (2 << 20)
+        await driver.put_content("/big", big)
+        await driver.close()
+        return names
+
+    names = asyncio.run(scenario())
+    assert running[1] == 25
+    assert all(name.startswith("cargohold-fs") for name in names)
+    assert (tmp_path / "big").stat().st_size == 2 << 20

@@ -15,13 +15,15 @@ from cargohold.errors import ErrorCode, RegistryError
 
 ALGORITHMS: Final[dict[str, int]] = {"sha256": 64, "sha512": 128}
 
-_LOWER_HEX = re.compile(r"^[0-9a-f]+$")
-_DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
+# \Z, not $: "$" also matches before a final newline, which would let "v1\n" (%0A in a path)
+# through as a tag, a name or a digest.
+_LOWER_HEX = re.compile(r"^[0-9a-f]+\Z")
+_DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)\Z")
 # The spec's repository name grammar, path components separated by "/".
 NAME_RE = re.compile(
-    r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$"
+    r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*\Z"
 )
-TAG_RE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$")
+TAG_RE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}\Z")
 MAX_NAME_LENGTH: Final = 255
 
 

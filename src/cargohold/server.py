@@ -4,12 +4,20 @@
 kernel spreads connections across them with no proxy in between. Workers share nothing but the
 storage: every piece of state that must survive a request landing on another worker lives there
 (see :mod:`cargohold.registry.uploads` for how upload hashing copes).
+
+``SO_REUSEPORT`` lets *any* process of the same user join the port, so a second ``cargohold
+serve`` on the same address would bind it too and the kernel would split connections between
+two registries. Only one server's workers may share a port: :func:`claim_port` takes a name
+tied to the port (an abstract Unix socket, gone with the last process that holds it) before
+anything listens, and a second server fails with "address already in use", as registry:2 does.
+A single-process server binds without ``SO_REUSEPORT`` at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import json
 import logging
@@ -19,6 +27,7 @@ import secrets
 import signal
 import socket
 import sys
+import tempfile
 import time
 from typing import Any, NoReturn
 
@@ -26,10 +35,13 @@ from aiohttp import web
 
 from cargohold import __version__, audit, metrics, supervisor
 from cargohold.admin.service import Operations
+from cargohold.api import limits
 from cargohold.api.app import create_app
 from cargohold.api.socketbody import READ_SIZE
 from cargohold.auth.accesslog import AccessLog
 from cargohold.auth.middleware import AUTH_KEY
+from cargohold.auth.throttle import SHARED_DIR_ENV
+from cargohold.clientaddr import trusted_networks
 from cargohold.config import Config, parse_addr
 from cargohold.registry.core import Registry
 from cargohold.reload import Reloader
@@ -105,6 +117,25 @@ def make_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
+def claim_port(port: int) -> socket.socket:
+    """Hold the name ``cargohold-port-PORT`` (abstract, so per network namespace like the port)
+    for this server's lifetime: the workers and the supervisor inherit it. Raises EADDRINUSE
+    when another cargohold serves the port. Keyed by port alone: whatever the addresses, two
+    servers on one port are what ``SO_REUSEPORT`` would otherwise let through unseen."""
+    guard = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        guard.bind(f"\0cargohold-port-{port}")
+    except OSError as e:
+        guard.close()
+        if e.errno != errno.EADDRINUSE:
+            raise
+        raise OSError(
+            errno.EADDRINUSE, f"port {port}: address already in use (another cargohold serves it)"
+        ) from None
+    os.set_inheritable(guard.fileno(), True)  # the supervisor keeps it across its exec
+    return guard
+
+
 async def _maintenance(registry: Registry) -> None:
     purging = registry.config.storage.purging
     if not purging.enabled:
@@ -174,10 +205,18 @@ async def run_worker(config: Config, sock: socket.socket, index: int) -> None:
         handle_signals=False,
         read_bufsize=READ_SIZE // 2,  # request bodies: see api.socketbody
         auto_decompress=False,  # a blob is the bytes sent, whatever Content-Encoding says
+        **limits.handler_args(config.http.limits),
     )
     await runner.setup()
     tls = ServerTLS(config.http.tls) if config.http.tls is not None else None
-    site = web.SockSite(runner, sock, backlog=1024, ssl_context=tls.context if tls else None)
+    site = limits.LimitedSite(
+        runner,
+        sock,
+        config.http.limits,
+        trusted_networks(config.http.trustedproxies),
+        backlog=1024,
+        ssl_context=tls.context if tls else None,
+    )
     await site.start()
     await ops.start()
     tls_watch = asyncio.create_task(tls.watch()) if tls is not None else None
@@ -239,8 +278,18 @@ def serve(config: Config, workers: int = 1, worker_index: int | None = None) -> 
     if config.http.tls is not None:
         ServerTLS(config.http.tls)
     host, port = parse_addr(config.http.addr)
-    probe = make_socket(host, port, reuse_port=True)
+    try:
+        probe = make_socket(host, port, reuse_port=workers > 1)
+    except OSError as e:
+        if e.errno != errno.EADDRINUSE:
+            raise
+        raise OSError(e.errno, f"listen tcp {config.http.addr}: address already in use") from None
     port = probe.getsockname()[1]
+    try:
+        guard = claim_port(port)
+    except OSError:
+        probe.close()
+        raise
     shown = host or "0.0.0.0"
     where = (
         config.storage.rootdirectory
@@ -267,6 +316,7 @@ def serve(config: Config, workers: int = 1, worker_index: int | None = None) -> 
             asyncio.run(run_worker(config, probe, 0))
             return 0
         finally:
+            guard.close()
             metrics.cleanup()
     _start_workers(config, host, port, workers, probe)
 
@@ -277,6 +327,10 @@ def _start_workers(
     """Fork the workers, then become :mod:`cargohold.supervisor`, which restarts any that dies
     by running this same command line with ``--worker-index``."""
     os.environ["REGISTRY_HTTP_SECRET"] = config.http.secret  # replacements sign uploads alike
+    # What the workers share besides storage (the login throttle's counts): a directory that
+    # they, and replacements, find through the environment; the supervisor removes it.
+    shared = tempfile.mkdtemp(prefix="cargohold-shared-")
+    os.environ[SHARED_DIR_ENV] = shared
     # Objects made so far are never freed: keep the collector from touching (and so copying)
     # the pages the workers share with this process.
     gc.freeze()
@@ -310,8 +364,9 @@ def _start_workers(
     argv = [sys.executable, *flags, supervisor.__file__]
     for index, pid in enumerate(pids):
         argv += ["--child", f"{pid}:{index}"]
-    if cleanup:
-        argv += ["--cleanup", cleanup]
+    for directory in (cleanup, shared):
+        if directory:
+            argv += ["--cleanup", directory]
     if config.log.formatter == "json":
         argv.append("--json-log")
     command = [sys.executable, *sys.orig_argv[1:]]

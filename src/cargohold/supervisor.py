@@ -47,10 +47,10 @@ def log(level: str, message: str, json_format: bool) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def parse(argv: Sequence[str]) -> tuple[dict[int, int], str | None, bool, list[str]]:
-    """``--child PID:INDEX ... [--cleanup DIR] [--json-log] -- COMMAND ...``"""
+def parse(argv: Sequence[str]) -> tuple[dict[int, int], list[str], bool, list[str]]:
+    """``--child PID:INDEX ... [--cleanup DIR ...] [--json-log] -- COMMAND ...``"""
     children: dict[int, int] = {}
-    cleanup: str | None = None
+    cleanup: list[str] = []
     json_format = False
     args = list(argv)
     while args and args[0] != "--":
@@ -59,7 +59,7 @@ def parse(argv: Sequence[str]) -> tuple[dict[int, int], str | None, bool, list[s
             pid, _, index = args.pop(0).partition(":")
             children[int(pid)] = int(index)
         elif flag == "--cleanup":
-            cleanup = args.pop(0)
+            cleanup.append(args.pop(0))
         elif flag == "--json-log":
             json_format = True
         else:
@@ -138,7 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cleanup:
             import shutil
 
-            shutil.rmtree(cleanup, ignore_errors=True)
+            for directory in cleanup:
+                shutil.rmtree(directory, ignore_errors=True)
 
 
 if __name__ == "__main__":

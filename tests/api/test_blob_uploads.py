@@ -148,12 +148,14 @@ def test_chunked_patches_with_content_range(registry):
     assert fetch_blob(registry.url, name, digest).content == data
 
 
-def test_content_range_with_bytes_prefix_is_tolerated(registry):
+def test_content_range_with_bytes_prefix_is_refused(registry):
+    """The spec's chunk range is ``<start>-<end>``; ``bytes=0-3`` is refused, not ignored."""
     name = repo()
     url = start_upload(registry.url, name)
     r = requests.patch(url, data=b"abcd", headers={"Content-Range": "bytes=0-3"})
-    assert r.status_code == 202
-    assert r.headers["Range"] == "0-3"
+    assert_error(r, 416, "RANGE_INVALID")
+    status = requests.get(url, timeout=30)
+    assert status.status_code == 204 and status.headers["Range"] == "0-0"  # nothing written
 
 
 def test_final_chunk_in_put_with_content_range(registry):

@@ -350,20 +350,25 @@ def test_builtin_signing_key_roundtrip(tmp_path: Path) -> None:
 
 def test_throttle(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1000.0]
-    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(time, "time", lambda: now[0])
     throttle = Throttle(limit=3, window=60)
     key = ("bob", "10.0.0.1")
-    for _ in range(3):
-        assert throttle.retry_after(key) is None
-        throttle.failure(key)
-        now[0] += 1
-    assert throttle.retry_after(key) == 57  # the first failure (t=0) expires at t=60; now t=3
-    assert throttle.retry_after(("bob", "10.0.0.2")) is None
-    now[0] += 57
-    assert throttle.retry_after(key) is None
-    throttle.failure(key)
-    throttle.success(key)
-    assert throttle.retry_after(key) is None
+
+    async def scenario() -> None:
+        for _ in range(3):
+            assert await throttle.retry_after(key) is None
+            await throttle.failure(key)
+            now[0] += 1
+        # the first failure (t=0) expires at t=60; now t=3
+        assert await throttle.retry_after(key) == 57
+        assert await throttle.retry_after(("bob", "10.0.0.2")) is None
+        now[0] += 57
+        assert await throttle.retry_after(key) is None
+        await throttle.failure(key)
+        await throttle.success(key)
+        assert await throttle.retry_after(key) is None
+
+    asyncio.run(scenario())
 
 
 # --------------------------------------------------------------------------- access log

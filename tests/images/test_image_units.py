@@ -231,3 +231,19 @@ def test_terminal_gets_progress_bars(images: ImageCache, tmp_path: Path) -> None
     assert "\x1b[" in screen  # terminal control sequences: live bars, not log lines
     assert "kB" in screen and "/s" in screen
     assert "imported tty/test:1" in screen
+
+
+def test_gunzip_hasher_inflates_a_bomb_a_bounded_piece_at_a_time() -> None:
+    """A small crafted layer (64 MiB of zeros in ~64 KiB of gzip) fed in one update must not
+    be inflated into memory at once: every piece handed on is at most one CHUNK."""
+    from cargohold.images.files import CHUNK
+
+    data = bytes(64 << 20)
+    bomb = gzip.compress(data, compresslevel=9)
+    assert len(bomb) < CHUNK
+    pieces: list[int] = []
+    hasher = GunzipHasher("layer", lambda out: pieces.append(len(out)))
+    hasher.update(bomb)
+    assert hasher.finish() == sha256_of(data)
+    assert sum(pieces) == len(data)
+    assert max(pieces) <= CHUNK

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import threading
 import time
@@ -14,6 +15,7 @@ from aiohttp import web
 from support.images import push_image
 from support.servers import free_port, unique_repo
 
+from cargohold.auth import htpasswd
 from cargohold.config import NotificationEndpoint
 from cargohold.notifications import EndpointQueue
 from cargohold.registry.events import (
@@ -35,6 +37,7 @@ class Receiver:
     def __init__(self) -> None:
         self.port = free_port()
         self.mode = "ok"
+        self.released: asyncio.Event | None = None  # "slow" mode holds requests until stop()
         self.envelopes: list[tuple[str, dict[str, Any], dict[str, str]]] = []
         self.lock = threading.Lock()
         self.loop = asyncio.new_event_loop()
@@ -44,7 +47,11 @@ class Receiver:
 
     async def _handle(self, request: web.Request) -> web.Response:
         if self.mode == "slow":
-            await asyncio.sleep(3)
+            # Held until stop(): slower than any endpoint timeout however loaded the machine
+            # is, and stop() does not wait for a sleep to run out.
+            if self.released is None:
+                self.released = asyncio.Event()
+            await self.released.wait()
         body = await request.json()
         with self.lock:
             self.envelopes.append((request.path, body, dict(request.headers)))
@@ -58,15 +65,18 @@ class Receiver:
         await web.TCPSite(self.runner, "127.0.0.1", self.port, reuse_address=True).start()
 
     async def _stop(self) -> None:
+        if self.released is not None:
+            self.released.set()
+            self.released = None
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
 
     def start(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(60)
 
     def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(10)
+        asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(60)
 
     def close(self) -> None:
         self.stop()
@@ -77,7 +87,7 @@ class Receiver:
         with self.lock:
             return [e for p, body, _ in self.envelopes if p == path for e in body["events"]]
 
-    def wait_for(self, predicate: Any, limit: float = 30.0, path: str = "/hook") -> bool:
+    def wait_for(self, predicate: Any, limit: float = 120.0, path: str = "/hook") -> bool:
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
             if predicate(self.events(path)):
@@ -112,7 +122,7 @@ def test_push_pull_mount_delete_events_and_an_endpoint_that_fails(
                     "name": "hook",
                     "url": f"{base}/hook",
                     "headers": {"Authorization": ["Bearer s3cret"]},
-                    "timeout": "500ms",
+                    "timeout": "2s",  # "ok" answers in time however loaded the machine
                     "threshold": 2,
                     "backoff": "200ms",
                 },
@@ -131,7 +141,13 @@ def test_push_pull_mount_delete_events_and_an_endpoint_that_fails(
     image = images.get(700)
     sk.copy(image.oci_ref(), f"docker://{reg.host}/{repo}:v1")
     verify_image(reg.url, repo, "v1", image)
-    sk.copy(f"docker://{reg.host}/{repo}:v1", f"docker://{reg.host}/{copy}:v1")
+    # A cross-repository mount as clients send it (skopeo mounts only when its blob-info
+    # cache, shared by every test, remembers where the blob is: not something to rely on).
+    layer = image.layer_digests[0]
+    resp = requests.post(
+        f"{reg.url}/v2/{copy}/blobs/uploads/?mount={layer}&from={repo}", timeout=30
+    )
+    assert resp.status_code == 201, resp.text
 
     assert receiver.wait_for(
         lambda ev: (
@@ -243,3 +259,25 @@ def test_blob_push_events_do_not_need_a_client(make_registry, images, receiver):
             >= {b.digest for b in image.all_blobs()}
         )
     )
+
+
+def test_events_name_the_logged_in_user_as_actor(make_registry, receiver, tmp_path) -> None:
+    """registry:2 fills ``actor.name`` with the authenticated user; a push by alice says so."""
+    htpasswd_file = tmp_path / "htpasswd"
+    htpasswd.set_user(str(htpasswd_file), "alice", "alice-pw", cost=4)
+    config = {
+        "auth": {"htpasswd": {"realm": "events", "path": str(htpasswd_file)}},
+        "notifications": {
+            "endpoints": [{"name": "hook", "url": f"http://127.0.0.1:{receiver.port}/hook"}]
+        },
+    }
+    reg = make_registry(config=config)
+    http = requests.Session()
+    http.auth = ("alice", "alice-pw")
+    data = b"an event with an actor"
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    resp = http.post(f"{reg.url}/v2/actors/app/blobs/uploads/?digest={digest}", data=data)
+    assert resp.status_code == 201, resp.text
+    assert receiver.wait_for(lambda ev: _has(ev, "push", repository="actors/app", digest=digest))
+    push = next(e for e in receiver.events() if e["target"].get("digest") == digest)
+    assert push["actor"] == {"name": "alice"}

@@ -161,3 +161,41 @@ def test_the_supervisor_logs_a_restart_in_the_json_format_too(
     restarts = [line for line in lines if "restarting it" in line["msg"]]
     assert [(r["level"], r["logger"]) for r in restarts] == [("error", "cargohold")]
     assert restarts[0]["msg"].startswith("worker 1 exited")
+
+
+def test_a_second_server_on_the_same_port_fails_to_start(
+    make_registry: RegistryFactory, tmp_path: Path
+) -> None:
+    """Only the workers of one server share its port: a second ``cargohold serve`` on it (one
+    worker or several, another storage root) stops with "address already in use", as registry:2
+    does, instead of taking half the connections."""
+    import subprocess
+    import sys
+
+    from support.servers import cargohold_env
+
+    for first_workers in (2, 1):
+        first = make_registry(workers=first_workers)
+        for workers in ("1", "2"):
+            second = subprocess.run(
+                [sys.executable, "-m", "cargohold", "serve", "--addr", f"127.0.0.1:{first.port}",
+                 "--root", str(tmp_path / "other"), "--workers", workers],
+                env={**os.environ, **cargohold_env()},
+                capture_output=True,
+                text=True,
+                stdin=subprocess.DEVNULL,
+                timeout=120,  # before the fix it kept serving: this ran out
+            )
+            assert second.returncode != 0, second.stderr
+            assert "address already in use" in second.stderr, second.stderr
+        # every request still lands on the first server's storage
+        data = b"still one registry"
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        for i in range(8):
+            r = requests.post(
+                f"{first.url}/v2/port/check{i}/blobs/uploads/?digest={digest}", data=data,
+                timeout=30,
+            )
+            assert r.status_code == 201, r.text
+            r = requests.get(f"{first.url}/v2/port/check{i}/blobs/{digest}", timeout=30)
+            assert r.content == data

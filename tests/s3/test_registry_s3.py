@@ -188,3 +188,17 @@ def test_workers_share_uploads_on_s3(s3_registry: S3RegistryFactory) -> None:
         digest = chunked_upload(reg.url, name, data, chunk)
         got = requests.get(f"{reg.url}/v2/{name}/blobs/{digest}", timeout=60).content
         assert sha256(got) == digest
+
+
+def test_redirect_expirydelay_sets_how_long_a_blob_url_is_valid(
+    s3_registry: S3RegistryFactory,
+) -> None:
+    """``storage.redirect.expirydelay`` is honoured: the presigned URL lives that long."""
+    reg = s3_registry(config={"storage": {"redirect": {"expirydelay": "90s"}}})
+    name = unique_repo("s3/expiry")
+    data = b"a blob with a short-lived URL"
+    r = requests.post(f"{reg.url}/v2/{name}/blobs/uploads/?digest={sha256(data)}", data=data)
+    assert r.status_code == 201, r.text
+    r = requests.get(f"{reg.url}/v2/{name}/blobs/{sha256(data)}", allow_redirects=False)
+    assert r.status_code == 307
+    assert "X-Amz-Expires=90&" in r.headers["Location"] + "&", r.headers["Location"]

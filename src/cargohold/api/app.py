@@ -13,8 +13,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from aiohttp import web
 
 from cargohold import metrics
-from cargohold.api import blobs, health, manifests, routes
+from cargohold.api import blobs, health, manifests, refusals, routes
 from cargohold.api.common import API_VERSION_HEADER, REGISTRY_KEY
+from cargohold.api.limits import host_middleware
 from cargohold.api.socketbody import close_if_spent
 from cargohold.auth.middleware import install_auth
 from cargohold.digest import check_name
@@ -84,8 +85,13 @@ def _error_response(request: web.Request, err: RegistryError) -> web.Response:
 async def dispatch(request: web.Request) -> web.StreamResponse:
     """The catch-all of every area (``PREFIX/v2/``): the handler of the route matched."""
     found = request[routes.ROUTE_KEY]
+    v2_tail = request.match_info.get(routes.V2.key)
+    if v2_tail is not None:
+        refusals.check_raw_path(request.raw_path)
     methods = HANDLERS.get(found.route.name)
     if methods is None:
+        if v2_tail is not None:
+            raise refusals.unmatched(v2_tail, request.method)
         raise RegistryError(
             ErrorCode.NAME_UNKNOWN, "no such endpoint", {"path": request.path[:300]}, status=404
         )
@@ -149,7 +155,8 @@ def create_app(
 ) -> web.Application:
     # routes.middleware first: everything after it reads its match (metrics go right after it)
     app = web.Application(
-        middlewares=[routes.middleware, api_middleware], client_max_size=4 * 1024 * 1024 + 1
+        middlewares=[routes.middleware, api_middleware, host_middleware],
+        client_max_size=4 * 1024 * 1024 + 1,
     )
     app[REGISTRY_KEY] = registry
     prefix = registry.config.http.prefix

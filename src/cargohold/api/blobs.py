@@ -299,22 +299,31 @@ async def patch_upload(request: web.Request, name: str, upload_id: str) -> web.S
     reg = registry_of(request)
     reg.require_writable()
     state = await uploadstate.check(request, name, check_upload_id(upload_id))
-    content_range = parse_content_range(request.headers.get("Content-Range"))
-    start: int | None = None
-    length: int | None = None
-    if content_range is not None:
-        start, end = content_range
-        length = end - start + 1
-        if request.content_length is not None and request.content_length != length:
-            raise RegistryError(
-                ErrorCode.RANGE_INVALID,
-                f"Content-Range covers {length} bytes, Content-Length is {request.content_length}",
-            )
+    start, length = _declared_chunk(request)
     async with auditing.refusals(request, "upload", name, upload_id):
         await _precheck_quota(request, name, upload_id, None)
     size = await reg.uploads.append(name, upload_id, request_body(request), start, length)
     started = await _started_at(request, name, upload_id, state)
     return empty(202, _progress_headers(request, name, upload_id, size, started))
+
+
+def _declared_chunk(request: web.Request) -> tuple[int | None, int | None]:
+    """(start, length) from a Content-Range, checked against the body's Content-Length; a
+    range that disagrees with the body is refused (416) before a byte is written."""
+    content_range = parse_content_range(request.headers.get("Content-Range"))
+    if content_range is None:
+        return None, None
+    start, end = content_range
+    length = end - start + 1
+    sent = request.content_length
+    if sent is None and not has_body(request):
+        sent = 0
+    if sent is not None and sent != length:
+        raise RegistryError(
+            ErrorCode.RANGE_INVALID,
+            f"Content-Range covers {length} bytes, the body has {sent}",
+        )
+    return start, length
 
 
 async def finish_upload(request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
@@ -325,14 +334,11 @@ async def finish_upload(request: web.Request, name: str, upload_id: str) -> web.
     if not digest_s:
         raise RegistryError(ErrorCode.DIGEST_INVALID, "the digest parameter is required")
     digest = Digest.parse(digest_s)
-    start: int | None = None
-    content_range = parse_content_range(request.headers.get("Content-Range"))
-    if content_range is not None:
-        start = content_range[0]
+    start, length = _declared_chunk(request)
     body = request_body(request, final=True) if has_body(request) else None
     async with auditing.refusals(request, "upload", name, digest_s):
         await _precheck_quota(request, name, upload_id, digest)
-        info = await reg.uploads.finish(name, upload_id, digest, body, start)
+        info = await reg.uploads.finish(name, upload_id, digest, body, start, length)
     notify.blob_event(request, "push", name, info.digest, info.size)
     return _created(request, name, info.digest)
 

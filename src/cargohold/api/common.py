@@ -15,7 +15,7 @@ API_VERSION_HEADER: Final = {"Docker-Distribution-API-Version": "registry/2.0"}
 REGISTRY_KEY: Final = web.AppKey("registry", Registry)
 # Set by the auth middleware on _catalog requests: repositories -> those the caller may pull.
 CATALOG_FILTER_KEY: Final = web.RequestKey[Callable[[list[str]], list[str]]]("catalog_filter")
-_RANGE_RE = re.compile(r"^(?:bytes=)?(\d+)-(\d+)$")
+_RANGE_RE = re.compile(r"^([0-9]+)-([0-9]+)\Z")
 
 
 def registry_of(request: web.Request) -> Registry:
@@ -36,7 +36,10 @@ def has_body(request: web.Request) -> bool:
 
 
 def parse_content_range(value: str | None) -> tuple[int, int] | None:
-    """``Content-Range: <start>-<end>`` (inclusive; ``bytes=`` tolerated) or 416."""
+    """``Content-Range: <start>-<end>`` (inclusive), the spec's form for upload chunks, or 416.
+
+    Anything else, ``bytes=0-9`` included, is refused rather than ignored: a chunk whose
+    position the registry cannot read must not be appended wherever the upload happens to be."""
     if value is None:
         return None
     m = _RANGE_RE.match(value.strip())

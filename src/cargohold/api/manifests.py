@@ -116,8 +116,11 @@ async def put_manifest(request: web.Request, name: str, reference: str) -> web.S
     async with auditing.refusals(request, "push", name, reference):
         reg.require_writable()
         data = await _read_manifest_body(request)
+        by_digest = is_digest_reference(reference)
+        # OCI 1.1: a push by digest may name tags as ?tag= parameters
+        tags = request.query.getall("tag", []) if by_digest else []
         content_type = request.headers.get("Content-Type")
-        pushed = await reg.manifests.push(name, reference, data, content_type)
+        pushed = await reg.manifests.push(name, reference, data, content_type, tags=tags)
     m = pushed.manifest
     previous = str(pushed.previous) if pushed.previous else None
     action = "tag-move" if previous else "push"
@@ -128,9 +131,10 @@ async def put_manifest(request: web.Request, name: str, reference: str) -> web.S
     }
     if m.subject is not None:
         headers["OCI-Subject"] = str(m.subject.digest)
-    notify.manifest_event(
-        request, "push", name, m, "" if is_digest_reference(reference) else reference
-    )
+    if tags:
+        headers["OCI-Tag"] = ", ".join(dict.fromkeys(tags))
+    for tag in dict.fromkeys(tags) if tags else ["" if by_digest else reference]:
+        notify.manifest_event(request, "push", name, m, tag)
     return empty(201, headers)
 
 
@@ -197,7 +201,7 @@ async def catalog(request: web.Request) -> web.StreamResponse:
     allowed = request.get(CATALOG_FILTER_KEY)
     if allowed is None:
         # One more than the page, from a walk that stops there, tells whether a next page exists.
-        page = reg.repositories_page(request.query.get("last") or None, n + 1)
+        page = await reg.repositories_page(request.query.get("last") or None, n + 1)
         if page is not None:
             return _listing(request, "repositories", page, n)
     visible = await reg.repositories()

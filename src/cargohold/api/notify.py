@@ -15,6 +15,7 @@ from typing import Final
 
 from aiohttp import web
 
+from cargohold.auth.accesslog import USER_KEY  # the caller's name, set by auth
 from cargohold.digest import Digest
 from cargohold.registry.events import (
     BLOB_MEDIA_TYPE,
@@ -26,7 +27,6 @@ from cargohold.registry.events import (
 )
 from cargohold.registry.manifests import Manifest
 
-USER_KEY: Final = "cargohold.user"  # set by the auth middleware to the caller's name
 REQUEST_ID_KEY: Final = "cargohold.request_id"
 
 

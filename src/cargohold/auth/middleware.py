@@ -40,7 +40,8 @@ from cargohold.auth.accesslog import USER_KEY
 from cargohold.auth.htpasswd import HtpasswdFile, PasswordChecker
 from cargohold.auth.policy import ALL_ACTIONS, NOTHING, Policy
 from cargohold.auth.scopes import Grants, InvalidToken, Scope, parse_scopes
-from cargohold.auth.throttle import Throttle
+from cargohold.auth.throttle import make_throttle
+from cargohold.clientaddr import client_address, trusted_networks
 from cargohold.config import Config, ConfigError, TokenConfig
 from cargohold.errors import ErrorCode, RegistryError
 from cargohold.registry.governance import Governance, Rules
@@ -142,7 +143,9 @@ class Authenticator:
         self.governance = governance
         self._policy = Policy(config.access)
         self._policy_of: Rules | None = governance.rules if governance is not None else None
-        self.throttle = Throttle()
+        limits = config.http.limits
+        self.throttle = make_throttle(limits.loginfailures, limits.loginwindow, config.redis)
+        self.trusted = trusted_networks(config.http.trustedproxies)
         self.http_host = config.http.host
         self.prefix = config.http.prefix
         self.passwords: PasswordChecker | None = None
@@ -254,8 +257,9 @@ class Authenticator:
     ) -> None:
         """Check a user's password (throttled); raises 401 or 429."""
         assert self.passwords is not None
-        key = (user, request.remote or "-")
-        wait = self.throttle.retry_after(key)
+        forwarded = request.headers.getall("X-Forwarded-For", [])
+        key = (user, client_address(request.remote, forwarded, self.trusted))
+        wait = await self.throttle.retry_after(key)
         if wait is not None:
             reason = f"too many failed logins, retry in {wait}s"
             self._audit(request, user, reason, action="login", outcome="locked-out")
@@ -265,16 +269,16 @@ class Authenticator:
                 headers={"Retry-After": str(wait)},
             )
         if not await self.passwords.check(user, password):
-            self.throttle.failure(key)
+            await self.throttle.failure(key)
             error = self.unauthorized(
                 request, user, target, "wrong user name or password", action="login"
             )
-            wait = self.throttle.retry_after(key)
+            wait = await self.throttle.retry_after(key)
             if wait is not None:  # this failure started a lockout
                 reason = f"too many failed logins: locked out for {wait}s"
                 self._audit(request, user, reason, action="login", outcome="locked-out")
             raise error
-        self.throttle.success(key)
+        await self.throttle.success(key)
 
     # ------------------------------------------------------------------ may they
 

@@ -109,6 +109,7 @@ class StorageConfig:
     params: dict[str, Any] = field(default_factory=dict)
     delete_enabled: bool = False
     redirect_disable: bool = False
+    redirect_expirydelay: float = 0.0  # seconds a redirect URL is valid; 0: the driver's default
     readonly: bool = False
     purging: UploadPurging = field(default_factory=UploadPurging)
     gc: GCConfig = field(default_factory=GCConfig)
@@ -160,6 +161,19 @@ class TlsConfig:
 
 
 @dataclass
+class HttpLimits:
+    """``http.limits`` (cargohold): what one client may cost the server. Each 0 means no limit."""
+
+    headertimeout: float = 20.0  # seconds for a request line and headers, once begun (slowloris)
+    idletimeout: float = 300.0  # seconds a keep-alive connection may wait for its next request
+    maxheaderbytes: int = 8190  # the request line, and each header field
+    maxheaders: int = 128  # header fields per request
+    maxconnectionsperclient: int = 256  # open connections from one address (per worker)
+    loginfailures: int = 5  # failed logins per user and client address within loginwindow
+    loginwindow: float = 60.0  # seconds
+
+
+@dataclass
 class HttpConfig:
     addr: str = ":5000"
     prefix: str = ""  # normalised to "/path" (no trailing slash), "" for none
@@ -171,6 +185,8 @@ class HttpConfig:
     draintimeout: float = 0.0  # seconds
     http2_disabled: bool = False
     tls: TlsConfig | None = None
+    limits: HttpLimits = field(default_factory=HttpLimits)
+    trustedproxies: list[str] = field(default_factory=list)  # CIDRs whose X-Forwarded-For counts
 
     @property
     def bind(self) -> tuple[str, int]:

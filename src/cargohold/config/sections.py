@@ -29,6 +29,7 @@ from cargohold.config.model import (
     GCConfig,
     HtpasswdConfig,
     HttpConfig,
+    HttpLimits,
     ImmutableRule,
     LogConfig,
     NotificationEndpoint,
@@ -220,7 +221,7 @@ STORAGE = Section(
     (
         Field("delete.enabled", boolean, attr="delete_enabled"),
         Field("redirect.disable", boolean, attr="redirect_disable"),
-        Field("redirect.expirydelay", duration, 0.0, keep=False),
+        Field("redirect.expirydelay", duration, attr="redirect_expirydelay"),
         Field("tag.concurrencylimit", integer, 0, keep=False),
         Field("cache.blobdescriptor", raw, None),
         Field("cache.layerinfo", raw, None),  # the older spelling, which registry:2 still reads
@@ -342,6 +343,52 @@ def _listen_addr(value: Any, key: str, default: Any) -> str:
     return addr
 
 
+def _non_negative_duration(value: Any, key: str, default: Any) -> float:
+    seconds = duration(value, key, default)
+    if seconds < 0:
+        raise ConfigError(f"must not be negative, got {value!r}", key=key)
+    return seconds
+
+
+def _non_negative_integer(value: Any, key: str, default: Any) -> int:
+    number = integer(value, key, default)
+    if number < 0:
+        raise ConfigError(f"must not be negative, got {value!r}", key=key)
+    return number
+
+
+HTTP_LIMITS = Section(
+    "http.limits",
+    HttpLimits,
+    (
+        Field("headertimeout", _non_negative_duration),
+        Field("idletimeout", _non_negative_duration),
+        Field("maxheaderbytes", _non_negative_integer),
+        Field("maxheaders", _non_negative_integer),
+        Field("maxconnectionsperclient", _non_negative_integer),
+        Field("loginfailures", _non_negative_integer),
+        Field("loginwindow", _non_negative_duration),
+    ),
+)
+
+
+def _http_limits(value: Any, key: str, default: Any = None) -> HttpLimits:
+    return HTTP_LIMITS.build(value, key)
+
+
+def _cidr_list(value: Any, key: str, default: Any = None) -> list[str]:
+    import ipaddress
+
+    networks = text_list(value, key)
+    for i, network in enumerate(networks):
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError as exc:
+            message = f"expected an address or CIDR, got {network!r}"
+            raise ConfigError(message, key=f"{key}[{i}]") from exc
+    return networks
+
+
 HTTP = Section(
     "http",
     HttpConfig,
@@ -357,6 +404,8 @@ HTTP = Section(
         Field("relativeurls", boolean),
         Field("draintimeout", duration),
         Field("tls", _tls),
+        Field("limits", _http_limits),  # cargohold
+        Field("trustedproxies", _cidr_list),  # cargohold
     ),
     also=frozenset({"debug"}),  # http.debug is Config.debug (DEBUG)
 )

@@ -18,7 +18,8 @@ from cargohold.storage.filesystem import FilesystemDriver
 async def list_repositories(driver: StorageDriver, marker: str = "_manifests") -> list[str]:
     """Repositories having a ``marker`` child (``_uploads`` finds those with uploads)."""
     if isinstance(driver, FilesystemDriver):
-        return page_local(driver, None, sys.maxsize, marker)
+        # In a thread: a walk of a large store would stall every request of this worker.
+        return await driver.run_blocking(page_local, driver, None, sys.maxsize, marker)
     found: list[str] = []
     await _walk(driver, paths.REPOSITORIES, "", found, marker)
     return sorted(found, key=order_key)

@@ -25,7 +25,9 @@ from cargohold.storage.filesystem import FilesystemDriver
 from cargohold.storage.inmemory import InMemoryDriver
 
 
-def make_driver(name: str, params: dict[str, Any]) -> StorageDriver:
+def make_driver(name: str, params: dict[str, Any], redirect_expiry: float = 0.0) -> StorageDriver:
+    """``redirect_expiry`` (``storage.redirect.expirydelay``): how long a redirect URL is valid,
+    for the drivers that redirect (S3); 0 keeps the driver's default."""
     if name == "filesystem":
         return FilesystemDriver.from_params(params)
     if name == "inmemory":
@@ -33,7 +35,7 @@ def make_driver(name: str, params: dict[str, Any]) -> StorageDriver:
     if name == "s3":
         from cargohold.storage.s3 import S3Driver
 
-        return S3Driver.from_params(params)
+        return S3Driver.from_params(params, redirect_expiry)
     raise RegistryError(ErrorCode.UNSUPPORTED, f"storage driver {name!r} is not supported yet")
 
 
@@ -42,7 +44,13 @@ class Registry:
         self.config = config
         # Cache and repository index layered over the driver (see registry/scaleout.py).
         self.layers = layer_driver(
-            config, driver or make_driver(config.storage.driver, config.storage.params)
+            config,
+            driver
+            or make_driver(
+                config.storage.driver,
+                config.storage.params,
+                config.storage.redirect_expirydelay,
+            ),
         )
         self.driver = self.layers.driver
         self.health = HealthCheck(self.layers)
@@ -78,14 +86,15 @@ class Registry:
             return await self.layers.index.names()
         return await list_repositories(self.layers.base)
 
-    def repositories_page(self, last: str | None, limit: int) -> list[str] | None:
+    async def repositories_page(self, last: str | None, limit: int) -> list[str] | None:
         """Up to ``limit`` repositories after ``last`` from a walk that stops when the page is
         full, where the store is a local directory with no repository index; None elsewhere
-        (the caller then pages :meth:`repositories`)."""
+        (the caller then pages :meth:`repositories`). The walk runs in the driver's threads:
+        even a page may pass many directories that sort before ``last``."""
         base = self.layers.base
         if self.layers.index is not None or not isinstance(base, FilesystemDriver):
             return None
-        return page_local(base, last, limit)
+        return await base.run_blocking(page_local, base, last, limit)
 
     async def purge_uploads(self) -> int:
         purging = self.config.storage.purging

@@ -16,14 +16,14 @@ import json
 import re
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from cargohold import mediatypes as mt
 from cargohold import metrics
 from cargohold.config import ValidationConfig
-from cargohold.digest import Digest, check_tag, is_digest_reference
+from cargohold.digest import TAG_RE, Digest, check_tag, is_digest_reference
 from cargohold.errors import ErrorCode, RegistryError
 from cargohold.faults import crash_point
 from cargohold.registry.blobs import EMPTY_JSON_DIGEST, BlobStore
@@ -86,8 +86,13 @@ def _descriptor(raw: Any, where: str) -> Descriptor:
     return Descriptor(media_type, parsed, size, tuple(urls), platform)
 
 
-def parse_manifest(data: bytes, content_type: str | None, digest: Digest | None = None) -> Manifest:
-    """Parse and check a manifest's own structure (not yet whether what it references exists)."""
+def parse_manifest(
+    data: bytes, content_type: str | None, digest: Digest | None = None, pushed: bool = False
+) -> Manifest:
+    """Parse and check a manifest's own structure (not yet whether what it references exists).
+
+    A ``pushed`` manifest must name its type, in its Content-Type or its ``mediaType`` field
+    (a stored one, read back without a Content-Type, is recognised by its fields)."""
     if len(data) > MAX_MANIFEST_SIZE:
         raise RegistryError(
             ErrorCode.MANIFEST_INVALID,
@@ -98,6 +103,8 @@ def parse_manifest(data: bytes, content_type: str | None, digest: Digest | None 
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise _fail(f"manifest is not valid JSON: {e}") from None
+    except RecursionError:  # nested thousands of levels deep: no manifest is
+        raise _fail("manifest is nested too deeply") from None
     if not isinstance(doc, dict):
         raise _fail("manifest must be a JSON object")
     content_type = (content_type or "").split(";", 1)[0].strip().lower()
@@ -114,6 +121,11 @@ def parse_manifest(data: bytes, content_type: str | None, digest: Digest | None 
     if declared and content_type in mt.SUPPORTED and declared != content_type:
         raise _fail(f"mediaType {declared!r} does not match Content-Type {content_type!r}")
     media_type = declared or (content_type if content_type in mt.SUPPORTED else None)
+    if media_type is None and pushed:
+        raise _fail(
+            f"Content-Type {content_type or '(none)'!r} names no manifest type and the manifest "
+            "has no mediaType"
+        )
     if media_type is None:
         media_type = mt.OCI_INDEX if "manifests" in doc else mt.OCI_MANIFEST
     if media_type not in mt.SUPPORTED:
@@ -230,7 +242,15 @@ class ManifestStore:
             if not await self.exists(name, digest):
                 raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"digest": reference})
             return digest
-        check_tag(reference)
+        if TAG_RE.match(reference) is None:
+            # Neither a tag nor a digest names nothing here: 404, as registry:2 answers a GET
+            # or HEAD (a PUT with it is still TAG_INVALID).
+            raise RegistryError(
+                ErrorCode.MANIFEST_UNKNOWN,
+                "neither a valid tag nor a digest",
+                {"reference": reference[:200]},
+                status=404,
+            )
         try:
             raw = await self.driver.get_content(paths.tag_current_link(name, reference))
         except PathNotFoundError:
@@ -274,22 +294,37 @@ class ManifestStore:
     # -- writing -----------------------------------------------------------------------------
 
     async def put(
-        self, name: str, reference: str, data: bytes, content_type: str | None
+        self,
+        name: str,
+        reference: str,
+        data: bytes,
+        content_type: str | None,
+        tags: Sequence[str] = (),
     ) -> Manifest:
-        return (await self.push(name, reference, data, content_type)).manifest
+        return (await self.push(name, reference, data, content_type, tags)).manifest
 
     async def push(
-        self, name: str, reference: str, data: bytes, content_type: str | None
+        self,
+        name: str,
+        reference: str,
+        data: bytes,
+        content_type: str | None,
+        tags: Sequence[str] = (),
     ) -> Pushed:
-        """Store a manifest (and tag it); what the tag pointed at before comes back."""
+        """Store a manifest pushed by tag or by digest; ``tags`` (OCI 1.1's ``?tag=`` on a push
+        by digest) are set too, all checked before anything is written. What the first tag
+        pointed at before comes back."""
         expected: Digest | None = None
         if is_digest_reference(reference):
             expected = Digest.parse(reference)
         else:
             check_tag(reference)
-        manifest = parse_manifest(data, content_type, expected)
+        for tag in tags:
+            check_tag(tag)
+        manifest = parse_manifest(data, content_type, expected, pushed=True)
+        wanted = list(dict.fromkeys([*([] if expected else [reference]), *tags]))
         async with self._repo_lock(name):
-            return await self._put_locked(name, manifest, None if expected else reference)
+            return await self._put_locked(name, manifest, wanted)
 
     @property
     def rules(self) -> Rules:
@@ -319,8 +354,12 @@ class ManifestStore:
             self._repo_locks[name] = lock
         return lock
 
-    async def _put_locked(self, name: str, manifest: Manifest, tag: str | None) -> Pushed:
-        previous = None if tag is None else await self._guard_tag(name, tag, manifest.digest)
+    async def _put_locked(self, name: str, manifest: Manifest, tags: list[str]) -> Pushed:
+        previous = None
+        for i, tag in enumerate(tags):
+            before = await self._guard_tag(name, tag, manifest.digest)
+            if i == 0:
+                previous = before
         fence = self.blobs.fence
         if fence is not None:  # garbage collection may be deleting what this one names
             refs = [manifest.digest, *(d.digest for d in (*manifest.blobs, *manifest.children))]
@@ -346,7 +385,7 @@ class ManifestStore:
             paths.revision_link(name, manifest.digest), str(manifest.digest).encode()
         )
         crash_point("manifest.put.after-revision")
-        if tag is not None:
+        for tag in tags:
             await self._write_tag(name, tag, manifest.digest)
         self._cache[manifest.digest] = manifest
         self._changed(name)

@@ -169,10 +169,12 @@ class UploadManager:
         digest: Digest,
         body: Body | None = None,
         start: int | None = None,
+        length: int | None = None,
     ) -> BlobInfo:
-        """Append an optional final chunk, verify the digest, then publish the blob atomically."""
+        """Append an optional final chunk (exactly ``length`` bytes when a Content-Range said
+        so), verify the digest, then publish the blob atomically."""
         if body is not None:
-            await self.append(name, upload_id, body, start)
+            await self.append(name, upload_id, body, start, length)
         async with self._lock(upload_id):
             try:
                 info = await self._stat_data(name, upload_id)

@@ -3,7 +3,8 @@
 Small metadata operations (stat, link files of ~70 bytes, directory listings) run inline on the
 event loop: on a local disk they take microseconds, far less than a hop to a thread, and they are
 the hot path of manifest and HEAD requests. Bulk data (blob bodies) goes through threads or
-``sendfile``.
+``sendfile``; those threads are the driver's own pool of at most ``maxthreads`` (registry:2's
+limit on simultaneous blocking filesystem operations, default 100), not asyncio's default pool.
 
 Every write is a rename: content is written under ``_cargohold/tmp`` and renamed into place,
 together with any directories it needs (built in ``tmp`` and renamed in as one tree), and a
@@ -26,8 +27,9 @@ import shutil
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from cargohold.faults import crash_point
 from cargohold.storage import paths
@@ -49,14 +51,21 @@ LISTING_SETTLE_NS = 2_000_000_000
 SMALL_FILE = 4096
 SMALL_FILE_ENTRIES = 65536
 TMP_PREFIX = ".cargohold-tmp-"
+DEFAULT_MAXTHREADS = 100  # registry:2's default
+
+_T = TypeVar("_T")
 
 
 class FilesystemDriver(StorageDriver):
     name = "filesystem"
 
-    def __init__(self, rootdirectory: str, fsync: bool = False) -> None:
+    def __init__(
+        self, rootdirectory: str, fsync: bool = False, maxthreads: int = DEFAULT_MAXTHREADS
+    ) -> None:
         self.root = os.path.abspath(rootdirectory)
         self.fsync = fsync
+        self.maxthreads = maxthreads
+        self._pool: ThreadPoolExecutor | None = None  # made on first use: after any fork
         os.makedirs(self.root, exist_ok=True)
         self._scratch = self.root + paths.SCRATCH
         self._trash = self.root + paths.TRASH
@@ -68,8 +77,16 @@ class FilesystemDriver(StorageDriver):
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> FilesystemDriver:
         return cls(
-            str(params.get("rootdirectory", DEFAULT_ROOTDIRECTORY)), bool(params.get("fsync"))
+            str(params.get("rootdirectory", DEFAULT_ROOTDIRECTORY)),
+            bool(params.get("fsync")),
+            int(params.get("maxthreads", DEFAULT_MAXTHREADS)),
         )
+
+    async def run_blocking(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run a blocking filesystem call in the driver's pool (at most ``maxthreads``)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.maxthreads, thread_name_prefix="cargohold-fs")
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def _full(self, path: str) -> str:
         check_path(path)
@@ -142,7 +159,7 @@ class FilesystemDriver(StorageDriver):
 
     async def put_content(self, path: str, data: bytes) -> None:
         if len(data) > READ_CHUNK or self.fsync:  # fsync waits for the disk: not on the loop
-            await asyncio.to_thread(self._put_sync, path, data)
+            await self.run_blocking(self._put_sync, path, data)
         else:
             self._put_sync(path, data)
 
@@ -232,7 +249,7 @@ class FilesystemDriver(StorageDriver):
         try:
             f.seek(offset)
             while True:
-                chunk = await asyncio.to_thread(f.read, READ_CHUNK)
+                chunk = await self.run_blocking(f.read, READ_CHUNK)
                 if not chunk:
                     return
                 yield chunk
@@ -246,7 +263,7 @@ class FilesystemDriver(StorageDriver):
             f = open(full, "ab" if append else "wb")  # noqa: SIM115 - owned by the writer
         except IsADirectoryError:
             raise InvalidPathError(path) from None
-        return _FileWriter(f)
+        return _FileWriter(f, self.run_blocking)
 
     async def list(self, path: str) -> list[str]:
         full = self._full(path)
@@ -285,7 +302,7 @@ class FilesystemDriver(StorageDriver):
         src, dst = self._full(source), self._full(dest)
         try:
             if self.fsync:
-                await asyncio.to_thread(self._publish_durably, src, dst)
+                await self.run_blocking(self._publish_durably, src, dst)
             else:
                 self._publish(src, dst)
         except FileNotFoundError:
@@ -305,13 +322,13 @@ class FilesystemDriver(StorageDriver):
                 doomed = self._doomed_path(full)
                 os.rename(full, doomed)
                 if self.fsync:
-                    await asyncio.to_thread(_fsync_dir, os.path.dirname(full))
+                    await self.run_blocking(_fsync_dir, os.path.dirname(full))
                 crash_point("fs.delete.after-rename")
-                await asyncio.to_thread(shutil.rmtree, doomed, True)
+                await self.run_blocking(shutil.rmtree, doomed, True)
             else:
                 os.unlink(full)
                 if self.fsync:
-                    await asyncio.to_thread(_fsync_dir, os.path.dirname(full))
+                    await self.run_blocking(_fsync_dir, os.path.dirname(full))
         except FileNotFoundError:
             raise PathNotFoundError(path) from None
 
@@ -326,6 +343,11 @@ class FilesystemDriver(StorageDriver):
         if not os.path.isdir(self._trash):
             os.makedirs(self._trash, exist_ok=True)
         return os.path.join(self._trash, uuid.uuid4().hex)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
 
     def walk_sync(self, path: str) -> builtins.list[str]:
         """All file paths below ``path`` (for GC and tools; not used on request paths)."""
@@ -344,8 +366,9 @@ class _FileWriter(FileWriter):
     """Upload data: with ``fsync`` it is synced once, when :meth:`FilesystemDriver.move`
     publishes it (before the 201), not after every chunk (a 202 promises less)."""
 
-    def __init__(self, f: Any) -> None:
+    def __init__(self, f: Any, blocking: Callable[..., Any]) -> None:
         self._f = f
+        self.run_blocking = blocking
         self._size = os.fstat(f.fileno()).st_size
 
     @property
@@ -354,7 +377,7 @@ class _FileWriter(FileWriter):
 
     async def write(self, data: bytes | memoryview) -> None:
         if len(data) >= 65536:
-            await asyncio.to_thread(self._f.write, data)
+            await self.run_blocking(self._f.write, data)
         else:
             self._f.write(data)
         self._size += len(data)

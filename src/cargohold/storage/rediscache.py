@@ -50,37 +50,7 @@ class RedisCache(CacheBackend):
         self.last_error = ""
 
     def _connect(self) -> aioredis.Redis:
-        c = self.config
-        host, _, port = c.addr.rpartition(":")
-        kwargs: dict[str, Any] = {
-            "host": host.strip("[]") or "localhost",
-            "port": int(port),
-            "db": c.db,
-            "password": c.password or None,
-            "username": c.username or None,
-            "socket_connect_timeout": c.dialtimeout or DEFAULT_TIMEOUT,
-            "socket_timeout": max(c.readtimeout, c.writetimeout) or DEFAULT_TIMEOUT,
-            "decode_responses": True,
-            "retry_on_timeout": False,
-        }
-        if c.tls_enabled:
-            kwargs["connection_class"] = aioredis.SSLConnection
-            kwargs["ssl_cert_reqs"] = ssl.CERT_REQUIRED
-            if c.tls_clientcas:  # every listed CA bundle, instead of the system's
-                kwargs["ssl_ca_data"] = "\n".join(_read(path) for path in c.tls_clientcas)
-            if c.tls_certificate:
-                kwargs["ssl_certfile"] = c.tls_certificate
-                kwargs["ssl_keyfile"] = c.tls_key
-        pool: aioredis.ConnectionPool
-        if c.pool_maxactive > 0:
-            pool = aioredis.BlockingConnectionPool(
-                max_connections=c.pool_maxactive,
-                timeout=kwargs["socket_connect_timeout"],
-                **kwargs,
-            )
-        else:
-            pool = aioredis.ConnectionPool(**kwargs)
-        return aioredis.Redis(connection_pool=pool)
+        return connect(self.config)
 
     @property
     def client(self) -> aioredis.Redis:
@@ -185,3 +155,37 @@ def _read(path: str) -> str:
 
 def _ms(seconds: float | None) -> int | None:
     return None if seconds is None else max(1, int(seconds * 1000))
+
+
+def connect(c: RedisConfig) -> aioredis.Redis:
+    """A client for registry:2's ``redis`` section (also used by the login throttle)."""
+    host, _, port = c.addr.rpartition(":")
+    kwargs: dict[str, Any] = {
+        "host": host.strip("[]") or "localhost",
+        "port": int(port),
+        "db": c.db,
+        "password": c.password or None,
+        "username": c.username or None,
+        "socket_connect_timeout": c.dialtimeout or DEFAULT_TIMEOUT,
+        "socket_timeout": max(c.readtimeout, c.writetimeout) or DEFAULT_TIMEOUT,
+        "decode_responses": True,
+        "retry_on_timeout": False,
+    }
+    if c.tls_enabled:
+        kwargs["connection_class"] = aioredis.SSLConnection
+        kwargs["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+        if c.tls_clientcas:  # every listed CA bundle, instead of the system's
+            kwargs["ssl_ca_data"] = "\n".join(_read(path) for path in c.tls_clientcas)
+        if c.tls_certificate:
+            kwargs["ssl_certfile"] = c.tls_certificate
+            kwargs["ssl_keyfile"] = c.tls_key
+    pool: aioredis.ConnectionPool
+    if c.pool_maxactive > 0:
+        pool = aioredis.BlockingConnectionPool(
+            max_connections=c.pool_maxactive,
+            timeout=kwargs["socket_connect_timeout"],
+            **kwargs,
+        )
+    else:
+        pool = aioredis.ConnectionPool(**kwargs)
+    return aioredis.Redis(connection_pool=pool)

@@ -121,6 +121,7 @@ class S3Driver(StorageDriver):
 
     def __init__(self, params: S3Params) -> None:
         self.params = params
+        self.presign_seconds = PRESIGN_SECONDS
         self.bucket = params.bucket
         root = params.rootdirectory.rstrip("/")
         self._root = root
@@ -130,8 +131,11 @@ class S3Driver(StorageDriver):
         self._client_lock = asyncio.Lock()
 
     @classmethod
-    def from_params(cls, params: dict[str, Any]) -> S3Driver:
-        return cls(parse_s3_params(params))
+    def from_params(cls, params: dict[str, Any], presign_seconds: float = 0.0) -> S3Driver:
+        driver = cls(parse_s3_params(params))
+        if presign_seconds > 0:  # storage.redirect.expirydelay
+            driver.presign_seconds = max(1, round(presign_seconds))
+        return driver
 
     @property
     def identity(self) -> str:
@@ -361,7 +365,7 @@ class S3Driver(StorageDriver):
             url = await client.generate_presigned_url(
                 operation,
                 Params={"Bucket": self.bucket, "Key": self._key(path)},
-                ExpiresIn=PRESIGN_SECONDS,
+                ExpiresIn=self.presign_seconds,
             )
         except (BotoCoreError, ClientError) as e:
             raise S3Error(f"s3 presign {path}: {e}") from e
