@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from aiohttp import web
 
 from cargohold import metrics
-from cargohold.api import blobs, health, manifests, routes
+from cargohold.api import blobs, health, manifests, mirror, routes
 from cargohold.api.common import API_VERSION_HEADER, REGISTRY_KEY
 from cargohold.api.socketbody import close_if_spent
 from cargohold.auth.middleware import install_auth
@@ -144,6 +144,7 @@ def create_app(
     app.router.add_get("/", health.root)
     app.router.add_get("/debug/health", health.debug_health)
     install_auth(app, registry.config)  # after api_middleware: its errors become JSON
+    mirror.install(app)  # after auth: refuses pushes to mirrored repositories
     if extra_headers:
 
         async def _add_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -77,7 +77,11 @@ async def _negotiate(request: web.Request, name: str, m: Manifest) -> Manifest:
 
 async def get_manifest(request: web.Request, name: str, reference: str) -> web.StreamResponse:
     reg = registry_of(request)
-    m = await _negotiate(request, name, await reg.manifests.get(name, reference))
+    if reg.mirrors.route(name) is not None:
+        found = await reg.mirrors.manifest(name, reference)
+    else:
+        found = await reg.manifests.get(name, reference)
+    m = await _negotiate(request, name, found)
     headers = dict(_manifest_headers(m.digest, m.media_type, len(m.data)))
     etag = headers["ETag"]
     if request.method == "GET":  # registry:2: a HEAD is not a pull
@@ -177,6 +181,11 @@ def _listing(
 
 async def list_tags(request: web.Request, name: str) -> web.StreamResponse:
     reg = registry_of(request)
+    if reg.mirrors.route(name) is not None:
+        query = {k: request.query[k] for k in ("n", "last") if k in request.query}
+        upstream = await reg.mirrors.tags(name, query)
+        if upstream is not None:  # the upstream pages it (None: unreachable, list the cache)
+            return web.json_response(upstream)
     tags = _after_last(request, await reg.manifests.tags(name))
     return _listing(request, "tags", tags, _page_size(request, None, None), name=name)
 

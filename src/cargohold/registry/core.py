@@ -11,6 +11,7 @@ from typing import Any
 
 from cargohold.config import Config
 from cargohold.errors import ErrorCode, RegistryError
+from cargohold.mirror.service import Mirrors
 from cargohold.registry.blobs import BlobStore
 from cargohold.registry.catalog import list_repositories, page_local
 from cargohold.registry.manifests import ManifestStore
@@ -46,6 +47,7 @@ class Registry:
         self.blobs = BlobStore(self.driver)
         self.uploads = UploadManager(self.driver, self.blobs)
         self.manifests = ManifestStore(self.driver, self.blobs, config.validation)
+        self.mirrors = Mirrors(config.mirrors, self.driver, self.blobs, self.manifests)
 
     @property
     def delete_enabled(self) -> bool:
@@ -93,4 +95,5 @@ class Registry:
             await self.layers.index.reconcile()
 
     async def close(self) -> None:
+        await self.mirrors.close()
         await self.driver.close()

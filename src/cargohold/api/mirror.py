@@ -1,0 +1,78 @@
+"""HTTP for mirrored repositories: writes refused, blobs streamed while they are fetched.
+
+Reads of mirrored repositories go through the ordinary handlers, which ask the registry's
+:class:`~cargohold.mirror.service.Mirrors` when the name is mirrored; this module holds the two
+things that are HTTP's own: refusing pushes and deletes before any body is read, and sending a
+blob that is still arriving from the upstream.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from cargohold.api.common import API_VERSION_HEADER, REGISTRY_KEY, registry_of
+from cargohold.digest import Digest
+from cargohold.mirror.fetch import FetchFailed, Tail
+
+log = logging.getLogger("cargohold.mirror")
+
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
+# The repository name of an API path (the same non-greedy rule as the route table).
+_NAME = re.compile(
+    r"^(?P<name>.+?)/(?:manifests/[^/]+|tags/list|blobs/uploads/?[^/]*|blobs/[^/]+"
+    r"|referrers/[^/]+)$"
+)
+
+
+@web.middleware
+async def refuse_writes(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Pushes and deletes of mirrored repositories: 405 ``UNSUPPORTED``, as registry:2's proxy
+    answers them (after the auth middleware, so an anonymous caller still gets its 401)."""
+    if request.method not in _READS:
+        tail = request.match_info.get("tail")
+        if tail is not None:
+            m = _NAME.match(tail)
+            registry_of(request).mirrors.refuse_write(m.group("name") if m else None)
+    return await handler(request)
+
+
+def install(app: web.Application) -> None:
+    """Call after the auth middleware is installed."""
+    if app[REGISTRY_KEY].mirrors.enabled:
+        app.middlewares.append(refuse_writes)
+
+
+async def stream_blob(
+    request: web.Request, tail: Tail, digest: Digest, headers: dict[str, str]
+) -> web.StreamResponse:
+    """Send a blob as its fetch writes it. A failed fetch (corrupt or cut-off upstream) aborts
+    the connection before the last byte, so no client takes a wrong blob for a whole one."""
+    if tail.size is not None:
+        headers["Content-Length"] = str(tail.size)
+    else:
+        headers.pop("Content-Length", None)
+    headers.pop("Accept-Ranges", None)  # whole bodies only while the blob is arriving
+    response = web.StreamResponse(status=200, headers={**headers, **API_VERSION_HEADER})
+    if tail.size is None:
+        response.enable_chunked_encoding()
+    try:
+        await response.prepare(request)
+        async for chunk in tail.chunks():
+            await response.write(chunk)
+    except FetchFailed as exc:
+        log.warning("aborting the response for %s: %s", digest, exc)
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+        raise ConnectionResetError(str(exc)) from None
+    except BaseException:
+        tail.close()
+        raise
+    await response.write_eof()
+    return response
