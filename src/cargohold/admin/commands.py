@@ -169,17 +169,24 @@ def _gc_online(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _du(config: Config, args: argparse.Namespace) -> int:
+    from cargohold.mirror.upkeep import format_usage, usage
     from cargohold.registry.usage import disk_usage, format_report
 
     registry = _registry(config)
     try:
         report = await disk_usage(registry.driver)
+        mirrors = await usage(registry.mirrors)
     finally:
         await _close(registry)
     if args.json:
-        print(json.dumps(report.to_json(), indent=2))
+        doc = report.to_json()
+        if mirrors:
+            doc["mirrors"] = [m.to_json() for m in mirrors]
+        print(json.dumps(doc, indent=2))
     else:
         print(format_report(report, exact=args.bytes))
+        if mirrors:
+            print("\n" + format_usage(mirrors, exact=args.bytes))
     return 0
 
 

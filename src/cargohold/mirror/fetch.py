@@ -119,6 +119,7 @@ class Tail:
         size = meta.get("size")
         self.size: int | None = size if isinstance(size, int) else None
         self._fd = fd
+        self.file = os.fdopen(fd, "rb", buffering=0, closefd=False)  # for loop.sendfile
         self._lock_fd = os.open(fetches.lock_path(digest), os.O_RDWR | os.O_CREAT, 0o644)
 
     def close(self) -> None:
@@ -138,17 +139,20 @@ class Tail:
         result = _read_json(self._fetches.result_path(self.digest))
         return result is not None and result.get("id") == self.id and result.get("ok") is True
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def segments(self) -> AsyncIterator[tuple[int, int]]:
+        """``(offset, count)`` of the bytes of :attr:`file` that may be sent, as they arrive
+        (sent with ``sendfile``, as stored blobs are: no copy through Python)."""
         pos = 0
         # Everything but the last byte may go out before the blob is verified.
         limit = self.size - 1 if self.size is not None else None
         try:
             while True:
-                want = CHUNK if limit is None else min(CHUNK, limit - pos)
-                data = os.pread(self._fd, want, pos) if want > 0 else b""
-                if data:
-                    pos += len(data)
-                    yield data
+                end = os.fstat(self._fd).st_size
+                if limit is not None:
+                    end = min(end, limit)
+                if end > pos:
+                    yield pos, end - pos
+                    pos = end
                     continue
                 if not _lock_free(self._lock_fd):
                     await self._wait()
@@ -156,14 +160,25 @@ class Tail:
                 # The fetch is over: verified (ours) or failed.
                 if not self._succeeded():
                     raise FetchFailed(f"the upstream fetch of {self.digest} failed")
-                while data := os.pread(self._fd, CHUNK, pos):
-                    pos += len(data)
-                    yield data
-                if self.size is not None and pos != self.size:
-                    raise FetchFailed(f"{self.digest}: {pos} of {self.size} bytes")
+                end = os.fstat(self._fd).st_size
+                if self.size is not None and end != self.size:
+                    raise FetchFailed(f"{self.digest}: {end} of {self.size} bytes")
+                if end > pos:
+                    yield pos, end - pos
                 return
         finally:
             self.close()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The same bytes, read (for callers that are not an HTTP response)."""
+        async for offset, count in self.segments():
+            done = 0
+            while done < count:
+                data = os.pread(self._fd, min(CHUNK, count - done), offset + done)
+                if not data:
+                    raise FetchFailed(f"{self.digest}: the part file is shorter than announced")
+                done += len(data)
+                yield data
 
 
 class BlobFetches:

@@ -32,6 +32,7 @@ from cargohold.digest import Digest, check_tag, is_digest_reference
 from cargohold.errors import ErrorCode, RegistryError
 from cargohold.mirror.fetch import BlobFetches, Tail, error_of
 from cargohold.mirror.settings import MirrorConfig, MirrorsConfig
+from cargohold.mirror.upkeep import Stats
 from cargohold.mirror.upstream import NotFound, Unreachable, Upstream, UpstreamError
 from cargohold.registry.blobs import BlobStore
 from cargohold.registry.manifests import Manifest, ManifestStore, link_digest, parse_manifest
@@ -87,6 +88,7 @@ class Mirrors:
         )
         self._root = next((m for m in self.mirrors if not m.config.prefix), None)
         self._fetches: BlobFetches | None = None
+        self.stats = Stats()
 
     @property
     def enabled(self) -> bool:
@@ -130,7 +132,17 @@ class Mirrors:
 
     # -- manifests -------------------------------------------------------------------------
 
+    def _lookup(self, route: Route, kind: str, hit: bool) -> None:
+        metrics.mirror_lookup(route.label, kind, hit)
+        self.stats.lookup(route.label, hit)
+
     async def manifest(self, name: str, reference: str) -> Manifest:
+        m = await self._manifest(name, reference)
+        if not is_digest_reference(reference):
+            self.stats.pulled(name, reference)  # for maxsize's least-recently-pulled order
+        return m
+
+    async def _manifest(self, name: str, reference: str) -> Manifest:
         route = self.allowed_route(name)
         assert route is not None
         if is_digest_reference(reference):
@@ -140,7 +152,7 @@ class Mirrors:
                     ErrorCode.MANIFEST_UNKNOWN, "invalid digest reference", status=404
                 )
             if await self.manifests.exists(name, digest):
-                metrics.mirror_lookup(route.label, "manifest", True)
+                self._lookup(route, "manifest", True)
                 return await self.manifests.load(digest)
             return await self._fetch_manifest(route, name, digest)
         check_tag(reference)
@@ -149,7 +161,7 @@ class Mirrors:
         checked = route.mirror.checked.get(key)
         fresh = route.mirror.config.tagfreshness
         if local is not None and checked is not None and time.monotonic() - checked < fresh:
-            metrics.mirror_lookup(route.label, "manifest", True)
+            self._lookup(route, "manifest", True)
             return await self.manifests.load(local)
         try:
             digest = await self._check_tag(route, name, reference)
@@ -166,11 +178,11 @@ class Mirrors:
             metrics.mirror_stale(route.label)
             return await self.manifests.load(local)
         if digest is not None and digest == local:
-            metrics.mirror_lookup(route.label, "manifest", True)
+            self._lookup(route, "manifest", True)
             return await self.manifests.load(local)
         if digest is not None and await self.manifests.exists(name, digest):
             await self.manifests.tag(name, reference, digest)
-            metrics.mirror_lookup(route.label, "manifest", True)
+            self._lookup(route, "manifest", True)
             return await self.manifests.load(digest)
         m = await self._fetch_manifest(route, name, digest, tag=reference)
         await self.manifests.tag(name, reference, m.digest)
@@ -215,19 +227,20 @@ class Mirrors:
             if await self.manifests.exists(name, digest):
                 if waited:
                     metrics.mirror_coalesced(route.label, "manifest")
+                    self.stats.lookup(route.label, True)
                 return await self.manifests.load(digest)
             if await self.blobs.stat(digest) is not None:  # another mirrored repo has it
                 with contextlib.suppress(RegistryError):
                     m = await self.manifests.load(digest)
                     await self._store(name, m)
-                    metrics.mirror_lookup(route.label, "manifest", True)
+                    self._lookup(route, "manifest", True)
                     return m
             return await self._get_and_store(route, name, str(digest), digest)
 
     async def _get_and_store(
         self, route: Route, name: str, reference: str, digest: Digest | None
     ) -> Manifest:
-        metrics.mirror_lookup(route.label, "manifest", False)
+        self._lookup(route, "manifest", False)
         try:
             data, content_type = await route.mirror.upstream.get_manifest(route.remote, reference)
         except UpstreamError as exc:
@@ -267,7 +280,7 @@ class Mirrors:
         assert route is not None
         stored = await self.fetches.stored(digest)
         if stored and await self.blobs.is_linked(name, digest):
-            metrics.mirror_lookup(route.label, "blob", True)
+            self._lookup(route, "blob", True)
             return None
         if stored:
             # In the store for another repository: the upstream must show it has it here.
@@ -276,7 +289,7 @@ class Mirrors:
             except UpstreamError as exc:
                 raise error_of(exc, "blob") from None
             await self.blobs.link(name, digest)
-            metrics.mirror_lookup(route.label, "blob", True)
+            self._lookup(route, "blob", True)
             return None
         upstream = route.mirror.upstream
         tail, coalesced = await self.fetches.open(
@@ -284,8 +297,9 @@ class Mirrors:
         )
         if coalesced:
             metrics.mirror_coalesced(route.label, "blob")
+            self.stats.lookup(route.label, True)
         else:
-            metrics.mirror_lookup(route.label, "blob", False)
+            self._lookup(route, "blob", False)
         if self.blobs.fence is not None:
             await self.blobs.fence.guard([digest], name)
         await self.blobs.link(name, digest)
