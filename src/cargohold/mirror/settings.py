@@ -35,7 +35,7 @@ _UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
 _COMMON_KEYS = frozenset({
     "remoteurl", "username", "password", "passwordfile", "ttl", "repositories", "cafile",
     "insecure", "tagfreshness", "maxconnections", "maxsize", "prefetch", "prefetchinterval",
-    "timeout",
+    "timeout", "evictinterval",
 })  # fmt: skip
 
 
@@ -63,6 +63,8 @@ class MirrorConfig:
     prefetch: tuple[PrefetchRule, ...] = ()
     prefetchinterval: float = 3600.0
     timeout: float = 30.0  # connecting and each read of the upstream
+    # How often maxsize and ttl are enforced; an image pulled this recently is never evicted.
+    evictinterval: float = 60.0
 
     @property
     def label(self) -> str:
@@ -167,11 +169,14 @@ def _entry(section: Mapping[str, Any], key: str, prefix: str) -> MirrorConfig:
             section.get("prefetchinterval"), f"{key}.prefetchinterval", 3600.0
         ),
         timeout=_duration(section.get("timeout"), f"{key}.timeout", 30.0),
+        evictinterval=_duration(section.get("evictinterval"), f"{key}.evictinterval", 60.0),
     )
     if config.maxconnections < 1:
         raise ConfigError("must be at least 1", key=f"{key}.maxconnections")
     if config.tagfreshness < 0 or config.ttl < 0:
         raise ConfigError("durations must not be negative", key=key)
+    if config.evictinterval < 1:
+        raise ConfigError("must be at least 1s", key=f"{key}.evictinterval")
     if config.prefetch and config.prefetchinterval < 1:
         raise ConfigError("must be at least 1s", key=f"{key}.prefetchinterval")
     return config

@@ -8,7 +8,7 @@
 - **Bounded cache** (``maxsize``). Worker 0 measures each mirror (the bytes of the distinct blobs
   its repositories' manifests reference) and, past ``maxsize``, deletes the least recently
   pulled images (a revision and its tags; an untagged revision counts from when it was stored)
-  until the rest fits, skipping anything pulled within :data:`IN_USE`; then it runs the online
+  until the rest fits, skipping anything pulled within ``evictinterval``; then it runs the online
   garbage collector, which frees the blobs nothing references any more with its usual grace
   period and fence. A pull in flight is safe: a blob being sent stays readable to the reader
   (an open file survives its unlink), and whatever a client asks after the eviction is fetched
@@ -48,8 +48,7 @@ log = logging.getLogger("cargohold.mirror")
 
 STATS_DIR = f"{paths.CARGOHOLD}/mirror/stats"
 FLUSH_SECONDS = 10.0
-EVICT_SECONDS = 60.0
-IN_USE = 60.0  # an image pulled this recently is never evicted
+COLLECT_PASSES = 10
 
 
 class Stats:
@@ -71,8 +70,12 @@ class Stats:
     async def flush(self, driver: StorageDriver) -> None:
         pulls, self.pulls = self.pulls, {}
         for (name, tag), when in pulls.items():
+            path = paths.pull_record(name, tag)
             try:
-                await driver.put_content(paths.pull_record(name, tag), b"%f" % when)
+                await driver.put_content(path, b"%f" % when)
+                local = driver.local_path(path)
+                if local is not None:  # the mtime is what is read back: the pull's, not ours
+                    os.utime(local, (when, when))
             except Exception:
                 log.exception("cannot record the pull of %s:%s", name, tag)
         if self.counts == self._written:
@@ -219,7 +222,7 @@ async def evict(mirrors: Mirrors, mirror: Mirror, now: float | None = None) -> i
     size = sum(sizes[d] for d in refs)
     evicted = 0
     for image in sorted(images, key=lambda i: i.last_used):
-        if now - image.last_used < IN_USE:
+        if now - image.last_used < config.evictinterval:
             break
         expired = bool(config.ttl) and now - image.last_used > config.ttl
         if not expired and (not config.maxsize or size <= config.maxsize):
@@ -242,16 +245,19 @@ async def evict(mirrors: Mirrors, mirror: Mirror, now: float | None = None) -> i
     return evicted
 
 
-async def collect(mirrors: Mirrors, gc: GCConfig) -> None:
-    """The online collector, to free what eviction left unreferenced."""
+async def collect(mirrors: Mirrors, gc: GCConfig) -> bool:
+    """The online collector, to free what eviction left unreferenced. Returns whether it must
+    run again: busy elsewhere, or it kept blobs back (recently linked or written: its grace
+    period and re-check protect pulls in flight) that the next pass may free."""
     options = GCOptions(online=True, grace_period=gc.graceperiod, settle=gc.settle)
     collector = GarbageCollector(mirrors.driver, forget=mirrors.manifests.forget)
     try:
         report = await collector.run(options)
     except (GCBusy, GCError) as exc:
         log.info("mirror eviction: collection postponed (%s)", exc)
-        return
+        return True
     log.info("mirror eviction: collection freed %d bytes", report.bytes_freed)
+    return bool(report.kept_rescued or report.kept_recent)
 
 
 async def prefetch(mirrors: Mirrors, mirror: Mirror) -> int:
@@ -321,13 +327,17 @@ async def _flush_loop(mirrors: Mirrors) -> None:
 
 
 async def _evict_loop(mirrors: Mirrors, mirror: Mirror, gc: GCConfig) -> None:
-    interval = min(EVICT_SECONDS, mirror.config.ttl or EVICT_SECONDS)
+    interval = mirror.config.evictinterval
+    pending = 0  # collections still to run for what was evicted (bounded: others' content
+    # may keep the collector "rescuing" forever)
     while True:
         await asyncio.sleep(interval)
         try:
             await mirrors.stats.flush(mirrors.driver)  # the latest pulls count
             if await evict(mirrors, mirror):
-                await collect(mirrors, gc)
+                pending = COLLECT_PASSES
+            if pending:
+                pending = pending - 1 if await collect(mirrors, gc) else 0
         except Exception:
             log.exception("mirror %s: eviction failed", mirror.label)
 
