@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 from cargohold.digest import Digest
 from cargohold.errors import ErrorCode, RegistryError
+from cargohold.mirror.replicas import ReplicaLocks
 from cargohold.mirror.upstream import NotFound, Refused, Response, UpstreamError
 from cargohold.storage import paths
 from cargohold.storage.driver import PathNotFoundError, StorageDriver
@@ -48,6 +49,7 @@ log = logging.getLogger("cargohold.mirror")
 CHUNK = 1 << 20
 POLL = 0.02  # seconds between looks at a fetch running in another process
 ATTACH_TRIES = 4
+REPLICA_POLL = 0.2  # seconds between looks for a blob another replica is fetching
 
 
 class FetchFailed(Exception):
@@ -184,8 +186,9 @@ class Tail:
 class BlobFetches:
     """The fetch files of one store, and the fetches this process runs."""
 
-    def __init__(self, driver: StorageDriver) -> None:
+    def __init__(self, driver: StorageDriver, replicas: ReplicaLocks | None = None) -> None:
         self.driver = driver
+        self.replicas = replicas
         local_root = driver.local_path("/")
         if local_root is not None:
             self.dir = os.path.join(local_root + paths.CARGOHOLD, "mirror", "fetch")
@@ -298,7 +301,19 @@ class BlobFetches:
         part_path = os.path.join(self.dir, part)
         result: dict[str, object] = {"id": fetch_id, "ok": False, "code": "UNAVAILABLE"}
         fd = -1
+        keeper: asyncio.Task[None] | None = None
         try:
+            if self.replicas is not None:
+                # Another replica fetching it: wait for it in the shared store instead.
+                while not await self.replicas.acquire(d):
+                    if await self.stored(d):
+                        break
+                    await asyncio.sleep(REPLICA_POLL)
+                else:
+                    keeper = asyncio.create_task(self.replicas.keep(d))
+                if await self.stored(d):
+                    result.update(ok=True, code="")
+                    return
             try:
                 resp = await opener()
             except UpstreamError as exc:
@@ -337,6 +352,10 @@ class BlobFetches:
             log.warning("upstream fetch of %s failed: %r", d, exc)
             result.update(message=f"the upstream fetch failed: {type(exc).__name__}")
         finally:
+            if keeper is not None:
+                keeper.cancel()
+                assert self.replicas is not None
+                await self.replicas.release(d)
             if fd >= 0:
                 os.close(fd)
             with contextlib.suppress(FileNotFoundError):
@@ -402,3 +421,5 @@ class BlobFetches:
         for task in list(self._tasks):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(task), 5)
+        if self.replicas is not None:
+            await self.replicas.close()

@@ -28,9 +28,11 @@ from typing import Any
 
 from cargohold import metrics
 from cargohold.auth.policy import glob_match
+from cargohold.config import RedisConfig
 from cargohold.digest import Digest, check_tag, is_digest_reference
 from cargohold.errors import ErrorCode, RegistryError
 from cargohold.mirror.fetch import BlobFetches, Tail, error_of
+from cargohold.mirror.replicas import ReplicaLocks
 from cargohold.mirror.settings import MirrorConfig, MirrorsConfig
 from cargohold.mirror.upkeep import Stats
 from cargohold.mirror.upstream import NotFound, Unreachable, Upstream, UpstreamError
@@ -76,8 +78,10 @@ class Mirrors:
         driver: StorageDriver,
         blobs: BlobStore,
         manifests: ManifestStore,
+        redis: RedisConfig | None = None,
     ) -> None:
         self.driver = driver
+        self.redis = redis
         self.blobs = blobs
         self.manifests = manifests
         self.mirrors = [Mirror(c) for c in config.entries]
@@ -97,7 +101,8 @@ class Mirrors:
     @property
     def fetches(self) -> BlobFetches:
         if self._fetches is None:  # made on first use: a registry without mirrors has no files
-            self._fetches = BlobFetches(self.driver)
+            replicas = ReplicaLocks(self.redis) if self.redis is not None else None
+            self._fetches = BlobFetches(self.driver, replicas)
         return self._fetches
 
     def route(self, name: str) -> Route | None:

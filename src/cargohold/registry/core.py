@@ -47,7 +47,9 @@ class Registry:
         self.blobs = BlobStore(self.driver)
         self.uploads = UploadManager(self.driver, self.blobs)
         self.manifests = ManifestStore(self.driver, self.blobs, config.validation)
-        self.mirrors = Mirrors(config.mirrors, self.driver, self.blobs, self.manifests)
+        self.mirrors = Mirrors(
+            config.mirrors, self.driver, self.blobs, self.manifests, config.redis
+        )
 
     @property
     def delete_enabled(self) -> bool:
