@@ -220,3 +220,31 @@ def test_first_bytes_reach_the_client_before_the_upstream_finished(
     gate.set()
     t.join(120)
     assert sha256_digest(bytes(got)) == layer
+
+
+def test_multi_arch_index_through_the_mirror(
+    make_registry, proxy, upstream, upstream_session, images, skopeo, tmp_path
+):
+    image = images.get(seed=1309, multi_arch=True)
+    remote = unique_repo("library")
+    push_image(upstream.url, remote, image, session=upstream_session)
+    reg = make_registry(config={"mirrors": [mirror_entry(proxy)]})
+    name = f"hub/{remote}"
+    # A client that cannot read indexes gets the linux/amd64 image, fetched on demand.
+    amd64 = next(p for p in image.platforms if p.architecture == "amd64")
+    r = requests.get(
+        f"{reg.url}/v2/{name}/manifests/latest",
+        headers={"Accept": amd64.manifest.media_type},
+    )
+    assert r.status_code == 200, r.text
+    assert r.headers["Docker-Content-Digest"] == amd64.manifest_digest
+    # skopeo --all: the index and every platform, bytes unchanged.
+    out = tmp_path / "layout"
+    digest = skopeo.copy_with_digest(
+        f"docker://{reg.host}/{name}:latest", f"oci:{out}:x", all_images=True
+    )
+    assert digest == image.digest
+    for p in image.platforms:
+        for d in [p.manifest_digest, *p.layer_digests]:
+            assert (out / "blobs/sha256" / d.split(":")[1]).exists()
+    assert proxy.count("GET", f"/manifests/{amd64.manifest_digest}") == 1

@@ -52,6 +52,16 @@ def _manifest_headers(digest: Digest, media_type: str, size: int) -> tuple[tuple
     )
 
 
+async def _present(request: web.Request, name: str, digest: Digest) -> bool:
+    reg = registry_of(request)
+    if reg.mirrors.route(name) is not None:  # a mirror fetches the child on demand
+        try:
+            await reg.mirrors.manifest(name, str(digest))
+        except RegistryError:
+            return False
+    return await reg.manifests.exists(name, digest)
+
+
 async def _negotiate(request: web.Request, name: str, m: Manifest) -> Manifest:
     accepted = _accepted(request)
     if accepted is None or m.media_type in accepted:
@@ -65,7 +75,7 @@ async def _negotiate(request: web.Request, name: str, m: Manifest) -> Manifest:
                 p.get("os") == "linux"
                 and p.get("architecture") == "amd64"
                 and child.media_type in accepted
-                and await reg.manifests.exists(name, child.digest)
+                and await _present(request, name, child.digest)
             ):
                 return await reg.manifests.load(child.digest)
     raise RegistryError(

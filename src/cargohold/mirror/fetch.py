@@ -125,9 +125,12 @@ class Tail:
         self._lock_fd = os.open(fetches.lock_path(digest), os.O_RDWR | os.O_CREAT, 0o644)
 
     def close(self) -> None:
-        for fd in (self._fd, self._lock_fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        """Idempotent: closing a descriptor number twice could close someone else's."""
+        fds, self._fd, self._lock_fd = (self._fd, self._lock_fd), -1, -1
+        for fd in fds:
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
     async def _wait(self) -> None:
         local = self._fetches.local.get(self.digest.hex)
@@ -344,7 +347,7 @@ class BlobFetches:
                     "upstream sent a blob that does not match %s (%d bytes, %s:%s): not stored",
                     d, written, d.algorithm, actual,
                 )  # fmt: skip
-                result.update(code="DIGEST_INVALID", message="the upstream blob is corrupt")
+                result.update(message="the upstream sent a corrupt blob (digest mismatch)")
                 return
             await self._publish(d, part_path)
             result.update(ok=True, code="", size=written)

@@ -327,7 +327,11 @@ async def _flush_loop(mirrors: Mirrors) -> None:
 
 
 async def _evict_loop(mirrors: Mirrors, mirror: Mirror, gc: GCConfig) -> None:
-    interval = mirror.config.evictinterval
+    config = mirror.config
+    # maxsize is checked every evictinterval; a ttl alone every tenth of it, at most hourly.
+    interval = config.evictinterval
+    if not config.maxsize:
+        interval = max(interval, min(config.ttl / 10, 3600.0))
     pending = 0  # collections still to run for what was evicted (bounded: others' content
     # may keep the collector "rescuing" forever)
     while True:
