@@ -248,3 +248,43 @@ def test_multi_arch_index_through_the_mirror(
         for d in [p.manifest_digest, *p.layer_digests]:
             assert (out / "blobs/sha256" / d.split(":")[1]).exists()
     assert proxy.count("GET", f"/manifests/{amd64.manifest_digest}") == 1
+
+
+def test_upstream_manners_retry_after_and_backoff(
+    make_registry, proxy, upstream, upstream_session, images
+):
+    """429 with Retry-After is waited out, 5xx retried with backoff: the pull succeeds."""
+    image = images.get(seed=1310)
+    remote = unique_repo("library")
+    push_image(upstream.url, remote, image, session=upstream_session)
+    layer = image.layer_digests[0]
+    proxy.fail_next[f"/v2/{remote}/manifests/latest"] = [(429, {"Retry-After": "1"})]
+    proxy.fail_next[f"/blobs/{layer}"] = [(503, {}), (502, {})]
+    reg = make_registry(config={"mirrors": [mirror_entry(proxy)]})
+    assert _pull(reg.url, f"hub/{remote}", "latest")
+    # 429 (waited out), 401 (the htpasswd challenge, answered), 200
+    assert proxy.count("HEAD", f"/v2/{remote}/manifests/latest") == 3
+    assert proxy.count("GET", f"/blobs/{layer}") == 3  # 503, 502, then the blob
+    # A Retry-After longer than we wait is an outage: the cached tag is served meanwhile.
+    proxy.fail_next[f"/v2/{remote}/manifests/latest"] = [(429, {"Retry-After": "3600"})]
+    r = requests.get(
+        f"{reg.url}/v2/hub/{remote}/manifests/latest", headers={"Accept": MANIFEST_ACCEPT}
+    )
+    assert r.status_code == 200 and r.content == image.top.data
+    assert "upstream hub throttles us: waiting 1.0s" in reg.log_tail(20000)
+    assert "(Retry-After 3600s); serving the cached" in reg.log_tail(20000)
+
+
+def test_hung_upstream_times_out_to_the_cache(
+    make_registry, proxy, upstream, upstream_session, images
+):
+    image = images.get(seed=1314)
+    remote = unique_repo("library")
+    push_image(upstream.url, remote, image, session=upstream_session)
+    reg = make_registry(config={"mirrors": [mirror_entry(proxy, timeout="1s")]})
+    first = _pull(reg.url, f"hub/{remote}", "latest")
+    proxy.stall.add("/manifests/")
+    assert _pull(reg.url, f"hub/{remote}", "latest") == first
+    assert "serving the cached" in reg.log_tail(20000)
+    r = requests.get(f"{reg.url}/v2/hub/{remote}/manifests/other")
+    assert r.status_code == 503 and r.json()["errors"][0]["code"] == "UNAVAILABLE"

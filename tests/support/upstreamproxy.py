@@ -7,7 +7,9 @@ assert exactly how many upstream requests a mirror made. A test can also make it
 - ``gate`` a path: send the first ``gate_bytes`` of its body, then hold the rest until the test
   calls :meth:`release` (the deterministic form of a slow upstream: a test can check that a
   client got bytes before the upstream finished, without any timing);
-- ``down``: answer every request by closing the connection.
+- ``down``: answer every request by closing the connection;
+- ``fail_next``: answer the next requests of a path with given statuses (429, 503...);
+- ``stall``: hold the requests of a path until :meth:`release` (a hung upstream).
 
 Runs an aiohttp server on its own event loop in a thread of the test process.
 """
@@ -35,6 +37,10 @@ class UpstreamProxy:
         self.gates: dict[str, threading.Event] = {}
         self.gate_bytes = 256 * 1024
         self.down = False
+        # path part -> statuses to answer (one per request, in order) before forwarding again
+        self.fail_next: dict[str, list[tuple[int, dict[str, str]]]] = {}
+        self.stall: set[str] = set()  # path parts answered only after release() (or 60 s)
+        self._released = threading.Event()
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -63,6 +69,7 @@ class UpstreamProxy:
     def release(self) -> None:
         for event in self.gates.values():
             event.set()
+        self._released.set()
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> UpstreamProxy:
@@ -102,6 +109,13 @@ class UpstreamProxy:
             assert request.transport is not None
             request.transport.abort()
             raise ConnectionResetError("upstream is down")
+        for part, answers in self.fail_next.items():
+            if part in path and answers:
+                status, extra = answers.pop(0)
+                return web.Response(status=status, headers=extra, text="injected by the test")
+        if any(part in path for part in self.stall):
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, self._released.wait, 60)
         assert self._session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         body = await request.read()
