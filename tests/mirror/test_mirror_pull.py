@@ -288,3 +288,39 @@ def test_hung_upstream_times_out_to_the_cache(
     assert "serving the cached" in reg.log_tail(20000)
     r = requests.get(f"{reg.url}/v2/hub/{remote}/manifests/other")
     assert r.status_code == 503 and r.json()["errors"][0]["code"] == "UNAVAILABLE"
+
+
+def test_a_client_that_disconnects_does_not_cancel_the_fetch(
+    make_registry, proxy, upstream, upstream_session, images
+):
+    image = images.get(seed=1315, payload_size=4 << 20)
+    remote = unique_repo("library")
+    push_image(upstream.url, remote, image, session=upstream_session)
+    layer = image.layer_digests[0]
+    gate = proxy.gate(f"/blobs/{layer}")
+    reg = make_registry(config={"mirrors": [mirror_entry(proxy)]}, workers=2)
+    url = f"{reg.url}/v2/hub/{remote}/blobs/{layer}"
+    # The first client starts the fetch, takes a few bytes and hangs up.
+    first = requests.get(url, stream=True, timeout=120)
+    assert first.status_code == 200
+    assert first.raw.read(1024)
+    # A second client follows the same fetch (on either worker)...
+    second_bytes = bytearray()
+    started = threading.Event()
+
+    def follow() -> None:
+        with requests.get(url, stream=True, timeout=120) as r:
+            assert r.status_code == 200
+            for chunk in r.iter_content(64 * 1024):
+                second_bytes.extend(chunk)
+                started.set()
+
+    t = threading.Thread(target=follow)
+    t.start()
+    assert started.wait(60)
+    first.close()  # ...and keeps receiving after the first one left
+    gate.set()
+    t.join(120)
+    assert sha256_digest(bytes(second_bytes)) == layer
+    assert proxy.count("GET", f"/blobs/{layer}", status=200) == 1
+    assert blob_path(reg.root, layer).exists()

@@ -33,6 +33,7 @@ class UpstreamProxy:
     def __init__(self, target: str) -> None:
         self.target = target.rstrip("/")
         self.requests: list[tuple[str, str]] = []
+        self.answers: list[tuple[str, str, int]] = []  # (method, path, status) as answered
         self.corrupt: set[str] = set()
         self.gates: dict[str, threading.Event] = {}
         self.gate_bytes = 256 * 1024
@@ -53,13 +54,23 @@ class UpstreamProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def count(self, method: str, path_part: str = "") -> int:
+    def count(self, method: str, path_part: str = "", status: int | None = None) -> int:
+        """Requests of ``method`` whose path contains ``path_part`` (answered ``status``)."""
         with self._lock:
-            return sum(1 for m, p in self.requests if m == method and path_part in p)
+            if status is None:
+                return sum(1 for m, p in self.requests if m == method and path_part in p)
+            return sum(
+                1 for m, p, s in self.answers if m == method and path_part in p and s == status
+            )
 
     def reset(self) -> None:
         with self._lock:
             self.requests.clear()
+            self.answers.clear()
+
+    def _answered(self, method: str, path: str, status: int) -> None:
+        with self._lock:
+            self.answers.append((method, path, status))
 
     def gate(self, path_part: str) -> threading.Event:
         event = threading.Event()
@@ -112,6 +123,7 @@ class UpstreamProxy:
         for part, answers in self.fail_next.items():
             if part in path and answers:
                 status, extra = answers.pop(0)
+                self._answered(request.method, path, status)
                 return web.Response(status=status, headers=extra, text="injected by the test")
         if any(part in path for part in self.stall):
             loop = asyncio.get_running_loop()
@@ -126,6 +138,7 @@ class UpstreamProxy:
             data=body or None,
             allow_redirects=False,
         ) as upstream:
+            self._answered(request.method, path, upstream.status)
             out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
             response = web.StreamResponse(status=upstream.status, headers=out_headers)
             await response.prepare(request)
