@@ -76,3 +76,13 @@ MakeRegistry = Callable[..., RegistryProcess]
 def blob_path(root: Path, digest: str) -> Path:
     alg, _, hexd = digest.partition(":")
     return root / "docker/registry/v2/blobs" / alg / hexd[:2] / hexd / "data"
+
+
+def seed_upstream(upstream: RegistryProcess, session: requests.Session, image: Any) -> str:
+    """Push ``image`` to a new ``library/<hex>`` repository upstream; returns its name."""
+    from support.images import push_image
+    from support.servers import unique_repo
+
+    remote = unique_repo("library")
+    push_image(upstream.url, remote, image, session=session)
+    return remote

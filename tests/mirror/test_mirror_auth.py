@@ -8,10 +8,10 @@ from pathlib import Path
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 from support.clients import Skopeo
-from support.images import push_image, sha256_digest
+from support.images import sha256_digest
 from support.servers import free_port, unique_repo
 
-from .conftest import UPSTREAM_PASSWORD, UPSTREAM_USER, htpasswd_line, mirror_entry
+from .conftest import UPSTREAM_PASSWORD, UPSTREAM_USER, htpasswd_line, mirror_entry, seed_upstream
 from .test_mirror_pull import _pull
 
 SERVICE = "upstream-tokens"
@@ -60,8 +60,7 @@ def test_root_proxy_section_from_environment(
     """registry:2's proxy mode, set only by REGISTRY_PROXY_* as its docs show: every name is
     mirrored (Docker Hub names at the root), every push refused."""
     image = images.get(seed=1312)
-    remote = unique_repo("library")
-    push_image(upstream.url, remote, image, session=upstream_session)
+    remote = seed_upstream(upstream, upstream_session, image)
     env = {
         "REGISTRY_PROXY_REMOTEURL": proxy.url,
         "REGISTRY_PROXY_USERNAME": UPSTREAM_USER,
@@ -79,8 +78,7 @@ def test_access_policy_and_metrics(
     make_registry, proxy, upstream, upstream_session, images, tmp_path: Path
 ):
     image = images.get(seed=1313)
-    remote = unique_repo("library")
-    push_image(upstream.url, remote, image, session=upstream_session)
+    remote = seed_upstream(upstream, upstream_session, image)
     debug = f"127.0.0.1:{free_port()}"
     # Anonymous callers may pull hub/**; "dev" may push anywhere (but not into a mirror).
     tmp = tmp_path

@@ -54,46 +54,8 @@ def _registries_conf(path: Path, mirror_host: str) -> Path:
     return path
 
 
-class MirroredDockerd(DockerDaemon):
-    """A private dockerd started with a ``daemon.json`` naming the mirror."""
-
-    def __init__(self, mirror_url: str) -> None:
-        super().__init__()
-        self.mirror_url = mirror_url
-
-    def start(self) -> MirroredDockerd:
-        if not self.available():
-            raise DaemonUnavailable("dockerd/docker not installed")
-        (self.base / "cli").mkdir(parents=True, exist_ok=True)
-        host = self.mirror_url.split("://", 1)[1]
-        daemon_json = self.base / "daemon.json"
-        daemon_json.write_text(
-            json.dumps({"registry-mirrors": [self.mirror_url], "insecure-registries": [host]})
-        )
-        cmd = [
-            "dockerd",
-            "--config-file", str(daemon_json),
-            "--data-root", str(self.base / "data"),
-            "--exec-root", str(self.base / "exec"),
-            "-H", f"unix://{self.socket}",
-            "--pidfile", str(self.base / "dockerd.pid"),
-            "--storage-driver", "vfs",
-            "--iptables=false",
-            "--ip6tables=false",
-            "--bridge=none",
-            "--ip-masq=false",
-        ]  # fmt: skip
-        self._spawn(cmd)
-        try:
-            self._wait(["docker", "-H", f"unix://{self.socket}", "info"])
-        except DaemonUnavailable:
-            self.stop()
-            raise
-        return self
-
-
 def test_dockerd_registry_mirrors_root_proxy(
-    make_registry, proxy, upstream, upstream_session, images
+    make_registry, proxy, upstream, upstream_session, images, tmp_path: Path
 ):
     image = images.get(seed=1321)
     name = _hub_name()
@@ -109,7 +71,11 @@ def test_dockerd_registry_mirrors_root_proxy(
     )
     if not DockerDaemon.available():
         pytest.skip("dockerd/docker are not installed")
-    daemon = MirroredDockerd(reg.url)
+    daemon_json = tmp_path / "daemon.json"  # as the README shows it
+    daemon_json.write_text(
+        json.dumps({"registry-mirrors": [reg.url], "insecure-registries": [reg.host]})
+    )
+    daemon = DockerDaemon(extra_args=["--config-file", str(daemon_json)])
     try:
         daemon.start()
     except DaemonUnavailable as exc:

@@ -14,10 +14,9 @@ import threading
 import pytest
 import requests
 from support.images import MANIFEST_ACCEPT, push_image, sha256_digest
-from support.servers import unique_repo
 from support.waiting import eventually
 
-from .conftest import blob_path, mirror_entry
+from .conftest import blob_path, mirror_entry, seed_upstream
 
 
 def _pull(base: str, repo: str, ref: str) -> dict[str, bytes]:
@@ -39,8 +38,7 @@ def _pull(base: str, repo: str, ref: str) -> dict[str, bytes]:
 
 def test_pull_through_prefix_fetches_once(make_registry, proxy, upstream, upstream_session, images):
     image = images.get(seed=1301)
-    remote = unique_repo("library")
-    push_image(upstream.url, remote, image, session=upstream_session)
+    remote = seed_upstream(upstream, upstream_session, image)
     reg = make_registry(config={"mirrors": [mirror_entry(proxy)]})
     name = f"hub/{remote}"
     first = _pull(reg.url, name, "latest")
@@ -81,8 +79,7 @@ def test_writes_to_mirrored_names_are_refused_ordinary_repos_work(make_registry,
 
 def test_allow_list_and_upstream_404(make_registry, proxy, upstream, upstream_session, images):
     image = images.get(seed=1303)
-    remote = unique_repo("library")
-    push_image(upstream.url, remote, image, session=upstream_session)
+    remote = seed_upstream(upstream, upstream_session, image)
     reg = make_registry(config={"mirrors": [mirror_entry(proxy, repositories=["library/**"])]})
     assert _pull(reg.url, f"hub/{remote}", "latest")
     r = requests.get(f"{reg.url}/v2/hub/other/thing/manifests/latest")
@@ -99,8 +96,7 @@ def test_upstream_down_serves_cache_and_fails_uncached_clearly(
     make_registry, proxy, upstream, upstream_session, images
 ):
     cached, uncached = images.get(seed=1304), images.get(seed=1305)
-    remote = unique_repo("library")
-    push_image(upstream.url, remote, cached, session=upstream_session)
+    remote = seed_upstream(upstream, upstream_session, cached)
     push_image(upstream.url, remote, uncached, tag="other", session=upstream_session)
     reg = make_registry(config={"mirrors": [mirror_entry(proxy, timeout="2s")]})
     first = _pull(reg.url, f"hub/{remote}", "latest")
@@ -124,8 +120,7 @@ def test_storm_one_upstream_get_per_blob_and_manifest(
 ):
     """50 concurrent pulls of an uncached image through two workers: one upstream GET each."""
     image = images.get(seed=1306, payload_size=8 << 20)
-    remote = unique_repo("library")
-    push_image(upstream.url, remote, image, session=upstream_session)
+    remote = seed_upstream(upstream, upstream_session, image)
     layer = image.layer_digests[0]
     gate = proxy.gate(f"/blobs/{layer}")  # hold the layer until every client is waiting on it
     reg = make_registry(config={"mirrors": [mirror_entry(proxy)]}, workers=2)
@@ -170,8 +165,7 @@ def test_corrupt_upstream_blob_is_refused_and_nothing_stored(
     make_registry, proxy, upstream, upstream_session, images
 ):
     image = images.get(seed=1307, payload_size=1 << 20)
-    remote = unique_repo("library")
-    push_image(upstream.url, remote, image, session=upstream_session)
+    remote = seed_upstream(upstream, upstream_session, image)
     layer = image.layer_digests[0]
     proxy.corrupt.add(f"/blobs/{layer}")
     reg = make_registry(config={"mirrors": [mirror_entry(proxy)]})
@@ -195,8 +189,7 @@ def test_first_bytes_reach_the_client_before_the_upstream_finished(
     make_registry, proxy, upstream, upstream_session, images
 ):
     image = images.get(seed=1308, payload_size=4 << 20)
-    remote = unique_repo("library")
-    push_image(upstream.url, remote, image, session=upstream_session)
+    remote = seed_upstream(upstream, upstream_session, image)
     layer = image.layer_digests[0]
     size = image.platforms[0].blobs[-1].size
     gate = proxy.gate(f"/blobs/{layer}")
@@ -226,8 +219,7 @@ def test_multi_arch_index_through_the_mirror(
     make_registry, proxy, upstream, upstream_session, images, skopeo, tmp_path
 ):
     image = images.get(seed=1309, multi_arch=True)
-    remote = unique_repo("library")
-    push_image(upstream.url, remote, image, session=upstream_session)
+    remote = seed_upstream(upstream, upstream_session, image)
     reg = make_registry(config={"mirrors": [mirror_entry(proxy)]})
     name = f"hub/{remote}"
     # A client that cannot read indexes gets the linux/amd64 image, fetched on demand.
@@ -255,8 +247,7 @@ def test_upstream_manners_retry_after_and_backoff(
 ):
     """429 with Retry-After is waited out, 5xx retried with backoff: the pull succeeds."""
     image = images.get(seed=1310)
-    remote = unique_repo("library")
-    push_image(upstream.url, remote, image, session=upstream_session)
+    remote = seed_upstream(upstream, upstream_session, image)
     layer = image.layer_digests[0]
     proxy.fail_next[f"/v2/{remote}/manifests/latest"] = [(429, {"Retry-After": "1"})]
     proxy.fail_next[f"/blobs/{layer}"] = [(503, {}), (502, {})]
@@ -279,8 +270,7 @@ def test_hung_upstream_times_out_to_the_cache(
     make_registry, proxy, upstream, upstream_session, images
 ):
     image = images.get(seed=1314)
-    remote = unique_repo("library")
-    push_image(upstream.url, remote, image, session=upstream_session)
+    remote = seed_upstream(upstream, upstream_session, image)
     reg = make_registry(config={"mirrors": [mirror_entry(proxy, timeout="1s")]})
     first = _pull(reg.url, f"hub/{remote}", "latest")
     proxy.stall.add("/manifests/")
@@ -294,8 +284,7 @@ def test_a_client_that_disconnects_does_not_cancel_the_fetch(
     make_registry, proxy, upstream, upstream_session, images
 ):
     image = images.get(seed=1315, payload_size=4 << 20)
-    remote = unique_repo("library")
-    push_image(upstream.url, remote, image, session=upstream_session)
+    remote = seed_upstream(upstream, upstream_session, image)
     layer = image.layer_digests[0]
     gate = proxy.gate(f"/blobs/{layer}")
     reg = make_registry(config={"mirrors": [mirror_entry(proxy)]}, workers=2)

@@ -8,19 +8,17 @@ import hashlib
 import threading
 
 import requests
-from support.images import MANIFEST_ACCEPT, push_image
-from support.servers import unique_repo
+from support.images import MANIFEST_ACCEPT
 from support.waiting import eventually
 
-from .conftest import mirror_entry
+from .conftest import mirror_entry, seed_upstream
 
 
 def test_two_replicas_with_redis_fetch_once(
     make_registry, proxy, upstream, upstream_session, images, moto, redis_server, tmp_path
 ):
     image = images.get(seed=1341, payload_size=4 << 20)
-    remote = unique_repo("library")
-    push_image(upstream.url, remote, image, session=upstream_session)
+    remote = seed_upstream(upstream, upstream_session, image)
     layer = image.layer_digests[0]
     gate = proxy.gate(f"/blobs/{layer}")
     bucket = moto.new_bucket()

@@ -12,7 +12,7 @@ from support.images import push_image
 from support.servers import cargohold_env, unique_repo
 from support.waiting import eventually
 
-from .conftest import blob_path, mirror_entry
+from .conftest import blob_path, mirror_entry, seed_upstream
 from .test_mirror_pull import _pull
 
 FAST_GC = {"storage": {"maintenance": {"gc": {"graceperiod": "0s", "settle": "0s"}}}}
@@ -34,8 +34,7 @@ def test_du_shows_each_mirrors_size_and_hit_rate(
     make_registry, proxy, upstream, upstream_session, images
 ):
     image = images.get(seed=1331, payload_size=256 * 1024)
-    remote = unique_repo("library")
-    push_image(upstream.url, remote, image, session=upstream_session)
+    remote = seed_upstream(upstream, upstream_session, image)
     reg = make_registry(config={"mirrors": [mirror_entry(proxy), mirror_entry(proxy, prefix="x")]})
     _pull(reg.url, f"hub/{remote}", "latest")  # 3 misses: manifest, config, layer
     _pull(reg.url, f"hub/{remote}", "latest")  # 3 hits
@@ -88,8 +87,7 @@ def test_ttl_drops_images_not_pulled_within_it(
     make_registry, proxy, upstream, upstream_session, images
 ):
     image = images.get(seed=1334, payload_size=64 * 1024)
-    remote = unique_repo("library")
-    push_image(upstream.url, remote, image, session=upstream_session)
+    remote = seed_upstream(upstream, upstream_session, image)
     entry = mirror_entry(proxy, ttl="2s", evictinterval="1s")
     reg = make_registry(config={"mirrors": [entry], **FAST_GC})
     _pull(reg.url, f"hub/{remote}", "latest")
