@@ -49,6 +49,7 @@ log = logging.getLogger("cargohold.mirror")
 CHUNK = 1 << 20
 POLL = 0.02  # seconds between looks at a fetch running in another process
 ATTACH_TRIES = 4
+SWEEP_AGE = 3600.0  # results and leftovers older than this are removed (worker 0, hourly)
 REPLICA_POLL = 0.2  # seconds between looks for a blob another replica is fetching
 
 
@@ -394,6 +395,40 @@ class BlobFetches:
             raise
         await writer.close()
         await self.driver.move(incoming, paths.blob_data(d))
+
+    def sweep(self, age: float = SWEEP_AGE) -> int:
+        """Remove results and leftovers (of fetchers that died) older than ``age`` whose blob
+        nobody is fetching. Lock files stay: removing one while another process opens it could
+        let two fetchers hold two different locks for one blob."""
+        removed = 0
+        cutoff = time.time() - age
+        try:
+            names = os.listdir(self.dir)
+        except FileNotFoundError:
+            return 0
+        for name in names:
+            if name.endswith(".lock") or name.endswith(".mlock"):
+                continue
+            path = os.path.join(self.dir, name)
+            try:
+                if os.stat(path).st_mtime >= cutoff:
+                    continue
+                lock = os.path.join(self.dir, name.split(".", 1)[0] + ".lock")
+                try:
+                    fd = os.open(lock, os.O_RDWR)
+                except FileNotFoundError:
+                    fd = -1  # no lock file: nobody is fetching it
+                try:
+                    if fd >= 0 and not _lock_free(fd):
+                        continue
+                    os.unlink(path)
+                    removed += 1
+                finally:
+                    if fd >= 0:
+                        os.close(fd)
+            except FileNotFoundError:
+                continue
+        return removed
 
     # -- manifests -------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 from cargohold.digest import Digest
 from cargohold.errors import RegistryError
+from cargohold.mirror.fetch import SWEEP_AGE
 from cargohold.registry import inventory
 from cargohold.registry.gc import GarbageCollector, GCBusy, GCError, GCOptions, Marks
 from cargohold.storage import paths
@@ -301,7 +302,7 @@ async def _pull(mirrors: Mirrors, name: str, reference: str) -> None:
 
 async def run(mirrors: Mirrors, index: int, gc: GCConfig) -> None:
     """The background work of one worker (``index`` 0 also evicts and pre-fetches)."""
-    tasks = [asyncio.create_task(_flush_loop(mirrors))]
+    tasks = [asyncio.create_task(_flush_loop(mirrors, sweep=index == 0))]
     if index == 0:
         for mirror in mirrors.mirrors:
             if mirror.config.maxsize or mirror.config.ttl:
@@ -317,13 +318,18 @@ async def run(mirrors: Mirrors, index: int, gc: GCConfig) -> None:
             await mirrors.stats.flush(mirrors.driver)
 
 
-async def _flush_loop(mirrors: Mirrors) -> None:
+async def _flush_loop(mirrors: Mirrors, sweep: bool) -> None:
+    last_sweep = time.monotonic()
     while True:
         await asyncio.sleep(FLUSH_SECONDS)
         try:
             await mirrors.stats.flush(mirrors.driver)
         except Exception:
             log.exception("cannot write the mirrors' statistics")
+        if sweep and time.monotonic() - last_sweep > SWEEP_AGE:
+            last_sweep = time.monotonic()
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(mirrors.fetches.sweep)
 
 
 async def _evict_loop(mirrors: Mirrors, mirror: Mirror, gc: GCConfig) -> None:
