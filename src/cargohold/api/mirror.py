@@ -68,17 +68,18 @@ async def stream_blob(
         async for offset, count in tail.segments():
             transport = request.transport
             if transport is None or transport.is_closing():
-                raise ConnectionResetError("the client went away")
+                return response  # the client went away; the fetch goes on for the others
             # Zero-copy, like stored blobs (FileResponse); falls back to reads under TLS.
             await loop.sendfile(transport, tail.file, offset, count)
     except FetchFailed as exc:
         log.warning("aborting the response for %s: %s", digest, exc)
         transport = request.transport
         if transport is not None:
-            transport.abort()
-        raise ConnectionResetError(str(exc)) from None
-    except BaseException:
+            transport.abort()  # the client sees a cut body, never a complete-looking wrong one
+        return response
+    except ConnectionError:
+        return response  # the client hung up: nothing to report, the fetch goes on
+    finally:
         tail.close()
-        raise
     await response.write_eof()
     return response
