@@ -278,8 +278,9 @@ class BlobFetches:
                         and not result.get("ok")
                         and float(result.get("time", 0)) >= began - 1  # type: ignore[arg-type]
                     ):
+                        code = ErrorCode.__members__.get(str(result.get("code")))
                         raise RegistryError(
-                            ErrorCode[str(result.get("code", "UNAVAILABLE"))],
+                            code or ErrorCode.UNAVAILABLE,
                             str(result.get("message", "the upstream fetch failed")),
                         )
                     return None
