@@ -159,6 +159,8 @@ def test_storm_one_upstream_get_per_blob_and_manifest(
     for d in [image.config_digest, *image.layer_digests]:
         assert proxy.count("GET", f"/blobs/{d}") == 1, proxy.requests
     assert proxy.count("GET", "/manifests/") == 1, proxy.requests
+    # The tag was checked once for all 50 (on either worker), not once per client.
+    assert proxy.count("HEAD", "/manifests/latest") == 1, proxy.requests
 
 
 def test_corrupt_upstream_blob_is_refused_and_nothing_stored(
@@ -253,8 +255,10 @@ def test_upstream_manners_retry_after_and_backoff(
     proxy.fail_next[f"/blobs/{layer}"] = [(503, {}), (502, {})]
     reg = make_registry(config={"mirrors": [mirror_entry(proxy)]})
     assert _pull(reg.url, f"hub/{remote}", "latest")
-    # 429 (waited out), 401 (the htpasswd challenge, answered), 200
-    assert proxy.count("HEAD", f"/v2/{remote}/manifests/latest") == 3
+    # 429 (waited out), then 200 (the challenge was learned from GET /v2/ beforehand)
+    assert proxy.count("HEAD", f"/v2/{remote}/manifests/latest", status=429) == 1
+    assert proxy.count("HEAD", f"/v2/{remote}/manifests/latest", status=200) == 1
+    assert proxy.count("HEAD", f"/v2/{remote}/manifests/latest") == 2
     assert proxy.count("GET", f"/blobs/{layer}") == 3  # 503, 502, then the blob
     # A Retry-After longer than we wait is an outage: the cached tag is served meanwhile.
     proxy.fail_next[f"/v2/{remote}/manifests/latest"] = [(429, {"Retry-After": "3600"})]

@@ -434,15 +434,16 @@ class BlobFetches:
     # -- manifests -------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def exclusive(self, d: Digest) -> AsyncIterator[bool]:
-        """Held while fetching manifest ``d``: one request of the host fetches, the others
-        wait here and then find it stored. Yields whether another request held it first."""
-        lock = self._manifest_locks.get(d.hex)
+    async def exclusive(self, stem: str) -> AsyncIterator[bool]:
+        """Held while fetching a manifest (``stem``: :meth:`stem_of` its digest) or checking a
+        tag upstream (:meth:`tag_stem`): one request of the host asks the upstream, the others
+        wait here and then find its outcome. Yields whether another request held it first."""
+        lock = self._manifest_locks.get(stem)
         if lock is None:
-            lock = self._manifest_locks[d.hex] = asyncio.Lock()
+            lock = self._manifest_locks[stem] = asyncio.Lock()
         waited = lock.locked()
         async with lock:
-            path = os.path.join(self.dir, f"{d.algorithm}-{d.hex}.mlock")
+            path = os.path.join(self.dir, f"{stem}.mlock")
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 while True:
@@ -455,6 +456,30 @@ class BlobFetches:
                 yield waited
             finally:
                 os.close(fd)
+
+    @staticmethod
+    def stem_of(d: Digest) -> str:
+        return f"{d.algorithm}-{d.hex}"
+
+    @staticmethod
+    def tag_stem(name: str, tag: str) -> str:
+        return "tag-" + hashlib.sha256(f"{name}:{tag}".encode()).hexdigest()[:40]
+
+    def outcome(self, stem: str) -> tuple[float, str] | None:
+        """When the last check under ``stem`` ended, and how ("ok", "missing", "down")."""
+        doc = _read_json(os.path.join(self.dir, f"{stem}.checked"))
+        if doc is None:
+            return None
+        try:
+            return float(doc["time"]), str(doc["state"])  # type: ignore[arg-type]
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def record(self, stem: str, state: str) -> None:
+        with contextlib.suppress(OSError):
+            _write_json(
+                os.path.join(self.dir, f"{stem}.checked"), {"time": time.time(), "state": state}
+            )
 
     async def close(self) -> None:
         for task in list(self._tasks):

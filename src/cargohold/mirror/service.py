@@ -19,7 +19,6 @@ When the upstream is down, slow or answers 5xx, cached content is served (a warn
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -52,7 +51,6 @@ class Mirror:
         self.label = config.label
         self.upstream = Upstream(config)
         self.checked: dict[tuple[str, str], float] = {}  # (local name, tag) -> monotonic time
-        self.tag_checks: dict[tuple[str, str], asyncio.Future[str]] = {}
 
     def allows(self, remote: str) -> bool:
         allow = self.config.repositories
@@ -161,36 +159,73 @@ class Mirrors:
                 return await self.manifests.load(digest)
             return await self._fetch_manifest(route, name, digest)
         check_tag(reference)
-        local = await self._local_tag(name, reference)
-        key = (name, reference)
+        return await self._by_tag(route, name, reference)
+
+    async def _by_tag(self, route: Route, name: str, tag: str) -> Manifest:
+        """A tag, checked upstream unless checked within ``tagfreshness``. The check (HEAD, and
+        the manifest's GET when its digest is new) runs once per host at a time: requests that
+        arrive meanwhile wait for it and take its outcome instead of asking again."""
+        key = (name, tag)
         checked = route.mirror.checked.get(key)
         fresh = route.mirror.config.tagfreshness
-        if local is not None and checked is not None and time.monotonic() - checked < fresh:
-            self._lookup(route, "manifest", True)
-            return await self.manifests.load(local)
-        try:
-            digest = await self._check_tag(route, name, reference)
-        except NotFound:
-            raise RegistryError(
-                ErrorCode.MANIFEST_UNKNOWN, "the upstream has no such tag", {"tag": reference}
-            ) from None
-        except UpstreamError as exc:
-            if local is None:
-                raise error_of(exc, "manifest") from None
-            log.warning(
-                "upstream %s: %s; serving the cached %s:%s", route.label, exc, name, reference
-            )
-            metrics.mirror_stale(route.label)
-            return await self.manifests.load(local)
+        if checked is not None and time.monotonic() - checked < fresh:
+            local = await self._local_tag(name, tag)
+            if local is not None:
+                self._lookup(route, "manifest", True)
+                return await self.manifests.load(local)
+        began = time.time()
+        stem = self.fetches.tag_stem(name, tag)
+        async with self.fetches.exclusive(stem) as waited:
+            local = await self._local_tag(name, tag)
+            outcome = self.fetches.outcome(stem) if waited else None
+            if outcome is not None and outcome[0] >= began:  # checked while we waited
+                metrics.mirror_coalesced(route.label, "manifest")
+                state = outcome[1]
+                if state == "missing":
+                    raise RegistryError(
+                        ErrorCode.MANIFEST_UNKNOWN, "the upstream has no such tag", {"tag": tag}
+                    )
+                if local is not None:
+                    self.stats.lookup(route.label, True)
+                    if state == "down":
+                        metrics.mirror_stale(route.label)
+                    return await self.manifests.load(local)
+                if state == "down":
+                    raise error_of(Unreachable("checked just now"), "manifest")
+            try:
+                digest = await self._check_tag(route, tag)
+            except NotFound:
+                self.fetches.record(stem, "missing")
+                raise RegistryError(
+                    ErrorCode.MANIFEST_UNKNOWN, "the upstream has no such tag", {"tag": tag}
+                ) from None
+            except UpstreamError as exc:
+                self.fetches.record(stem, "down")
+                if local is None:
+                    raise error_of(exc, "manifest") from None
+                log.warning(
+                    "upstream %s: %s; serving the cached %s:%s", route.label, exc, name, tag
+                )
+                metrics.mirror_stale(route.label)
+                return await self.manifests.load(local)
+            m = await self._tagged(route, name, tag, digest, local)
+            self.fetches.record(stem, "ok")
+            route.mirror.checked[key] = time.monotonic()
+            return m
+
+    async def _tagged(
+        self, route: Route, name: str, tag: str, digest: Digest | None, local: Digest | None
+    ) -> Manifest:
+        """The manifest the upstream's tag names, fetched if new, and the local tag moved."""
         if digest is not None and digest == local:
             self._lookup(route, "manifest", True)
             return await self.manifests.load(local)
         if digest is not None and await self.manifests.exists(name, digest):
-            await self.manifests.tag(name, reference, digest)
+            await self.manifests.tag(name, tag, digest)
             self._lookup(route, "manifest", True)
             return await self.manifests.load(digest)
-        m = await self._fetch_manifest(route, name, digest, tag=reference)
-        await self.manifests.tag(name, reference, m.digest)
+        m = await self._fetch_manifest(route, name, digest, tag=tag)
+        await self.manifests.tag(name, tag, m.digest)
         return m
 
     async def _local_tag(self, name: str, tag: str) -> Digest | None:
@@ -203,22 +238,11 @@ class Mirrors:
             return None
         return digest
 
-    async def _check_tag(self, route: Route, name: str, tag: str) -> Digest | None:
-        """The tag's digest upstream by ``HEAD``; one check at a time per tag in this process.
+    async def _check_tag(self, route: Route, tag: str) -> Digest | None:
+        """The tag's digest upstream by ``HEAD`` (which Docker Hub does not count as a pull);
         None when the upstream did not say (the manifest is then fetched by tag)."""
-        key = (name, tag)
-        pending = route.mirror.tag_checks.get(key)
-        if pending is None:
-            pending = asyncio.ensure_future(self._head(route, tag))
-            route.mirror.tag_checks[key] = pending
-            pending.add_done_callback(lambda _f: route.mirror.tag_checks.pop(key, None))
-        raw = await asyncio.shield(pending)
-        route.mirror.checked[key] = time.monotonic()
+        raw, _ = await route.mirror.upstream.head_manifest(route.remote, tag)
         return Digest.try_parse(raw) if raw else None
-
-    async def _head(self, route: Route, tag: str) -> str:
-        digest, _ = await route.mirror.upstream.head_manifest(route.remote, tag)
-        return digest
 
     async def _fetch_manifest(
         self, route: Route, name: str, digest: Digest | None, tag: str | None = None
@@ -228,7 +252,7 @@ class Mirrors:
         if digest is None:
             assert tag is not None
             return await self._get_and_store(route, name, tag, None)
-        async with self.fetches.exclusive(digest) as waited:
+        async with self.fetches.exclusive(self.fetches.stem_of(digest)) as waited:
             if await self.manifests.exists(name, digest):
                 if waited:
                     metrics.mirror_coalesced(route.label, "manifest")

@@ -124,6 +124,7 @@ class Upstream:
         self._challenge: _Challenge | None = None
         self._tokens: dict[str, tuple[str, float]] = {}
         self._token_fetches: dict[str, asyncio.Future[str]] = {}
+        self._ping: asyncio.Future[None] | None = None
 
     def _ssl(self) -> ssl.SSLContext | bool:
         if self.config.insecure:
@@ -200,6 +201,19 @@ class Upstream:
         self._tokens[scope] = (token, time.monotonic() + lifetime * TOKEN_MARGIN)
         return token
 
+    async def _learn_challenge(self) -> None:
+        """``GET /v2/`` once per process, as docker does: the challenge it answers lets every
+        later request carry its credentials from the start (one request per blob, not two)."""
+        try:
+            async with self.session.get(self.config.remoteurl + "/v2/") as resp:
+                metrics.mirror_upstream_request(self.label, "GET", resp.status)
+                if resp.status == 401:
+                    challenge = parse_challenge(resp.headers.get("WWW-Authenticate", ""))
+                    if challenge is not None and (challenge.scheme == "bearer" or self._basic()):
+                        self._challenge = challenge
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            pass  # not again: a request's own 401 teaches the challenge as well
+
     # -- requests --------------------------------------------------------------------------
 
     async def request(
@@ -208,6 +222,9 @@ class Upstream:
         """``method`` on ``remoteurl + path``; a 2xx :class:`Response` or an exception."""
         url = self.config.remoteurl + path
         scope = f"repository:{repository}:pull" if repository else ""
+        if self._ping is None:
+            self._ping = asyncio.ensure_future(self._learn_challenge())
+        await asyncio.shield(self._ping)
         delay = BACKOFF
         answered_challenge = False
         last = ""
