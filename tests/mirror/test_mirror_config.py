@@ -38,6 +38,15 @@ def test_proxy_section_as_registry2_reads_it(tmp_path: Path) -> None:
     assert load(tmp_path, "proxy: {remoteurl: ''}\n").mirrors.entries == []
 
 
+def test_mirrors_entries_take_environment_overrides(tmp_path: Path) -> None:
+    text = "mirrors:\n  - {prefix: hub, remoteurl: 'https://registry-1.docker.io'}\n"
+    c = load(
+        tmp_path, text, {"REGISTRY_MIRRORS_0_PASSWORD": "from-env", "REGISTRY_MIRRORS_0_TTL": "1h"}
+    )
+    (hub,) = c.mirrors.entries
+    assert (hub.password, hub.ttl) == ("from-env", 3600)
+
+
 def test_mirrors_list(tmp_path: Path) -> None:
     secret = tmp_path / "secret"
     secret.write_text("s3cr3t\n")

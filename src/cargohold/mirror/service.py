@@ -8,7 +8,8 @@ and registry:2 itself see a mirrored repository like any other; only *how it fil
 - a manifest by digest is fetched once and never asked again (content by digest is immutable);
 - a tag is checked upstream with a ``HEAD`` (which Docker Hub does not count against its pull
   limit) unless it was checked within ``tagfreshness``; the manifest is fetched only when its
-  digest is not stored yet;
+  digest is not stored yet; one check per tag runs at a time on a host, and the requests that
+  arrive meanwhile take its outcome;
 - a blob is fetched on the first request, coalesced across every request of the host
   (:mod:`cargohold.mirror.fetch`).
 
