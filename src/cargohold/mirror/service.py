@@ -203,6 +203,7 @@ class Mirrors:
             except UpstreamError as exc:
                 self.fetches.record(stem, "down")
                 if local is None:
+                    log.warning("upstream %s: %s; %s:%s is not cached", route.label, exc, name, tag)
                     raise error_of(exc, "manifest") from None
                 log.warning(
                     "upstream %s: %s; serving the cached %s:%s", route.label, exc, name, tag
@@ -274,6 +275,10 @@ class Mirrors:
         try:
             data, content_type = await route.mirror.upstream.get_manifest(route.remote, reference)
         except UpstreamError as exc:
+            if not isinstance(exc, NotFound):
+                log.warning(
+                    "upstream %s: %s; %s@%s is not cached", route.label, exc, name, reference
+                )
             raise error_of(exc, "manifest") from None
         try:
             m = parse_manifest(data, content_type, digest)
