@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cargohold.config import ConfigError, load_config
-from cargohold.mirror.settings import parse_size
+from cargohold.config import ConfigError, load_config, parse_size
 
 MINIMAL = "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /srv/registry\n"
 

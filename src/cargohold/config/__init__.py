@@ -71,8 +71,11 @@ from cargohold.config.model import (
     HtpasswdConfig,
     HttpConfig,
     LogConfig,
+    MirrorConfig,
+    MirrorsConfig,
     NotificationEndpoint,
     NotificationsConfig,
+    PrefetchRule,
     RedisConfig,
     RetentionConfig,
     RetentionPolicy,
@@ -82,7 +85,7 @@ from cargohold.config.model import (
     UploadPurging,
     ValidationConfig,
 )
-from cargohold.config.values import ConfigError, parse_addr, parse_duration
+from cargohold.config.values import ConfigError, parse_addr, parse_duration, parse_size
 
 __all__ = [
     "ACCESS_ACTIONS",
@@ -108,8 +111,11 @@ __all__ = [
     "HtpasswdConfig",
     "HttpConfig",
     "LogConfig",
+    "MirrorConfig",
+    "MirrorsConfig",
     "NotificationEndpoint",
     "NotificationsConfig",
+    "PrefetchRule",
     "RedisConfig",
     "RetentionConfig",
     "RetentionPolicy",
@@ -126,4 +132,5 @@ __all__ = [
     "locate_config",
     "parse_addr",
     "parse_duration",
+    "parse_size",
 ]

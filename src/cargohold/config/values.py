@@ -235,3 +235,21 @@ def check_addr(addr: str, key: str, hint: str = "") -> None:
         parse_addr(addr)
     except ValueError as exc:
         raise ConfigError(f"{exc}{hint}", key=key) from exc
+
+
+_SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+
+
+def parse_size(value: Any, key: str, default: Any = 0) -> int:
+    """``512MiB``, ``20GB``, ``1.5g`` or a plain number of bytes (a decoder too)."""
+    if value is None:
+        return int(default or 0)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    m = _SIZE.match(str(value))
+    if m is None:
+        raise ConfigError(f"expected a size like '20GiB' or '512MB', got {value!r}", key=key)
+    unit = (m.group(2) or "").lower()
+    power = "bkmgt".index(unit[:1]) if unit[:1] in "kmgt" and unit else 0
+    base = (1024 if "i" in unit else 1000) ** power
+    return int(float(m.group(1)) * base)

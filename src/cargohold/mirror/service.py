@@ -28,12 +28,11 @@ from typing import Any
 
 from cargohold import metrics
 from cargohold.auth.policy import glob_match
-from cargohold.config import RedisConfig
+from cargohold.config import MirrorConfig, MirrorsConfig, RedisConfig
 from cargohold.digest import Digest, check_tag, is_digest_reference
 from cargohold.errors import ErrorCode, RegistryError
 from cargohold.mirror.fetch import BlobFetches, Tail, error_of
 from cargohold.mirror.replicas import ReplicaLocks
-from cargohold.mirror.settings import MirrorConfig, MirrorsConfig
 from cargohold.mirror.upkeep import Stats
 from cargohold.mirror.upstream import NotFound, Unreachable, Upstream, UpstreamError
 from cargohold.registry.blobs import BlobStore
@@ -51,7 +50,6 @@ class Mirror:
         self.config = config
         self.label = config.label
         self.upstream = Upstream(config)
-        self.checked: dict[tuple[str, str], float] = {}  # (local name, tag) -> monotonic time
 
     def allows(self, remote: str) -> bool:
         allow = self.config.repositories
@@ -166,16 +164,16 @@ class Mirrors:
         """A tag, checked upstream unless checked within ``tagfreshness``. The check (HEAD, and
         the manifest's GET when its digest is new) runs once per host at a time: requests that
         arrive meanwhile wait for it and take its outcome instead of asking again."""
-        key = (name, tag)
-        checked = route.mirror.checked.get(key)
-        fresh = route.mirror.config.tagfreshness
-        if checked is not None and time.monotonic() - checked < fresh:
-            local = await self._local_tag(name, tag)
-            if local is not None:
-                self._lookup(route, "manifest", True)
-                return await self.manifests.load(local)
-        began = time.time()
         stem = self.fetches.tag_stem(name, tag)
+        fresh = route.mirror.config.tagfreshness
+        if fresh > 0:  # checked recently by any worker of the host: no need to ask
+            last = self.fetches.outcome(stem)
+            if last is not None and last[1] == "ok" and time.time() - last[0] < fresh:
+                local = await self._local_tag(name, tag)
+                if local is not None:
+                    self._lookup(route, "manifest", True)
+                    return await self.manifests.load(local)
+        began = time.time()
         async with self.fetches.exclusive(stem) as waited:
             local = await self._local_tag(name, tag)
             outcome = self.fetches.outcome(stem) if waited else None
@@ -212,7 +210,6 @@ class Mirrors:
                 return await self.manifests.load(local)
             m = await self._tagged(route, name, tag, digest, local)
             self.fetches.record(stem, "ok")
-            route.mirror.checked[key] = time.monotonic()
             return m
 
     async def _tagged(

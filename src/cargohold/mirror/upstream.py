@@ -33,7 +33,7 @@ from typing import Any
 import aiohttp
 
 from cargohold import metrics
-from cargohold.mirror.settings import MirrorConfig
+from cargohold.config import MirrorConfig
 
 log = logging.getLogger("cargohold.mirror")
 
