@@ -284,6 +284,10 @@ def test_hung_upstream_times_out_to_the_cache(
     proxy.stall.add("/manifests/")
     assert _pull(reg.url, f"hub/{remote}", "latest") == first
     assert "serving the cached" in reg.log_tail(20000)
+    # The next requests take that outcome for a while instead of waiting out the timeouts.
+    asked = proxy.count("HEAD", "/manifests/latest")
+    assert _pull(reg.url, f"hub/{remote}", "latest") == first
+    assert proxy.count("HEAD", "/manifests/latest") == asked
     r = requests.get(f"{reg.url}/v2/hub/{remote}/manifests/other")
     assert r.status_code == 503 and r.json()["errors"][0]["code"] == "UNAVAILABLE"
 

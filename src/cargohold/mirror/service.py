@@ -42,6 +42,10 @@ from cargohold.storage.driver import PathNotFoundError, StorageDriver
 
 log = logging.getLogger("cargohold.mirror")
 
+# After a check found the upstream down (or slow), requests for that tag take that outcome for
+# this long instead of each waiting out the timeouts again.
+DOWN_HOLD = 30.0
+
 
 class Mirror:
     """One upstream and what this process remembers about it."""
@@ -166,13 +170,19 @@ class Mirrors:
         arrive meanwhile wait for it and take its outcome instead of asking again."""
         stem = self.fetches.tag_stem(name, tag)
         fresh = route.mirror.config.tagfreshness
-        if fresh > 0:  # checked recently by any worker of the host: no need to ask
-            last = self.fetches.outcome(stem)
-            if last is not None and last[1] == "ok" and time.time() - last[0] < fresh:
-                local = await self._local_tag(name, tag)
-                if local is not None:
-                    self._lookup(route, "manifest", True)
-                    return await self.manifests.load(local)
+        last = self.fetches.outcome(stem)
+        if last is not None and (
+            (last[1] == "ok" and time.time() - last[0] < fresh)
+            or (last[1] == "down" and time.time() - last[0] < DOWN_HOLD)
+        ):  # checked recently by any worker of the host: no need to ask (or wait) again
+            local = await self._local_tag(name, tag)
+            if local is not None:
+                if last[1] == "down":
+                    metrics.mirror_stale(route.label)
+                self.stats.lookup(route.label, True)
+                return await self.manifests.load(local)
+            if last[1] == "down":
+                raise error_of(Unreachable("checked just now"), "manifest")
         began = time.time()
         async with self.fetches.exclusive(stem) as waited:
             local = await self._local_tag(name, tag)
