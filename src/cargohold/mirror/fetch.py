@@ -37,6 +37,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+from cargohold.atomicfile import write_atomic
 from cargohold.digest import Digest
 from cargohold.errors import ErrorCode, RegistryError
 from cargohold.mirror.replicas import ReplicaLocks
@@ -79,10 +80,9 @@ def _read_json(path: str) -> dict[str, object] | None:
 
 
 def _write_json(path: str, doc: dict[str, object]) -> None:
-    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(doc, f)
-    os.replace(tmp, path)
+    # Readers in other processes must see it whole; durable it need not be (a crash loses
+    # only the bookkeeping of fetches that died with it).
+    write_atomic(path, json.dumps(doc).encode(), fsync=False)
 
 
 def _lock_free(fd: int) -> bool:
