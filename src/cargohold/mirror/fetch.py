@@ -195,7 +195,7 @@ class BlobFetches:
         self.replicas = replicas
         local_root = driver.local_path("/")
         if local_root is not None:
-            self.dir = os.path.join(local_root + paths.CARGOHOLD, "mirror", "fetch")
+            self.dir = local_root + paths.MIRROR_FETCH
         else:
             tag = hashlib.sha256(driver.identity.encode()).hexdigest()[:16]
             self.dir = os.path.join(tempfile.gettempdir(), f"cargohold-mirror-{tag}")
@@ -384,7 +384,7 @@ class BlobFetches:
                 if exc.errno != errno.EEXIST:
                     raise
             return
-        incoming = f"{paths.CARGOHOLD}/mirror/incoming/{uuid.uuid4().hex}"
+        incoming = paths.mirror_incoming(uuid.uuid4().hex)
         writer = await self.driver.writer(incoming)
         try:
             with open(part_path, "rb") as f:

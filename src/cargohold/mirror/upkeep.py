@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cargohold.mirror")
 
-STATS_DIR = f"{paths.CARGOHOLD}/mirror/stats"
 FLUSH_SECONDS = 10.0
 COLLECT_PASSES = 10
 
@@ -85,20 +84,16 @@ class Stats:
         for mirror in {m for m, _ in snapshot}:
             doc = {"hits": snapshot[(mirror, "hit")], "misses": snapshot[(mirror, "miss")]}
             await driver.put_content(
-                f"{STATS_DIR}/{_safe(mirror)}/{self.process}", json.dumps(doc).encode()
+                paths.mirror_stats(mirror, self.process), json.dumps(doc).encode()
             )
         self._written = snapshot
-
-
-def _safe(label: str) -> str:
-    return label.replace("/", "_")
 
 
 async def hit_counts(driver: StorageDriver, label: str) -> tuple[int, int]:
     """Hits and misses of a mirror, summed over every process that served it."""
     hits = misses = 0
     try:
-        files = await driver.list(f"{STATS_DIR}/{_safe(label)}")
+        files = await driver.list(paths.mirror_stats(label))
     except PathNotFoundError:
         return 0, 0
     for path in files:

@@ -26,6 +26,9 @@ So are ``_pulls`` (when each tag was last pulled, for retention) and everything 
     /docker/registry/v2/_cargohold/gc/deleted/<batch>
     /docker/registry/v2/_cargohold/catalog/<name>/_repository   (the repository index)
     /docker/registry/v2/_cargohold/catalog-built
+    /docker/registry/v2/_cargohold/mirror/fetch/...           (pull-through mirrors' fetch files)
+    /docker/registry/v2/_cargohold/mirror/incoming/<id>       (a fetched blob on its way in)
+    /docker/registry/v2/_cargohold/mirror/stats/<mirror>/<process>   (hits and misses)
 
 :func:`parse` reads a path back into what it is and its parts (name, digest, tag, ...), so the
 walks over the store (inventory, the repository index, the blob descriptor cache) need no
@@ -174,6 +177,23 @@ def catalog_entry(name: str) -> str:
     return f"{CATALOG}/{name}/_repository"
 
 
+MIRROR = f"{CARGOHOLD}/mirror"
+MIRROR_FETCH = f"{MIRROR}/fetch"  # lock, part and result files of coalesced fetches
+MIRROR_INCOMING = f"{MIRROR}/incoming"
+MIRROR_STATS = f"{MIRROR}/stats"
+
+
+def mirror_incoming(fetch_id: str) -> str:
+    return f"{MIRROR_INCOMING}/{fetch_id}"
+
+
+def mirror_stats(label: str, process: str = "") -> str:
+    """A mirror's statistics directory, or one process's file in it (``/`` in a prefix is
+    ``_`` here, so every mirror is one directory)."""
+    base = f"{MIRROR_STATS}/{label.replace('/', '_')}"
+    return f"{base}/{process}" if process else base
+
+
 # --------------------------------------------------------------------------- the reverse
 
 
@@ -208,6 +228,7 @@ class Kind(enum.Enum):
     GC_CLAIM = enum.auto()
     GC_DELETED = enum.auto()
     CATALOG_ENTRY = enum.auto()
+    MIRROR_FILE = enum.auto()  # anything below _cargohold/mirror (the mirrors' bookkeeping)
 
 
 class Parsed(NamedTuple):
@@ -261,6 +282,8 @@ def parse(path: str) -> Parsed:
         return UNKNOWN
     if path.startswith(_GC_SLASH):
         return _parse_gc(path[len(_GC_SLASH) :].split("/"))
+    if path.startswith(_MIRROR_SLASH):
+        return Parsed(Kind.MIRROR_FILE)
     if path.startswith(_CATALOG_SLASH) and path.endswith(_CATALOG_ENTRY):
         name = path[len(_CATALOG_SLASH) : -len(_CATALOG_ENTRY)]
         if len(name) <= MAX_NAME_LENGTH and NAME_RE.match(name):
@@ -337,6 +360,7 @@ def _parse_gc(parts: list[str]) -> Parsed:
 _REPOSITORIES_SLASH = REPOSITORIES + "/"
 _BLOBS_SLASH = BLOBS + "/"
 _GC_SLASH = GC + "/"
+_MIRROR_SLASH = MIRROR + "/"
 _CATALOG_SLASH = CATALOG + "/"
 _CATALOG_ENTRY = "/_repository"
 _UPLOAD_FILES = {"data": Kind.UPLOAD_DATA, "startedat": Kind.UPLOAD_STARTEDAT}
