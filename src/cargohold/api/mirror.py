@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from cargohold.api import routes
 from cargohold.api.common import API_VERSION_HEADER, REGISTRY_KEY, registry_of
 from cargohold.digest import Digest
 from cargohold.mirror.fetch import FetchFailed, Tail
@@ -22,11 +22,6 @@ from cargohold.mirror.fetch import FetchFailed, Tail
 log = logging.getLogger("cargohold.mirror")
 
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
-# The repository name of an API path (the same non-greedy rule as the route table).
-_NAME = re.compile(
-    r"^(?P<name>.+?)/(?:manifests/[^/]+|tags/list|blobs/uploads/?[^/]*|blobs/[^/]+"
-    r"|referrers/[^/]+)$"
-)
 
 
 @web.middleware
@@ -36,10 +31,9 @@ async def refuse_writes(
     """Pushes and deletes of mirrored repositories: 405 ``UNSUPPORTED``, as registry:2's proxy
     answers them (after the auth middleware, so an anonymous caller still gets its 401)."""
     if request.method not in _READS:
-        tail = request.match_info.get("tail")
-        if tail is not None:
-            m = _NAME.match(tail)
-            registry_of(request).mirrors.refuse_write(m.group("name") if m else None)
+        found = request.get(routes.ROUTE_KEY)
+        if found is not None:
+            registry_of(request).mirrors.refuse_write(found.repository)
     return await handler(request)
 
 
