@@ -10,12 +10,12 @@ from email.utils import formatdate
 from pathlib import Path
 
 import pytest
-from cargohold.registry.core import Registry
 
 from cargohold.config import load_config
 from cargohold.errors import RegistryError
 from cargohold.mirror.fetch import BlobFetches
 from cargohold.mirror.upstream import _retry_after, parse_challenge
+from cargohold.registry.core import Registry
 from cargohold.storage.filesystem import FilesystemDriver
 
 
