@@ -402,7 +402,6 @@ def test_invalid_value_from_environment_names_the_key(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "key"),
     [
-        ("proxy:\n  remoteurl: https://registry-1.docker.io\n", "proxy"),
         ("middleware:\n  registry:\n    - name: cloudfront\n", "middleware.registry"),
         ("policy:\n  repository:\n    classes: [image]\n", "policy.repository"),
         ("log:\n  hooks:\n    - {type: mail, levels: [panic]}\n", "log.hooks"),

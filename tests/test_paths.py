@@ -76,6 +76,8 @@ def cases() -> list[Case]:
                 Parsed(Kind.REFERRER_LINK, n, "_referrers", D, S),
             ),
             (lambda n=n: paths.pulls(n), Parsed(Kind.REPOSITORY_AREA, n, "_pulls")),
+            (lambda n=n: paths.mirror_stats(n, "1234-ab"), Parsed(Kind.MIRROR_FILE)),
+            (lambda: paths.mirror_incoming("f00d"), Parsed(Kind.MIRROR_FILE)),
         ]
         for t in TAGS:
             out += [

@@ -137,6 +137,29 @@ class _Metrics:
             ["endpoint"],
             multiprocess_mode="livesum",
         )
+        self.mirror_requests = Counter(
+            "cargohold_mirror_upstream_requests",
+            "Requests to mirrors' upstreams by mirror, method and status (0: no answer)",
+            ["mirror", "method", "code"],
+        )
+        self.mirror_bytes = Counter(
+            "cargohold_mirror_upstream_bytes", "Body bytes received from upstreams", ["mirror"]
+        )
+        self.mirror_lookups = Counter(
+            "cargohold_mirror_lookups",
+            "Mirrored manifests and blobs served from the cache (hit) or fetched (miss)",
+            ["mirror", "kind", "result"],
+        )
+        self.mirror_coalesced = Counter(
+            "cargohold_mirror_coalesced_waits",
+            "Requests that waited for another request's upstream fetch instead of their own",
+            ["mirror", "kind"],
+        )
+        self.mirror_stale = Counter(
+            "cargohold_mirror_stale_serves",
+            "Cached content served because the upstream could not be asked",
+            ["mirror"],
+        )
 
 
 def setup() -> None:
@@ -187,6 +210,31 @@ def quota_lines(entries: list[dict[str, object]]) -> bytes:
 def cache(name: str, hit: bool) -> None:
     if _m is not None:
         _m.cache.labels(name, "hit" if hit else "miss").inc()
+
+
+def mirror_upstream_request(mirror: str, method: str, code: int) -> None:
+    if _m is not None:
+        _m.mirror_requests.labels(mirror, method, str(code)).inc()
+
+
+def mirror_upstream_bytes(mirror: str, count: int) -> None:
+    if _m is not None and count:
+        _m.mirror_bytes.labels(mirror).inc(count)
+
+
+def mirror_lookup(mirror: str, kind: str, hit: bool) -> None:
+    if _m is not None:
+        _m.mirror_lookups.labels(mirror, kind, "hit" if hit else "miss").inc()
+
+
+def mirror_coalesced(mirror: str, kind: str) -> None:
+    if _m is not None:
+        _m.mirror_coalesced.labels(mirror, kind).inc()
+
+
+def mirror_stale(mirror: str) -> None:
+    if _m is not None:
+        _m.mirror_stale.labels(mirror).inc()
 
 
 def storage_error(operation: str) -> None:

@@ -43,6 +43,7 @@ from cargohold.auth.middleware import AUTH_KEY
 from cargohold.auth.throttle import SHARED_DIR_ENV
 from cargohold.clientaddr import trusted_networks
 from cargohold.config import Config, parse_addr
+from cargohold.mirror import upkeep as mirror_upkeep
 from cargohold.registry.core import Registry
 from cargohold.reload import Reloader
 from cargohold.tls import ServerTLS
@@ -236,10 +237,15 @@ async def run_worker(config: Config, sock: socket.socket, index: int) -> None:
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
     maintenance = asyncio.create_task(_maintenance(registry)) if index == 0 else None
     reconcile = asyncio.create_task(_reconcile_catalog(registry)) if index == 0 else None
+    upkeep = (  # hit rates, pull times; worker 0: maxsize/ttl eviction and prefetch
+        asyncio.create_task(mirror_upkeep.run(registry.mirrors, index, config.storage.gc))
+        if registry.mirrors.enabled
+        else None
+    )
     try:
         await stop.wait()
     finally:
-        for task in (maintenance, reconcile, tls_watch, config_watch):
+        for task in (maintenance, reconcile, tls_watch, config_watch, upkeep):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -287,8 +287,9 @@ class DockerDaemon(_Daemon):
 
     name = "dockerd"
 
-    def __init__(self, base: Path | None = None) -> None:
+    def __init__(self, base: Path | None = None, extra_args: Sequence[str] = ()) -> None:
         super().__init__(base or short_tmpdir("chd"))
+        self.extra_args = list(extra_args)  # e.g. --config-file with registry-mirrors
         self.socket = self.base / "d.sock"
         self.env = {
             "DOCKER_HOST": f"unix://{self.socket}",
@@ -314,6 +315,7 @@ class DockerDaemon(_Daemon):
             "--ip6tables=false",
             "--bridge=none",
             "--ip-masq=false",
+            *self.extra_args,
         ]  # fmt: skip
         self._spawn(cmd)
         try:

@@ -200,6 +200,7 @@ def _gc_online(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _du(config: Config, args: argparse.Namespace) -> int:
+    from cargohold.mirror.upkeep import format_usage, usage
     from cargohold.registry.quota import format_quotas
     from cargohold.registry.usage import disk_usage, format_report
 
@@ -214,14 +215,20 @@ async def _du(config: Config, args: argparse.Namespace) -> int:
             if args.rebuild:
                 await registry.quotas.rebuild()
             quotas = await registry.quotas.report()
+        mirrors = await usage(registry.mirrors)
     finally:
         await _close(registry)
     if args.json:
-        print(json.dumps({**report.to_json(), "quotas": quotas}, indent=2))
+        doc = {**report.to_json(), "quotas": quotas}
+        if mirrors:
+            doc["mirrors"] = [m.to_json() for m in mirrors]
+        print(json.dumps(doc, indent=2))
     else:
         print(format_report(report, exact=args.bytes))
         if quotas:
             print("\n" + format_quotas(quotas, exact=args.bytes))
+        if mirrors:
+            print("\n" + format_usage(mirrors, exact=args.bytes))
     return 0
 
 

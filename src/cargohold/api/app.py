@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from aiohttp import web
 
 from cargohold import metrics
-from cargohold.api import blobs, health, manifests, refusals, routes
+from cargohold.api import blobs, health, manifests, mirror, refusals, routes
 from cargohold.api.common import API_VERSION_HEADER, REGISTRY_KEY
 from cargohold.api.limits import host_middleware
 from cargohold.api.socketbody import close_if_spent
@@ -168,6 +168,7 @@ def create_app(
     app.router.add_get("/", health.root)
     app.router.add_get("/debug/health", health.debug_health)
     install_auth(app, registry.config)  # after api_middleware: its errors become JSON
+    mirror.install(app)  # after auth: refuses pushes to mirrored repositories
     from cargohold.api.uploadstate import process_secret
     from cargohold.ui import install_ui  # the web UI's state (ui.enabled), sharing auth's
 

@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.helpers import ETag
 
-from cargohold.api import auditing, notify, uploadstate
+from cargohold.api import auditing, mirror, notify, uploadstate
 from cargohold.api.common import (
     API_VERSION_HEADER,
     empty,
@@ -42,6 +42,10 @@ def _blob_headers(digest: Digest, size: int) -> dict[str, str]:
 async def head_blob(request: web.Request, name: str, digest_s: str) -> web.StreamResponse:
     reg = registry_of(request)
     digest = Digest.parse(digest_s)
+    if reg.mirrors.route(name) is not None:
+        size = await reg.mirrors.head_blob(name, digest)
+        if size is not None:  # not fetched yet: the upstream's answer
+            return web.Response(status=200, headers=_blob_headers(digest, size))
     info = await reg.blobs.describe(name, digest)
     return web.Response(status=200, headers=_blob_headers(digest, info.size))
 
@@ -49,6 +53,12 @@ async def head_blob(request: web.Request, name: str, digest_s: str) -> web.Strea
 async def get_blob(request: web.Request, name: str, digest_s: str) -> web.StreamResponse:
     reg = registry_of(request)
     digest = Digest.parse(digest_s)
+    if reg.mirrors.route(name) is not None:
+        tail = await reg.mirrors.open_blob(name, digest)  # None: stored, served below
+        if tail is not None:
+            if request.method == "GET":
+                notify.blob_event(request, "pull", name, digest, tail.size or 0)
+            return await mirror.stream_blob(request, tail, digest, _blob_headers(digest, 0))
     info = await reg.blobs.describe(name, digest)
     if request.method == "GET":
         notify.blob_event(request, "pull", name, digest, info.size)

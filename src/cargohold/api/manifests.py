@@ -52,6 +52,16 @@ def _manifest_headers(digest: Digest, media_type: str, size: int) -> tuple[tuple
     )
 
 
+async def _present(request: web.Request, name: str, digest: Digest) -> bool:
+    reg = registry_of(request)
+    if reg.mirrors.route(name) is not None:  # a mirror fetches the child on demand
+        try:
+            await reg.mirrors.manifest(name, str(digest))
+        except RegistryError:
+            return False
+    return await reg.manifests.exists(name, digest)
+
+
 async def _negotiate(request: web.Request, name: str, m: Manifest) -> Manifest:
     accepted = _accepted(request)
     if accepted is None or m.media_type in accepted:
@@ -65,7 +75,7 @@ async def _negotiate(request: web.Request, name: str, m: Manifest) -> Manifest:
                 p.get("os") == "linux"
                 and p.get("architecture") == "amd64"
                 and child.media_type in accepted
-                and await reg.manifests.exists(name, child.digest)
+                and await _present(request, name, child.digest)
             ):
                 return await reg.manifests.load(child.digest)
     raise RegistryError(
@@ -77,7 +87,11 @@ async def _negotiate(request: web.Request, name: str, m: Manifest) -> Manifest:
 
 async def get_manifest(request: web.Request, name: str, reference: str) -> web.StreamResponse:
     reg = registry_of(request)
-    m = await _negotiate(request, name, await reg.manifests.get(name, reference))
+    if reg.mirrors.route(name) is not None:
+        found = await reg.mirrors.manifest(name, reference)
+    else:
+        found = await reg.manifests.get(name, reference)
+    m = await _negotiate(request, name, found)
     headers = dict(_manifest_headers(m.digest, m.media_type, len(m.data)))
     etag = headers["ETag"]
     if request.method == "GET":  # registry:2: a HEAD is not a pull
@@ -190,6 +204,11 @@ def _listing(
 
 async def list_tags(request: web.Request, name: str) -> web.StreamResponse:
     reg = registry_of(request)
+    if reg.mirrors.route(name) is not None:
+        query = {k: request.query[k] for k in ("n", "last") if k in request.query}
+        upstream = await reg.mirrors.tags(name, query)
+        if upstream is not None:  # the upstream pages it (None: unreachable, list the cache)
+            return web.json_response(upstream)
     tags = _after_last(request, await reg.manifests.tags(name))
     return _listing(request, "tags", tags, _page_size(request, None, None), name=name)
 

@@ -313,6 +313,56 @@ class QuotaRule:
     namespace: bool = False  # True: one limit shared by every matching repository
 
 
+# -- pull-through mirrors: registry:2's proxy section and cargohold's mirrors list --------
+
+DEFAULT_MIRROR_TTL = 168 * 3600.0  # registry:2's proxy.ttl default
+
+
+@dataclass(frozen=True)
+class PrefetchRule:
+    """Keep ``repository`` (upstream name) in sync for every tag matching one of ``tags``."""
+
+    repository: str
+    tags: tuple[str, ...] = ("latest",)  # regular expressions, matched whole
+
+
+@dataclass(frozen=True)
+class MirrorConfig:
+    """One upstream: ``proxy`` (prefix "", every repository mirrored) or a ``mirrors`` entry."""
+
+    prefix: str
+    remoteurl: str
+    username: str = ""
+    password: str = ""
+    ttl: float = DEFAULT_MIRROR_TTL  # 0: cached content never expires
+    repositories: tuple[str, ...] = ()  # allow-list of upstream names (globs as in `access`)
+    cafile: str = ""
+    insecure: bool = False  # accept self-signed certificates
+    tagfreshness: float = 0.0  # a tag checked upstream this recently is served without a HEAD
+    maxconnections: int = 16  # per worker process
+    maxsize: int = 0  # bytes; 0: unbounded
+    prefetch: tuple[PrefetchRule, ...] = ()
+    prefetchinterval: float = 3600.0
+    timeout: float = 30.0  # connecting and each read of the upstream
+    # How often maxsize and ttl are enforced; an image pulled this recently is never evicted.
+    evictinterval: float = 60.0
+
+    @property
+    def label(self) -> str:
+        """The name metrics and logs use for this mirror."""
+        return self.prefix or "proxy"
+
+
+@dataclass
+class MirrorsConfig:
+    entries: list[MirrorConfig] = field(default_factory=list)
+
+    @property
+    def root(self) -> MirrorConfig | None:
+        """The registry:2 ``proxy`` mirror, when the whole registry is one."""
+        return next((m for m in self.entries if m.prefix == ""), None)
+
+
 @dataclass
 class Config:
     version: str = "0.1"
@@ -331,3 +381,4 @@ class Config:
     immutable: list[ImmutableRule] = field(default_factory=list)  # cargohold
     quotas: list[QuotaRule] = field(default_factory=list)  # cargohold
     source: str | None = None  # the file it was loaded from (None: embedded default)
+    mirrors: MirrorsConfig = field(default_factory=MirrorsConfig)  # proxy + mirrors

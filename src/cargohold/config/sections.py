@@ -8,6 +8,7 @@ what cargohold does not implement.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,8 +33,11 @@ from cargohold.config.model import (
     HttpLimits,
     ImmutableRule,
     LogConfig,
+    MirrorConfig,
+    MirrorsConfig,
     NotificationEndpoint,
     NotificationsConfig,
+    PrefetchRule,
     QuotaRule,
     RedisConfig,
     RetentionConfig,
@@ -49,6 +53,7 @@ from cargohold.config.values import (
     ConfigError,
     active_entries,
     boolean,
+    byte_size,
     check_addr,
     duration,
     has_settings,
@@ -82,6 +87,7 @@ SECTIONS = frozenset({
 SECTIONS = SECTIONS | {"retention"}  # cargohold's retention policies (see _retention)
 SECTIONS = SECTIONS | {"ui"}  # cargohold's web UI (see UI)
 SECTIONS = SECTIONS | {"immutable", "quotas"}  # cargohold's governance rules (see _immutable)
+SECTIONS = SECTIONS | {"mirrors"}  # cargohold's pull-through mirrors (see _mirrors)
 # Sections that do not change what a client sees: accepted, and only mentioned at debug level.
 _IGNORED_SECTIONS = ("health", "reporting", "compatibility", "catalog")
 # Keys of `storage` that configure the registry rather than name a driver.
@@ -917,13 +923,144 @@ def _quotas(value: Any) -> list[QuotaRule]:
     return rules
 
 
+# -------------------------------------------------------------------------- mirrors (proxy)
+
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_MIRROR_PREFIX = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
+
+
+def _remoteurl(value: Any, key: str, default: Any = None) -> str:
+    url = text(value, key).rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"expected an http(s) URL, got {url!r}", key=key)
+    return url
+
+
+def _readable(value: Any, key: str, default: Any = "") -> str:
+    path = text(value, key)
+    if path:
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"cannot read: {exc}", key=key) from exc
+    return path
+
+
+def _text_tuple(value: Any, key: str, default: Any = ()) -> tuple[str, ...]:
+    return tuple(text_list(value, key))
+
+
+def _at_least(minimum: float, decode: Any) -> Any:
+    def check(value: Any, key: str, default: Any) -> Any:
+        result = decode(value, key, default)
+        if result < minimum:
+            raise ConfigError(f"must be at least {minimum:g}", key=key)
+        return result
+
+    return check
+
+
+def _regexes(value: Any, key: str, default: Any = None) -> tuple[str, ...]:
+    return tuple(regex_list(value, key)) or ("latest",)
+
+
+PREFETCH_RULE = Section(
+    "prefetch[]",
+    PrefetchRule,
+    (
+        Field("repository", required("the upstream repository to keep in sync")),
+        Field("tags", _regexes),
+    ),
+)
+
+
+def _prefetch(value: Any, key: str, default: Any = None) -> tuple[PrefetchRule, ...]:
+    if value is not None and not isinstance(value, list):
+        raise ConfigError("expected a list of {repository, tags}", key=key)
+    return tuple(PREFETCH_RULE.build(e, f"{key}[{i}]") for i, e in enumerate(value or []))
+
+
+# registry:2's proxy has remoteurl, username, password and ttl; the rest are cargohold's, and a
+# mirrors entry has them all plus its prefix.
+_MIRROR_FIELDS = (
+    Field("remoteurl", required("the upstream registry's URL")),
+    Field("username", text),
+    Field("password", text),
+    Field("passwordfile", text, ""),
+    Field("ttl", _at_least(0, duration)),
+    Field("repositories", _text_tuple),
+    Field("cafile", _readable),
+    Field("insecure", boolean),
+    Field("tagfreshness", _at_least(0, duration)),
+    Field("maxconnections", _at_least(1, integer)),
+    Field("maxsize", byte_size),
+    Field("prefetch", _prefetch),
+    Field("prefetchinterval", _at_least(1, duration)),
+    Field("timeout", _at_least(0.001, duration)),
+    Field("evictinterval", _at_least(1, duration)),
+)
+PROXY = Section("proxy", MirrorConfig, _MIRROR_FIELDS)
+MIRROR = Section("mirrors[]", MirrorConfig, (Field("prefix", text), *_MIRROR_FIELDS))
+
+
+def _mirror(section: Section[MirrorConfig], value: Any, key: str) -> MirrorConfig:
+    values = section.read(value, key)
+    values["remoteurl"] = _remoteurl(values["remoteurl"], f"{key}.remoteurl")
+    passwordfile = values.pop("passwordfile")
+    if passwordfile:
+        if values["password"]:
+            raise ConfigError("password and passwordfile exclude each other", key=key)
+        try:
+            with open(passwordfile, encoding="utf-8") as fh:
+                values["password"] = fh.read().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read: {exc}", key=f"{key}.passwordfile") from exc
+    values.setdefault("prefix", "")
+    return MirrorConfig(**values)
+
+
+def _mirrors(raw_config: Mapping[str, Any]) -> MirrorsConfig:
+    """registry:2's ``proxy`` (the whole registry mirrors one upstream) and cargohold's
+    ``mirrors`` (upstreams under name prefixes, beside ordinary repositories)."""
+    out = MirrorsConfig()
+    proxy = mapping(raw_config.get("proxy"), "proxy")
+    if any(v not in (None, "") for v in proxy.values()):
+        out.entries.append(_mirror(PROXY, proxy, "proxy"))
+    entries = raw_config.get("mirrors")
+    if entries is None:
+        return out
+    if not isinstance(entries, list):
+        raise ConfigError("expected a list of mirrors", key="mirrors")
+    seen: list[str] = []
+    for i, entry in enumerate(entries):
+        key = f"mirrors[{i}]"
+        prefix = text(mapping(entry, key).get("prefix"), f"{key}.prefix").strip("/")
+        if not prefix or _MIRROR_PREFIX.match(prefix) is None:
+            raise ConfigError(
+                "a repository-name prefix is required (e.g. 'hub'); use the proxy section "
+                "to mirror at the root",
+                key=f"{key}.prefix",
+            )
+        if out.root is not None:
+            raise ConfigError("cannot be combined with proxy (which mirrors every name)", key=key)
+        for other in seen:
+            if prefix == other or prefix.startswith(other + "/") or other.startswith(prefix + "/"):
+                raise ConfigError(f"overlaps the prefix {other!r}", key=f"{key}.prefix")
+        seen.append(prefix)
+        mirror = _mirror(MIRROR, entry, key)
+        out.entries.append(MirrorConfig(**{**mirror.__dict__, "prefix": prefix}))
+    return out
+
+
+
+
 # -------------------------------------------------------------------------- the whole file
 
 
 def _reject_unsupported_sections(raw_config: Mapping[str, Any]) -> None:
     """Sections that would change who may push or what happens on push: refuse, never ignore."""
-    if has_settings(raw_config.get("proxy")):
-        raise unsupported("proxy", "pull-through cache (proxy)")
     middleware = mapping(raw_config.get("middleware"), "middleware")
     for kind, entries in middleware.items():
         if active_entries(entries, f"middleware.{kind}"):
@@ -963,4 +1100,5 @@ def build(raw_config: dict[str, Any]) -> Config:
         ui=UI.build(raw_config.get("ui")),
         immutable=_immutable(raw_config.get("immutable")),
         quotas=_quotas(raw_config.get("quotas")),
+        mirrors=_mirrors(raw_config),
     )

@@ -261,3 +261,19 @@ def check_addr(addr: str, key: str, hint: str = "") -> None:
         parse_addr(addr)
     except ValueError as exc:
         raise ConfigError(f"{exc}{hint}", key=key) from exc
+
+
+def byte_size(value: Any, key: str, default: Any = 0) -> int:
+    """A size that may be zero (mirrors' ``maxsize``): ``512MiB``, ``20GB``, ``1.5g`` or bytes."""
+    if value is None:
+        return int(default or 0)
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        try:
+            number = parse_size(str(value))
+        except ValueError as exc:
+            raise ConfigError(str(exc), key=key) from exc
+    if number < 0:
+        raise ConfigError("must not be negative", key=key)
+    return number

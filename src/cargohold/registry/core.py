@@ -11,6 +11,7 @@ from typing import Any
 
 from cargohold.config import Config
 from cargohold.errors import ErrorCode, RegistryError
+from cargohold.mirror.service import Mirrors
 from cargohold.registry.blobs import BlobStore
 from cargohold.registry.catalog import list_repositories, page_local
 from cargohold.registry.governance import Governance
@@ -62,6 +63,9 @@ class Registry:
         self.uploads = UploadManager(self.driver, self.blobs)
         self.manifests = ManifestStore(self.driver, self.blobs, config.validation, self.governance)
         self.verifier = BlobVerifier()  # blob files hashed once per process (integrity.py)
+        self.mirrors = Mirrors(
+            config.mirrors, self.driver, self.blobs, self.manifests, config.redis
+        )
 
     @property
     def delete_enabled(self) -> bool:
@@ -111,4 +115,5 @@ class Registry:
 
     async def close(self) -> None:
         await self.quotas.close()
+        await self.mirrors.close()
         await self.driver.close()

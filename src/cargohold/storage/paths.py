@@ -29,6 +29,9 @@ So are ``_pulls`` (when each tag was last pulled, for retention) and everything 
     /docker/registry/v2/_cargohold/tmp/<id>          files being written, before their rename
     /docker/registry/v2/_cargohold/trash/<id>        trees being deleted, after their rename
     /docker/registry/v2/_cargohold/quarantine/<alg>/<hex>/data   blobs fsck found corrupt
+    /docker/registry/v2/_cargohold/mirror/fetch/...           (pull-through mirrors' fetch files)
+    /docker/registry/v2/_cargohold/mirror/incoming/<id>       (a fetched blob on its way in)
+    /docker/registry/v2/_cargohold/mirror/stats/<mirror>/<process>   (hits and misses)
 
 ``tmp`` and ``trash`` keep every half-done write or delete out of the layout proper, so a
 process killed at any instant leaves nothing that registry:2 or cargohold would read
@@ -184,6 +187,23 @@ def catalog_entry(name: str) -> str:
     return f"{CATALOG}/{name}/_repository"
 
 
+MIRROR = f"{CARGOHOLD}/mirror"
+MIRROR_FETCH = f"{MIRROR}/fetch"  # lock, part and result files of coalesced fetches
+MIRROR_INCOMING = f"{MIRROR}/incoming"
+MIRROR_STATS = f"{MIRROR}/stats"
+
+
+def mirror_incoming(fetch_id: str) -> str:
+    return f"{MIRROR_INCOMING}/{fetch_id}"
+
+
+def mirror_stats(label: str, process: str = "") -> str:
+    """A mirror's statistics directory, or one process's file in it (``/`` in a prefix is
+    ``_`` here, so every mirror is one directory)."""
+    base = f"{MIRROR_STATS}/{label.replace('/', '_')}"
+    return f"{base}/{process}" if process else base
+
+
 # --------------------------------------------------------------------------- the reverse
 
 
@@ -218,6 +238,7 @@ class Kind(enum.Enum):
     GC_CLAIM = enum.auto()
     GC_DELETED = enum.auto()
     CATALOG_ENTRY = enum.auto()
+    MIRROR_FILE = enum.auto()  # anything below _cargohold/mirror (the mirrors' bookkeeping)
 
 
 class Parsed(NamedTuple):
@@ -271,6 +292,8 @@ def parse(path: str) -> Parsed:
         return UNKNOWN
     if path.startswith(_GC_SLASH):
         return _parse_gc(path[len(_GC_SLASH) :].split("/"))
+    if path.startswith(_MIRROR_SLASH):
+        return Parsed(Kind.MIRROR_FILE)
     if path.startswith(_CATALOG_SLASH) and path.endswith(_CATALOG_ENTRY):
         name = path[len(_CATALOG_SLASH) : -len(_CATALOG_ENTRY)]
         if len(name) <= MAX_NAME_LENGTH and NAME_RE.match(name):
@@ -347,6 +370,7 @@ def _parse_gc(parts: list[str]) -> Parsed:
 _REPOSITORIES_SLASH = REPOSITORIES + "/"
 _BLOBS_SLASH = BLOBS + "/"
 _GC_SLASH = GC + "/"
+_MIRROR_SLASH = MIRROR + "/"
 _CATALOG_SLASH = CATALOG + "/"
 _CATALOG_ENTRY = "/_repository"
 _UPLOAD_FILES = {"data": Kind.UPLOAD_DATA, "startedat": Kind.UPLOAD_STARTEDAT}

@@ -1,0 +1,286 @@
+#!/usr/bin/env python3
+"""Cold pull storm through a pull-through mirror: cargohold against registry:2's proxy mode.
+
+    python bench/mirror_storm.py [--clients 50] [--size-mib 256] [--reps 2] [--json OUT]
+
+An upstream (the reference registry, Debian ``docker-registry``) holds one image whose layer is
+``--size-mib`` of random bytes. For each repetition a *fresh* mirror with an empty cache is
+started in front of it, with registry:2's own ``proxy:`` section (remoteurl only): cargohold
+(``--workers 2``) or ``docker-registry``, interleaved A,B,B,A. Then ``--clients`` clients pull
+the image at once, each with ``curl`` (manifest by tag, then config and layer; the sizes are
+checked for every client, the sha256 by every ``--verify-every``-th through ``sha256sum``:
+Python clients receiving 12.8 GB would measure themselves more than the servers). Measured:
+
+- **upstream bytes**: what the upstream sent, summed from its access log (the response sizes of
+  its blob GETs), in units of one image;
+- **wall time**: from the first request to the last client done.
+
+Prints a table and writes JSON (``--json``). Exit status 0 when every run completed with every
+client's layer verified, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+ACCESS_LINE = re.compile(r'"GET (/v2/[^ ]+/blobs/sha256:[0-9a-f]{64}) HTTP/[0-9.]+" 200 (\d+)')
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def config(root: Path, port: int, extra: str = "", level: str = "error") -> str:
+    return (
+        f"version: 0.1\nlog:\n  level: {level}\n  accesslog:\n    disabled: {level == 'error'}\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n{extra}"
+    )
+
+
+class Proc:
+    def __init__(self, name: str, argv: list[str], workdir: Path, port: int, env: dict[str, str]):
+        self.name, self.port, self.workdir = name, port, workdir
+        self.log = workdir / "server.log"
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=workdir,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **env},
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"{name} exited:\n{self.log.read_text()[-3000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), 0.5):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise SystemExit(f"{name} did not start")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                self.proc.wait(10)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+
+def start(kind: str, workdir: Path, extra: str = "", level: str = "error") -> Proc:
+    workdir.mkdir(parents=True)
+    root = workdir / "storage"
+    root.mkdir()
+    port = free_port()
+    cfg = workdir / "config.yml"
+    cfg.write_text(config(root, port, extra, level))
+    if kind == "cargohold":
+        argv = [sys.executable, "-m", "cargohold", "serve", str(cfg), "--workers", "2"]
+        env = {"PYTHONPATH": str(REPO_ROOT / "src")}
+    else:
+        argv = ["docker-registry", "serve", str(cfg)]
+        env = {}
+    return Proc(kind, argv, workdir, port, env)
+
+
+async def push_image(url: str, repo: str, size: int) -> tuple[str, str]:
+    """One layer of ``size`` random bytes; returns (layer digest, manifest digest)."""
+    layer = os.urandom(size)
+    config_blob = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
+        "type": "layers", "diff_ids": []}}).encode()  # fmt: skip
+    async with aiohttp.ClientSession() as s:
+        digests = []
+        for data in (config_blob, layer):
+            d = "sha256:" + hashlib.sha256(data).hexdigest()
+            async with s.post(f"{url}/v2/{repo}/blobs/uploads/") as r:
+                assert r.status == 202, await r.text()
+                loc = r.headers["Location"]
+            loc = loc if loc.startswith("http") else url + loc
+            sep = "&" if "?" in loc else "?"
+            async with s.put(f"{loc}{sep}digest={d}", data=data) as r:
+                assert r.status == 201, await r.text()
+            digests.append((d, len(data)))
+        manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": digests[0][0], "size": digests[0][1]},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": digests[1][0], "size": digests[1][1]}],
+        }).encode()  # fmt: skip
+        async with s.put(
+            f"{url}/v2/{repo}/manifests/latest",
+            data=manifest,
+            headers={"Content-Type": OCI_MANIFEST},
+        ) as r:
+            assert r.status == 201, await r.text()
+    return digests[1][0], "sha256:" + hashlib.sha256(manifest).hexdigest()
+
+
+def _curl(url: str, *args: str) -> list[str]:
+    return ["curl", "-sS", "--max-time", "1800", "-o", "-", *args, url]
+
+
+def one_client(url: str, repo: str, verify: bool) -> tuple[int, bool]:
+    """Pull the image with curl (a client that costs little CPU, so the servers are measured,
+    not the clients): the manifest by tag, then every blob. Sizes are checked for every client,
+    the sha256 for ``verify`` clients."""
+    accept = f"Accept: {OCI_MANIFEST}"
+    r = subprocess.run(
+        _curl(f"{url}/v2/{repo}/manifests/latest", "-H", accept), capture_output=True
+    )
+    if r.returncode != 0:
+        return 0, False
+    doc = json.loads(r.stdout)
+    received, ok = 0, True
+    for desc in [doc["config"], *doc["layers"]]:
+        blob_url = f"{url}/v2/{repo}/blobs/{desc['digest']}"
+        if verify:
+            curl = subprocess.Popen(_curl(blob_url, "-L"), stdout=subprocess.PIPE)
+            out = subprocess.run(["sha256sum"], stdin=curl.stdout, capture_output=True, text=True)
+            assert curl.stdout is not None
+            curl.stdout.close()
+            ok = ok and curl.wait() == 0 and "sha256:" + out.stdout.split()[0] == desc["digest"]
+            received += desc["size"] if ok else 0
+        else:
+            argv = ["curl", "-sS", "--max-time", "1800", "-L", "-o", "/dev/null"]
+            r = subprocess.run(
+                [*argv, "-w", "%{size_download}", blob_url], capture_output=True, text=True
+            )
+            size = int(r.stdout.strip() or 0) if r.returncode == 0 else 0
+            ok = ok and size == desc["size"]
+            received += size
+    return received, ok
+
+
+def storm(url: str, repo: str, clients: int, every: int) -> tuple[float, int, int]:
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        began = time.perf_counter()
+        futures = [pool.submit(one_client, url, repo, i % every == 0) for i in range(clients)]
+        results = [f.result() for f in futures]
+        wall = time.perf_counter() - began
+    return wall, sum(r[0] for r in results), sum(1 for r in results if r[1])
+
+
+def upstream_bytes(log: Path, offset: int) -> tuple[int, int]:
+    with open(log, "rb") as f:
+        f.seek(offset)
+        text = f.read().decode(errors="replace")
+    gets = [int(m.group(2)) for m in ACCESS_LINE.finditer(text)]
+    return sum(gets), len(gets)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--clients", type=int, default=50)
+    p.add_argument("--size-mib", type=int, default=256)
+    p.add_argument("--reps", type=int, default=2, help="runs per server (interleaved A,B,B,A)")
+    p.add_argument("--verify-every", type=int, default=10, help="every Nth client hashes")
+    p.add_argument("--json", default=None)
+    p.add_argument("--tmpdir", default=None)
+    args = p.parse_args()
+    if shutil.which("docker-registry") is None:
+        print("docker-registry (the reference registry) is not installed", file=sys.stderr)
+        return 1
+    base = Path(tempfile.mkdtemp(prefix="mirror-storm-", dir=args.tmpdir))
+    procs: list[Proc] = []
+    runs: dict[str, list[dict[str, Any]]] = {"cargohold": [], "registry:2": []}
+    failed = False
+    try:
+        up = start("reference", base / "upstream", level="info")
+        procs.append(up)
+        size = args.size_mib << 20
+        asyncio.run(push_image(up.url, "library/storm", size))
+        image_bytes = size + 100  # the config blob is ~100 bytes
+        order = ["cargohold", "registry:2", "registry:2", "cargohold"] * ((args.reps + 1) // 2)
+        order = order[: args.reps * 2]
+        for i, which in enumerate(order):
+            kind = "cargohold" if which == "cargohold" else "reference"
+            mirror = start(kind, base / f"mirror-{i}", f"proxy:\n  remoteurl: {up.url}\n")
+            procs.append(mirror)
+            offset = up.log.stat().st_size
+            wall, received, verified = storm(
+                mirror.url, "library/storm", args.clients, args.verify_every
+            )
+            time.sleep(1.0)  # let the upstream's access log lines reach the file
+            sent, gets = upstream_bytes(up.log, offset)
+            mirror.stop()
+            procs.remove(mirror)
+            shutil.rmtree(mirror.workdir, ignore_errors=True)
+            run = {
+                "wall_s": round(wall, 3),
+                "upstream_bytes": sent,
+                "upstream_images": round(sent / image_bytes, 2),
+                "upstream_blob_gets": gets,
+                "client_bytes": received,
+                "clients_verified": verified,
+            }
+            runs[which].append(run)
+            failed |= verified != args.clients
+            print(f"{which:>10}: {json.dumps(run)}", flush=True)
+    finally:
+        for proc in procs:
+            proc.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+    def med(which: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs[which])
+
+    rows = [
+        ("Upstream bytes (images)", "upstream_images", "<= 1.0 (cargohold)"),
+        ("Upstream blob GETs", "upstream_blob_gets", "2 (cargohold)"),
+        ("Wall time (s)", "wall_s", "ratio <= 0.5"),
+    ]
+    print("\n| Metric | cargohold | registry:2 | ratio | target |\n|---|---|---|---|---|")
+    for label, key, target in rows:
+        ours, theirs = med("cargohold", key), med("registry:2", key)
+        ratio = f"{ours / theirs:.2f}x" if theirs else "-"
+        print(f"| {label} | {ours:g} | {theirs:g} | {ratio} | {target} |")
+    report = {
+        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "clients": args.clients,
+        "size_mib": args.size_mib,
+        "runs": runs,
+    }
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
