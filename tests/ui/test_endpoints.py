@@ -430,6 +430,7 @@ def test_storage_page_is_for_admins_and_shows_du_and_gc_runs(ui_registry: UiRegi
     page = alice.get(f"{url}/ui/storage", timeout=30)
     assert page.status_code == 200 and "offline · dry run" in page.text
     assert "online · dry run" in page.text
+    assert data["mirrors"] == [] and "<h2>Mirrors</h2>" not in page.text  # none configured
     dan = login(url, "dan", PASSWORDS["dan"])
     assert dan.get(f"{url}/ui/storage", timeout=30).status_code == 403
     assert dan.get(f"{url}/ui/api/storage", timeout=30).status_code == 403

@@ -59,6 +59,7 @@ class Stats:
         self.counts: Counter[tuple[str, str]] = Counter()  # (mirror, "hit"|"miss")
         self.pulls: dict[tuple[str, str], float] = {}
         self._written: Counter[tuple[str, str]] = Counter()
+        self._flushing = asyncio.Lock()  # the flush loop and the UI's storage page both flush
 
     def lookup(self, mirror: str, hit: bool) -> None:
         self.counts[(mirror, "hit" if hit else "miss")] += 1
@@ -68,6 +69,10 @@ class Stats:
             self.pulls[(name, tag)] = time.time()
 
     async def flush(self, driver: StorageDriver) -> None:
+        async with self._flushing:  # an older snapshot must not land after a newer one
+            await self._flush(driver)
+
+    async def _flush(self, driver: StorageDriver) -> None:
         pulls, self.pulls = self.pulls, {}
         for (name, tag), when in pulls.items():
             path = paths.pull_record(name, tag)

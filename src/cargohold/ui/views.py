@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
@@ -29,12 +29,16 @@ from cargohold.auth.middleware import Authenticator, Target
 from cargohold.auth.policy import ALL_ACTIONS
 from cargohold.digest import Digest, check_name, check_tag
 from cargohold.errors import ErrorCode, RegistryError
+from cargohold.mirror import upkeep as mirror_upkeep
 from cargohold.registry import gcruns
 from cargohold.registry.browse import Browser, RepoSummary, TagRow, platform_name, summarize
 from cargohold.registry.manifests import Manifest, referrer_artifact_type
-from cargohold.registry.usage import UsageReport, disk_usage
+from cargohold.registry.usage import UsageReport, disk_usage, human
 from cargohold.ui.render import SECURITY_HEADERS, StaticFiles, render
 from cargohold.ui.session import COOKIE, Session, SessionSigner, fingerprint
+
+if TYPE_CHECKING:
+    from cargohold.mirror.service import Mirrors
 
 log = logging.getLogger("cargohold.ui")
 
@@ -82,6 +86,7 @@ class UiState:
     auth: Authenticator | None
     du: tuple[float, UsageReport] | None = None
     du_lock: asyncio.Lock | None = None
+    mirror_usage: list[mirror_upkeep.MirrorUsage] | None = None  # sizes, refreshed with du
 
 
 UI_KEY: Final = web.AppKey("cargohold.ui", UiState)
@@ -607,8 +612,11 @@ async def storage_data(request: web.Request, visitor: Visitor) -> dict[str, Any]
         state.du_lock = asyncio.Lock()
     async with state.du_lock:
         if state.du is None or time.monotonic() - state.du[0] > DU_TTL:
+            mirror_usage = await mirror_upkeep.usage(reg.mirrors) if reg.mirrors.enabled else []
             state.du = (time.monotonic(), await disk_usage(reg.driver))
+            state.mirror_usage = mirror_usage
         computed, report = state.du
+        sizes = list(state.mirror_usage or [])
     runs = await gcruns.recent(reg.driver)
     top = sorted(report.repositories, key=lambda r: (-r.size, r.name))[:100]
     return {
@@ -617,7 +625,53 @@ async def storage_data(request: web.Request, visitor: Visitor) -> dict[str, Any]
         "computedAgo": time.monotonic() - computed,
         "gcRuns": [r.to_json() for r in runs],
         "deleteEnabled": reg.config.storage.delete_enabled,
+        "mirrors": await _mirrors_data(reg.mirrors, sizes),
     }
+
+
+def _without_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+
+
+async def _mirrors_data(
+    mirrors: Mirrors, sizes: list[mirror_upkeep.MirrorUsage]
+) -> list[dict[str, Any]]:
+    """Each mirror's cached size (from the du walk, so up to a minute old) and its hits and
+    misses, read fresh: this worker's counts are flushed first; other workers' are up to their
+    flush interval behind, as in ``cargohold du``."""
+    if not mirrors.enabled:
+        return []
+    try:
+        await mirrors.stats.flush(mirrors.driver)
+    except Exception:  # e.g. a read-only store: show what is written
+        log.warning("cannot write this worker's mirror counts", exc_info=True)
+    by_label = {u.label: u for u in sizes}
+    out = []
+    for mirror in mirrors.mirrors:
+        config = mirror.config
+        hits, misses = await mirror_upkeep.hit_counts(mirrors.driver, mirror.label)
+        cached = by_label.get(mirror.label)
+        u = mirror_upkeep.MirrorUsage(
+            mirror.label,
+            cached.repositories if cached else 0,
+            cached.images if cached else 0,
+            cached.size if cached else 0,
+            config.maxsize,
+            hits,
+            misses,
+        )
+        out.append(
+            u.to_json()
+            | {
+                "prefix": config.prefix,
+                "upstream": _without_userinfo(config.remoteurl),
+                "sizeHuman": human(u.size),
+            }
+        )
+    return out
 
 
 # --------------------------------------------------------------------------- pages
