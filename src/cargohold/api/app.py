@@ -120,10 +120,10 @@ async def api_middleware(
         log.error("storage error on %s %s: %s", request.method, request.path, exc)
         metrics.storage_error(metrics.handler_name(request))
         if exc.transient:  # the store is failing now; worth retrying later: 503, not 500
-            err = RegistryError(ErrorCode.UNAVAILABLE, "storage unavailable, retry later")
+            failure = RegistryError(ErrorCode.UNAVAILABLE, "storage unavailable, retry later")
         else:
-            err = RegistryError(ErrorCode.UNKNOWN, "storage error")
-        response = _error_response(request, err)
+            failure = RegistryError(ErrorCode.UNKNOWN, "storage error")
+        response = _error_response(request, failure)
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
         response = _error_response(request, RegistryError(ErrorCode.UNKNOWN))
