@@ -20,10 +20,12 @@ APT_PACKAGES=(
     skopeo docker.io containerd podman docker-registry redis-server haproxy
     busybox-static wrk apache2-utils ca-certificates strace
     chromium  # the web UI's browser tests (Playwright drives /usr/bin/chromium)
+    ceph-mon ceph-osd radosgw ceph-common  # a real S3 server: scripts/ceph-rgw.sh
 )
 # command (or file) -> what proves the package is installed
 REQUIRED_COMMANDS=(
     skopeo dockerd docker containerd ctr podman docker-registry redis-server haproxy wrk ab strace
+    ceph-mon ceph-osd radosgw radosgw-admin monmaptool ceph
 )
 REQUIRED_FILES=(/bin/busybox /etc/ssl/certs/ca-certificates.crt /usr/bin/chromium)
 

@@ -91,30 +91,24 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-class MotoServer(_Process):
-    """``python -m moto.server``: the S3 wire protocol, multipart and presigned URLs included."""
+class S3Endpoint:
+    """What a test needs of any S3 server: a client, fresh buckets, registry:2 config sections."""
 
-    name = "moto"
-
-    def command(self) -> list[str]:
-        return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def ready(self) -> bool:
-        return requests.get(f"{self.endpoint}/moto-api/", timeout=2).status_code < 500
+    endpoint: str
+    access_key = MOTO_ACCESS_KEY
+    secret_key = MOTO_SECRET_KEY
 
     def client(self) -> Any:
         import boto3
+        from botocore.config import Config
 
         return boto3.client(
             "s3",
             endpoint_url=self.endpoint,
             region_name=REGION,
-            aws_access_key_id=MOTO_ACCESS_KEY,
-            aws_secret_access_key=MOTO_SECRET_KEY,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            config=Config(s3={"addressing_style": "path"}),
         )
 
     def new_bucket(self, prefix: str = "cargohold") -> str:
@@ -129,8 +123,8 @@ class MotoServer(_Process):
             "regionendpoint": self.endpoint,
             "forcepathstyle": True,
             "bucket": bucket,
-            "accesskey": MOTO_ACCESS_KEY,
-            "secretkey": MOTO_SECRET_KEY,
+            "accesskey": self.access_key,
+            "secretkey": self.secret_key,
             "secure": False,
             "v4auth": True,
             **extra,
@@ -146,6 +140,22 @@ class MotoServer(_Process):
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             keys.extend(obj["Key"] for obj in page.get("Contents", []))
         return keys
+
+
+class MotoServer(_Process, S3Endpoint):
+    """``python -m moto.server``: the S3 wire protocol, multipart and presigned URLs included."""
+
+    name = "moto"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+
+    @property
+    def endpoint(self) -> str:  # type: ignore[override]
+        return f"http://127.0.0.1:{self.port}"
+
+    def ready(self) -> bool:
+        return requests.get(f"{self.endpoint}/moto-api/", timeout=2).status_code < 500
 
 
 class RedisServer(_Process):

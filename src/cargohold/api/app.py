@@ -140,7 +140,11 @@ async def api_middleware(
     except StorageError as exc:
         log.error("storage error on %s %s: %s", request.method, request.path, exc)
         metrics.storage_error(metrics.handler_name(request))
-        response = _error_response(request, RegistryError(ErrorCode.UNKNOWN, "storage error"))
+        if exc.transient:  # the store is failing now; worth retrying later: 503, not 500
+            failure = RegistryError(ErrorCode.UNAVAILABLE, "storage unavailable, retry later")
+        else:
+            failure = RegistryError(ErrorCode.UNKNOWN, "storage error")
+        response = _error_response(request, failure)
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
         response = _error_response(request, RegistryError(ErrorCode.UNKNOWN))

@@ -19,6 +19,16 @@ from typing import TypeVar
 class StorageError(Exception):
     """A backend failure that is not the caller's fault (disk full, permissions, network)."""
 
+    transient = False  # True: the store is down or overloaded now; clients get 503, not 500
+
+
+class StorageUnavailableError(StorageError):
+    """The store did not answer, or answered that it is failing (S3's 500/503 ``SlowDown``),
+    after the driver's own retries. The request may succeed later, so clients get 503, not 500;
+    nothing the request meant to write is acknowledged."""
+
+    transient = True
+
 
 class PathNotFoundError(StorageError):
     def __init__(self, path: str) -> None:

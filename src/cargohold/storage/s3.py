@@ -63,6 +63,7 @@ from cargohold.storage.driver import (
     PathNotFoundError,
     StorageDriver,
     StorageError,
+    StorageUnavailableError,
     check_path,
 )
 from cargohold.storage.s3params import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, S3Params, parse_s3_params
@@ -93,6 +94,16 @@ class S3Error(StorageError):
     def __init__(self, message: str, code: str = "") -> None:
         super().__init__(message)
         self.code = code
+
+
+class S3UnavailableError(S3Error, StorageUnavailableError):
+    """S3 kept failing (5xx, throttling, no connection, timeouts) through botocore's retries."""
+
+
+# Error codes that mean "the store is failing now", not "this request is wrong".
+_UNAVAILABLE = frozenset(
+    {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +184,9 @@ class S3Driver(StorageDriver):
                         "use_accelerate_endpoint": p.accelerate,
                         "use_dualstack_endpoint": p.usedualstack,
                     },
+                    # botocore's standard mode: 500/503/SlowDown, throttling and broken
+                    # connections are retried with exponential backoff and full jitter; what
+                    # still fails becomes S3UnavailableError (a 503 to the client).
                     retries={"max_attempts": 3, "mode": "standard"},
                     connect_timeout=5,
                     read_timeout=60,
@@ -220,9 +234,11 @@ class S3Driver(StorageDriver):
             if code in _NOT_FOUND and operation in ("head_object", "get_object"):
                 raise PathNotFoundError(path) from None
             message = error.get("Message") or str(e)
-            raise S3Error(f"s3 {operation} {path}: {code} {message}", code) from e
+            status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            kind = S3UnavailableError if status >= 500 or code in _UNAVAILABLE else S3Error
+            raise kind(f"s3 {operation} {path}: {code} {message}", code) from e
         except (BotoCoreError, aiohttp.ClientError, TimeoutError, OSError) as e:
-            raise S3Error(f"s3 {operation} {path}: {type(e).__name__}: {e}") from e
+            raise S3UnavailableError(f"s3 {operation} {path}: {type(e).__name__}: {e}") from e
         return cast(dict[str, Any], result)
 
     def _write_args(self) -> dict[str, Any]:
