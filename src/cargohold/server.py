@@ -30,6 +30,7 @@ from cargohold.api.app import create_app
 from cargohold.api.socketbody import READ_SIZE
 from cargohold.auth.accesslog import AccessLog
 from cargohold.config import Config, parse_addr
+from cargohold.drain import Drain
 from cargohold.registry.core import Registry
 from cargohold.tls import ServerTLS
 
@@ -158,6 +159,8 @@ def ensure_secret(config: Config) -> None:
 async def run_worker(config: Config, sock: socket.socket, index: int) -> None:
     registry = Registry(config)
     app = create_app(registry, config.http.headers)
+    drain = Drain()
+    app.middlewares.insert(0, drain.middleware)
     if config.debug.addr and config.debug.prometheus_enabled:
         metrics.setup()
     ops = Operations(registry, config, index)  # events, online GC, the debug listener
@@ -171,6 +174,7 @@ async def run_worker(config: Config, sock: socket.socket, index: int) -> None:
         handle_signals=False,
         read_bufsize=READ_SIZE // 2,  # request bodies: see api.socketbody
         auto_decompress=False,  # a blob is the bytes sent, whatever Content-Encoding says
+        shutdown_timeout=FINISH_SECONDS,
     )
     await runner.setup()
     tls = ServerTLS(config.http.tls) if config.http.tls is not None else None
@@ -187,14 +191,34 @@ async def run_worker(config: Config, sock: socket.socket, index: int) -> None:
     try:
         await stop.wait()
     finally:
+        # Graceful shutdown (see cargohold.drain), in this order: unhealthy at once (a probe on
+        # a kept-alive connection, or on the debug listener, sees 503), no new connections (the
+        # listening socket closes), then the requests in flight get http.draintimeout to finish,
+        # then aiohttp cancels what is left, and only then the debug listener, notifications
+        # and the storage go.
+        registry.health.draining = True
+        await site.stop()
+        if config.http.draintimeout > 0:
+            log.info(
+                "stopping: draining %d requests in flight for up to %gs",
+                drain.in_flight,
+                config.http.draintimeout,
+            )
+            if not await drain.wait(config.http.draintimeout):
+                log.warning("drain time over: cutting %d requests", drain.in_flight)
         for task in (maintenance, reconcile, tls_watch):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        await ops.stop()
         await runner.cleanup()
+        await ops.stop()
         await registry.close()
+
+
+# After the drain (or at once, with registry:2's default draintimeout of 0): how long aiohttp
+# lets a response that is being written finish before it cancels it.
+FINISH_SECONDS = 0.5
 
 
 def _tune_interpreter() -> None:
