@@ -183,9 +183,15 @@ async def run_worker(config: Config, sock: socket.socket, index: int) -> None:
     await ops.start()
     tls_watch = asyncio.create_task(tls.watch()) if tls is not None else None
     stop = asyncio.Event()
+    stopped_by: list[signal.Signals] = []
     loop = asyncio.get_running_loop()
+
+    def on_stop(sig: signal.Signals) -> None:
+        stopped_by.append(sig)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_stop, sig)
     maintenance = asyncio.create_task(_maintenance(registry)) if index == 0 else None
     reconcile = asyncio.create_task(_reconcile_catalog(registry)) if index == 0 else None
     try:
@@ -198,7 +204,8 @@ async def run_worker(config: Config, sock: socket.socket, index: int) -> None:
         # and the storage go.
         registry.health.draining = True
         await site.stop()
-        if config.http.draintimeout > 0:
+        # Like registry:2, only SIGTERM drains: SIGINT is somebody at a terminal.
+        if config.http.draintimeout > 0 and signal.SIGINT not in stopped_by:
             log.info(
                 "stopping: draining %d requests in flight for up to %gs",
                 drain.in_flight,
