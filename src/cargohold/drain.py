@@ -53,8 +53,7 @@ class Drain:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            self._idle.clear()
-            try:
+            try:  # (_idle is clear: the middleware clears it whenever the count is above 0)
                 await asyncio.wait_for(self._idle.wait(), left)
             except TimeoutError:
                 return self._in_flight == 0

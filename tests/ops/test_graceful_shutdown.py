@@ -113,9 +113,14 @@ def test_sigterm_drains_requests_in_flight(make_registry: RegistryFactory, worke
     proc = server.proc
     os.kill(proc.pid, signal.SIGTERM)  # the supervisor alone when workers > 1: it passes it on
 
-    eventually(lambda: health(debug_port) == 503, timeout=30)
-    body = requests.get(f"http://127.0.0.1:{debug_port}/debug/health", timeout=5).json()
-    assert body["status"] == "draining"
+    if workers == 1:
+        eventually(lambda: health(debug_port) == 503, timeout=30)
+        body = requests.get(f"http://127.0.0.1:{debug_port}/debug/health", timeout=5).json()
+        assert body["status"] == "draining"
+    else:
+        # The debug listener lives in worker 0, which may hold neither request (the kernel
+        # spread the connections): then it drains at once and exits, and the listener goes.
+        eventually(lambda: health(debug_port) in (503, -1), timeout=30)
     eventually(lambda: refused(server.port), timeout=30)
     assert proc.poll() is None  # still draining: both requests are unfinished
 
