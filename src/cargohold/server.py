@@ -43,6 +43,7 @@ from cargohold.auth.middleware import AUTH_KEY
 from cargohold.auth.throttle import SHARED_DIR_ENV
 from cargohold.clientaddr import trusted_networks
 from cargohold.config import Config, parse_addr
+from cargohold.drain import Drain
 from cargohold.mirror import upkeep as mirror_upkeep
 from cargohold.registry.core import Registry
 from cargohold.reload import Reloader
@@ -193,6 +194,8 @@ def ensure_secret(config: Config) -> None:
 async def run_worker(config: Config, sock: socket.socket, index: int) -> None:
     registry = Registry(config)
     app = create_app(registry, config.http.headers)
+    drain = Drain()
+    app.middlewares.insert(0, drain.middleware)
     if config.debug.addr and config.debug.prometheus_enabled:
         metrics.setup()
     ops = Operations(registry, config, index)  # events, online GC, the debug listener
@@ -207,6 +210,7 @@ async def run_worker(config: Config, sock: socket.socket, index: int) -> None:
         read_bufsize=READ_SIZE // 2,  # request bodies: see api.socketbody
         auto_decompress=False,  # a blob is the bytes sent, whatever Content-Encoding says
         **limits.handler_args(config.http.limits),
+        shutdown_timeout=FINISH_SECONDS,
     )
     await runner.setup()
     tls = ServerTLS(config.http.tls) if config.http.tls is not None else None
@@ -224,9 +228,15 @@ async def run_worker(config: Config, sock: socket.socket, index: int) -> None:
     reloader = Reloader(config, registry, app.get(AUTH_KEY), tls, primary=index == 0)
     config_watch = asyncio.create_task(reloader.watch())
     stop = asyncio.Event()
+    stopped_by: list[signal.Signals] = []
     loop = asyncio.get_running_loop()
+
+    def on_stop(sig: signal.Signals) -> None:
+        stopped_by.append(sig)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_stop, sig)
     reloads: set[asyncio.Task[bool]] = set()
 
     def on_hangup() -> None:  # SIGHUP: reload the policy (cargohold.reload)
@@ -245,14 +255,35 @@ async def run_worker(config: Config, sock: socket.socket, index: int) -> None:
     try:
         await stop.wait()
     finally:
+        # Graceful shutdown (see cargohold.drain), in this order: unhealthy at once (a probe on
+        # a kept-alive connection, or on the debug listener, sees 503), no new connections (the
+        # listening socket closes), then the requests in flight get http.draintimeout to finish,
+        # then aiohttp cancels what is left, and only then the debug listener, notifications
+        # and the storage go.
+        registry.health.draining = True
+        await site.stop()
+        # Like registry:2, only SIGTERM drains: SIGINT is somebody at a terminal.
+        if config.http.draintimeout > 0 and signal.SIGINT not in stopped_by:
+            log.info(
+                "stopping: draining %d requests in flight for up to %gs",
+                drain.in_flight,
+                config.http.draintimeout,
+            )
+            if not await drain.wait(config.http.draintimeout):
+                log.warning("drain time over: cutting %d requests", drain.in_flight)
         for task in (maintenance, reconcile, tls_watch, config_watch, upkeep):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        await ops.stop()
         await runner.cleanup()
+        await ops.stop()
         await registry.close()
+
+
+# After the drain (or at once, with registry:2's default draintimeout of 0): how long aiohttp
+# lets a response that is being written finish before it cancels it.
+FINISH_SECONDS = 0.5
 
 
 def _tune_interpreter() -> None:

@@ -152,6 +152,13 @@ def test_kubernetes_manifests(tmp_path: Path) -> None:
     assert ("Service", redis_host) in objects
     assert config.http.secret == "x"
 
+    # Graceful shutdown: the preStop pause and the drain both fit in the grace period.
+    pause = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert pause[0] == "sleep"
+    grace = spec["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert config.http.draintimeout > 0
+    assert grace > float(pause[1]) + config.http.draintimeout
+
     kustomization = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
     files = {p.name for p in (DEPLOY / "k8s").glob("*.yaml")} - {"kustomization.yaml"}
     assert set(kustomization["resources"]) == files

@@ -246,6 +246,10 @@ class Operations:
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def _health(self, request: web.Request) -> web.Response:
+        """Process liveness only, except while draining (the main listener is closed by then,
+        so this is where a probe can still see why)."""
+        if self.registry.health.draining:
+            return web.json_response({"status": "draining"}, status=503)
         return web.json_response({"status": "ok"})
 
     async def _gc_post(self, request: web.Request) -> web.Response:

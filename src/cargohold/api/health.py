@@ -1,7 +1,8 @@
 """Health endpoints for load balancers: ``GET /debug/health`` and the plain ``GET /``.
 
 Both answer 503 when the storage cannot be reached (a replica that cannot reach the store can
-serve nothing useful, so the balancer should route around it) and 200 otherwise. A cache that
+serve nothing useful, so the balancer should route around it) or while the replica drains before
+it exits (SIGTERM, see :func:`cargohold.server.run_worker`), and 200 otherwise. A cache that
 is down does not make a replica unhealthy: it is reported in the JSON, and requests still work.
 Checks are reused for a second (:class:`cargohold.registry.scaleout.HealthCheck`), so frequent
 probes cost the store at most one request per second per process.
@@ -35,5 +36,7 @@ async def root(request: web.Request) -> web.StreamResponse:
     ok, details = await registry_of(request).health.check()
     if ok:
         return web.Response(text="cargohold registry\n")
+    if details.get("status") == "draining":
+        return web.Response(status=503, text="cargohold registry: shutting down\n")
     status = details.get("storage", {}).get("status", "unavailable")
     return web.Response(status=503, text=f"cargohold registry: storage {status}\n")

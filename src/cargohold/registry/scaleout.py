@@ -66,9 +66,14 @@ class HealthCheck:
     layers: Layers
     _last: tuple[float, bool, dict[str, Any]] | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Set on SIGTERM (see cargohold.server): a replica that is finishing its requests before it
+    # exits answers 503 at once, so a balancer stops sending it work without waiting for errors.
+    draining: bool = False
 
     async def check(self) -> tuple[bool, dict[str, Any]]:
         """(storage reachable, details); a result is reused for a second under probe storms."""
+        if self.draining:
+            return False, {"status": "draining"}
         now = time.monotonic()
         if self._last is not None and now - self._last[0] < HEALTH_CACHE_SECONDS:
             return self._last[1], self._last[2]
