@@ -21,8 +21,6 @@ import os
 import uuid
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from cargohold.config import RedisConfig
 from cargohold.digest import Digest
 
@@ -30,6 +28,14 @@ log = logging.getLogger("cargohold.mirror")
 
 LEASE_MS = 30_000
 KEY = "cargohold:mirror:fetch:"
+
+
+def _errors() -> tuple[type[BaseException], ...]:
+    """What a Redis call may raise. Imported here, not at the top: redis (and the cryptography
+    it pulls in) is loaded only by registries that configure it."""
+    from redis.exceptions import RedisError
+
+    return (RedisError, OSError)
 
 
 class ReplicaLocks:
@@ -51,7 +57,7 @@ class ReplicaLocks:
         """True when this replica may fetch ``d`` (it took the key, or Redis cannot tell)."""
         try:
             return bool(await self.client.set(KEY + str(d), self.token, nx=True, px=LEASE_MS))
-        except (RedisError, OSError) as exc:
+        except _errors() as exc:
             log.warning("redis: cannot coordinate the fetch of %s with other replicas: %s", d, exc)
             return True
 
@@ -59,12 +65,12 @@ class ReplicaLocks:
         """Refresh the lease while the fetch runs (cancelled when it ends)."""
         while True:
             await asyncio.sleep(LEASE_MS / 3000)
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*_errors()):
                 if await self.client.get(KEY + str(d)) == self.token:
                     await self.client.pexpire(KEY + str(d), LEASE_MS)
 
     async def release(self, d: Digest) -> None:
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*_errors()):
             if await self.client.get(KEY + str(d)) == self.token:
                 await self.client.delete(KEY + str(d))
 
