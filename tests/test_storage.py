@@ -213,6 +213,25 @@ def test_small_file_cache_sees_every_replacement(tmp_path: Path) -> None:
         run(driver, driver.get_content("/r/link"))
 
 
+def test_small_file_cache_is_a_bounded_lru(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from cargohold.storage import filesystem
+
+    monkeypatch.setattr(filesystem, "SMALL_FILE_ENTRIES", 3)
+    driver = FilesystemDriver(str(tmp_path))
+    for i in range(5):
+        run(driver, driver.put_content(f"/r/{i}/link", b"sha256:%d" % i))
+        os.utime(tmp_path / f"r/{i}/link", ns=(0, 1_000_000_000))  # settled: cacheable
+    full = [driver._full(f"/r/{i}/link") for i in range(5)]
+    for i in (0, 1, 2):
+        run(driver, driver.get_content(f"/r/{i}/link"))
+    run(driver, driver.get_content("/r/0/link"))  # a hit: 0 is now the most recently used
+    for i in (3, 4):
+        run(driver, driver.get_content(f"/r/{i}/link"))
+    assert list(driver._small) == [full[0], full[3], full[4]]
+
+
 def test_filesystem_maxthreads_bounds_its_blocking_calls(tmp_path: Path) -> None:
     """``storage.filesystem.maxthreads`` (registry:2: simultaneous blocking filesystem calls) is
     the size of the driver's own pool: with 40 calls held, exactly 25 run, the rest wait."""

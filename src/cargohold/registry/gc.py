@@ -222,6 +222,7 @@ class Fence:
         try:
             names = await self.driver.list(paths.GC_CONDEMNED)
         except PathNotFoundError:
+            self._parsed.clear()
             return []
         now = time.time()
         batches: list[_Batch] = []
@@ -245,8 +246,11 @@ class Fence:
                 continue  # finished meanwhile, or being written: the next look sees it
             if batch.expires > now:
                 batches.append(batch)
-        if len(self._parsed) > 64:
-            self._parsed.clear()
+        # Only batches still listed are kept: a finished collection's batch (its digests, up to
+        # everything it deleted) is dropped at the next look, not when 64 had piled up.
+        listed = set(names)
+        for path in [p for p in self._parsed if p not in listed]:
+            del self._parsed[path]
         return batches
 
     async def guard(self, digests: Iterable[Digest], name: str | None = None) -> set[Digest]:

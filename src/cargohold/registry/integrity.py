@@ -24,6 +24,9 @@ from cargohold.digest import Digest
 log = logging.getLogger("cargohold.integrity")
 
 Identity = tuple[int, int, int, int]
+# Verdicts kept per process, least recently used evicted: ~250 bytes each, so ~16 MiB when
+# full. Generous on purpose: an evicted verdict costs hashing the whole blob again at its next
+# download. Files replaced or deleted leave stale identities that simply age out.
 VERDICTS = 65536
 READ = 1 << 20
 

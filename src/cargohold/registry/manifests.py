@@ -32,7 +32,12 @@ from cargohold.storage import paths
 from cargohold.storage.driver import PathNotFoundError, StorageDriver
 
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
+# The per-process cache of parsed manifests (the pull path's): an LRU of at most this many
+# manifests and this many bytes of their raw JSON (a typical image manifest is ~1 KiB and costs
+# ~3 KiB parsed, so ~12 MiB when full of those; a few large indexes cannot take more than the
+# byte budget plus one manifest).
 CACHE_ENTRIES = 4096
+CACHE_BYTES = 16 * 1024 * 1024
 _NO_RULES = Rules()
 
 
@@ -179,9 +184,13 @@ def parse_manifest(
     )
 
 
-@functools.lru_cache(maxsize=65536)
+@functools.lru_cache(maxsize=4096)
 def link_digest(raw: bytes) -> Digest | None:
-    """The digest a link file holds (parsed once per distinct content: tags are read a lot)."""
+    """The digest a link file holds (parsed once per distinct content: tags are read a lot).
+
+    The last 4,096 distinct contents are remembered, ~450 bytes each (~1.8 MiB per process):
+    parsing one again costs about a microsecond, so a bigger bound only held memory (65,536
+    was ~29 MiB per worker once a store with churn had filled it with digests long deleted)."""
     return Digest.try_parse(raw.decode("ascii", "replace").strip())
 
 
@@ -214,7 +223,8 @@ class ManifestStore:
         self.blobs = blobs
         self.validation = validation
         self.governance = governance
-        self._cache: OrderedDict[Digest, Manifest] = OrderedDict()
+        self._cache: OrderedDict[Digest, Manifest] = OrderedDict()  # LRU: see _remember
+        self._cache_bytes = 0
         # Writes and deletes of one repository's manifests take turns within a process, so a
         # delete can never interleave with a push of the same manifest and strand its tags.
         self._repo_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
@@ -283,10 +293,22 @@ class ManifestStore:
                 ErrorCode.MANIFEST_UNKNOWN, detail={"digest": str(digest)}
             ) from None
         manifest = parse_manifest(data, None, digest)
-        self._cache[digest] = manifest
-        if len(self._cache) > CACHE_ENTRIES:
-            self._cache.popitem(last=False)
+        self._remember(manifest)
         return manifest
+
+    def _remember(self, manifest: Manifest) -> None:
+        """Cache ``manifest`` as the most recently used, evicting the least recently used
+        beyond CACHE_ENTRIES manifests or CACHE_BYTES bytes of manifest data."""
+        old = self._cache.pop(manifest.digest, None)
+        if old is not None:
+            self._cache_bytes -= len(old.data)
+        self._cache[manifest.digest] = manifest
+        self._cache_bytes += len(manifest.data)
+        while len(self._cache) > 1 and (
+            len(self._cache) > CACHE_ENTRIES or self._cache_bytes > CACHE_BYTES
+        ):
+            _, evicted = self._cache.popitem(last=False)
+            self._cache_bytes -= len(evicted.data)
 
     async def get(self, name: str, reference: str) -> Manifest:
         return await self.load(await self.resolve(name, reference))
@@ -387,7 +409,7 @@ class ManifestStore:
         crash_point("manifest.put.after-revision")
         for tag in tags:
             await self._write_tag(name, tag, manifest.digest)
-        self._cache[manifest.digest] = manifest
+        self._remember(manifest)
         self._changed(name)
         return Pushed(manifest, previous if previous != manifest.digest else None)
 
@@ -398,7 +420,9 @@ class ManifestStore:
     def forget(self, digests: set[Digest]) -> None:
         """Drop deleted manifests (garbage collection) from this process's cache."""
         for d in digests:
-            self._cache.pop(d, None)
+            gone = self._cache.pop(d, None)
+            if gone is not None:
+                self._cache_bytes -= len(gone.data)
 
     async def tag(self, name: str, tag: str, digest: Digest) -> Digest | None:
         """Point ``tag`` at ``digest`` (``immutable`` rules apply); the previous digest."""

@@ -49,7 +49,10 @@ LISTING_CACHE_MIN = 64  # entries; smaller directories are cheaper to list than 
 LISTING_CACHE_ENTRIES = 256
 LISTING_SETTLE_NS = 2_000_000_000
 SMALL_FILE = 4096
-SMALL_FILE_ENTRIES = 65536
+# Settled small files (link files) kept per process, least recently used evicted: ~530 bytes
+# each with its full path as the key, so ~8.5 MiB when full. (It was 65,536 first-in first-out,
+# ~34 MiB per worker, which a store with churn filled with links long deleted.)
+SMALL_FILE_ENTRIES = 16384
 TMP_PREFIX = ".cargohold-tmp-"
 DEFAULT_MAXTHREADS = 100  # registry:2's default
 
@@ -69,7 +72,7 @@ class FilesystemDriver(StorageDriver):
         os.makedirs(self.root, exist_ok=True)
         self._scratch = self.root + paths.SCRATCH
         self._trash = self.root + paths.TRASH
-        self._small: dict[str, tuple[tuple[int, int, int], bytes]] = {}
+        self._small: OrderedDict[str, tuple[tuple[int, int, int], bytes]] = OrderedDict()
         self._listings: OrderedDict[str, tuple[tuple[int, int], builtins.list[str]]] = (
             OrderedDict()
         )
@@ -146,6 +149,7 @@ class FilesystemDriver(StorageDriver):
             version = (st.st_ino, st.st_mtime_ns, st.st_size)
             cached = self._small.get(full)
             if cached is not None and cached[0] == version:
+                self._small.move_to_end(full)
                 return cached[1]
             with open(full, "rb") as f:
                 data = f.read()
@@ -153,8 +157,9 @@ class FilesystemDriver(StorageDriver):
             raise PathNotFoundError(path) from None
         if len(data) <= SMALL_FILE and time.time_ns() - st.st_mtime_ns > LISTING_SETTLE_NS:
             self._small[full] = (version, data)
+            self._small.move_to_end(full)
             if len(self._small) > SMALL_FILE_ENTRIES:
-                self._small.pop(next(iter(self._small)))
+                self._small.popitem(last=False)
         return data
 
     async def put_content(self, path: str, data: bytes) -> None:
