@@ -16,7 +16,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from cargohold.config import Config, ConfigError, locate_config, parse_addr
@@ -249,10 +249,7 @@ async def _retention(config: Config, args: argparse.Namespace) -> int:
         report = await engine.run(dry_run=not args.apply)
     finally:
         await _close(registry)
-    if args.json:
-        print(json.dumps(report.to_json(), indent=2))
-    else:
-        print(format_report(report))
+    _print_report(report, args.json, format_report)
     return 0
 
 
@@ -274,11 +271,13 @@ async def _fsck(config: Config, args: argparse.Namespace) -> int:
         return 2
     finally:
         await _close(registry)
-    if args.json:
-        print(json.dumps(report.to_json(), indent=2))
-    else:
-        print(format_report(report))
+    _print_report(report, args.json, format_report)
     return 0 if report.clean else 1
+
+
+def _print_report(report: Any, as_json: bool, text: Callable[[Any], str]) -> None:
+    """Every admin command prints its report the same way: JSON for scripts, text for people."""
+    print(json.dumps(report.to_json(), indent=2) if as_json else text(report))
 
 
 @contextlib.contextmanager

@@ -23,19 +23,19 @@ The modules, in the order they depend on each other:
 Storage drivers' own parameters (storage.filesystem, storage.s3...) are read beside the drivers,
 in cargohold.storage.fsparams / memparams / s3params; sections._DRIVERS lists them.
 
-Adding a section (say ``mirrors`` with ``ttl`` and ``enabled``) is a few lines:
+Adding a section (say a hypothetical ``webhooks`` with ``ttl`` and ``enabled``) is a few lines:
   1. model.py: a dataclass with the defaults, and a field on Config;
          @dataclass
-         class MirrorsConfig:
+         class WebhooksConfig:
              enabled: bool = False
              ttl: float = 3600.0
   2. sections.py: its table, and one line in build() (plus a parser function only for checks
      that span keys, like "ttl must be positive when enabled");
-         MIRRORS = Section("mirrors", MirrorsConfig,
+         WEBHOOKS = Section("webhooks", WebhooksConfig,
                            (Field("enabled", boolean), Field("ttl", duration)))
-         ...  mirrors=MIRRORS.build(raw_config.get("mirrors")),
+         ...  webhooks=WEBHOOKS.build(raw_config.get("webhooks")),
   3. sections.SECTIONS: add the top-level name (else it is warned about as unknown, and
-     REGISTRY_MIRRORS_* overrides are ignored); a key under an existing section is just a row.
+     REGISTRY_WEBHOOKS_* overrides are ignored); a key under an existing section is just a row.
 Nested keys are dotted rows (``Field("pool.maxidle", integer)`` fills ``pool_maxidle``); a
 sub-section with checks of its own is a row whose decoder is its parser (see maintenance.gc).
 Unknown keys are warned about with their dotted name, wrong types raise ConfigError naming it.

@@ -434,40 +434,40 @@ class Fsck:
         advance = self.progress(total) if self.progress is not None else None
         fs = local_driver(self.driver)
         bad: list[Digest] = []
+        pool: ThreadPoolExecutor | None = None
         if fs is not None:
-            loop = asyncio.get_running_loop()
-            with ThreadPoolExecutor(self.threads, thread_name_prefix="fsck") as pool:
-
-                async def one_local(d: Digest) -> None:
-                    local = fs.local_path(paths.blob_data(d))
-                    assert local is not None
-                    try:
-                        actual = await loop.run_in_executor(pool, _hash_local, local, d.algorithm)
-                    except FileNotFoundError:
-                        return  # deleted meanwhile (a collection): nothing to verify
-                    if actual != d.hex:
-                        bad.append(d)
-                    report.blobs_verified += 1
-                    if advance is not None:
-                        advance(store.blobs[d].size, total)
-
-                await asyncio.gather(*(one_local(d) for d in digests))
+            # Local files are hashed in threads (hashlib releases the GIL), remote ones as
+            # streams; either way as many at once as the store can feed.
+            pool = ThreadPoolExecutor(self.threads, thread_name_prefix="fsck")
+            limit = asyncio.Semaphore(self.threads)
         else:
             limit = asyncio.Semaphore(REMOTE_CONCURRENCY)
+        loop = asyncio.get_running_loop()
 
-            async def one_remote(d: Digest) -> None:
-                async with limit:
-                    try:
-                        actual = await _hash_remote(self.driver, paths.blob_data(d), d.algorithm)
-                    except PathNotFoundError:
-                        return
-                if actual != d.hex:
-                    bad.append(d)
-                report.blobs_verified += 1
-                if advance is not None:
-                    advance(store.blobs[d].size, total)
+        async def digest_of(d: Digest) -> str:
+            if fs is None:
+                return await _hash_remote(self.driver, paths.blob_data(d), d.algorithm)
+            local = fs.local_path(paths.blob_data(d))
+            assert local is not None
+            return await loop.run_in_executor(pool, _hash_local, local, d.algorithm)
 
-            await asyncio.gather(*(one_remote(d) for d in digests))
+        async def verify(d: Digest) -> None:
+            async with limit:
+                try:
+                    actual = await digest_of(d)
+                except (FileNotFoundError, PathNotFoundError):
+                    return  # deleted meanwhile (a collection): nothing to verify
+            if actual != d.hex:
+                bad.append(d)
+            report.blobs_verified += 1
+            if advance is not None:
+                advance(store.blobs[d].size, total)
+
+        try:
+            await asyncio.gather(*(verify(d) for d in digests))
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
         for d in sorted(bad, key=str):
             problem = Problem(
                 "blob-corrupt",
