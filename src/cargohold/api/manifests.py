@@ -218,11 +218,10 @@ async def catalog(request: web.Request) -> web.StreamResponse:
     n = _page_size(request, CATALOG_DEFAULT_N, CATALOG_MAX_N)
     assert n is not None
     allowed = request.get(CATALOG_FILTER_KEY)
-    if allowed is None:
-        # One more than the page, from a walk that stops there, tells whether a next page exists.
-        page = await reg.repositories_page(request.query.get("last") or None, n + 1)
-        if page is not None:
-            return _listing(request, "repositories", page, n)
+    # One more than the page, read only as far as that, tells whether a next page exists.
+    page = await reg.repositories_page(request.query.get("last") or None, n + 1, allowed)
+    if page is not None:
+        return _listing(request, "repositories", page, n)
     visible = await reg.repositories()
     if allowed is not None:  # auth with an access policy: only what the caller may pull
         visible = allowed(visible)
