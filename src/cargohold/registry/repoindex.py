@@ -17,14 +17,16 @@ repositories there are, and no page skips or repeats a name. registry:2 never lo
 
 Every replica keeps the index as it writes, with no coordination between replicas:
 
-- writing a manifest's revision link (every manifest push) PUTs the repository's entry right
-  after it. The PUT is idempotent, so replicas pushing at once need no lock; and it is not
-  skipped when this process wrote the entry before, because another replica may have removed it
-  since (the last manifest deleted there), which no process-local memory can know;
+- writing a manifest's revision link, and each tag's last link, PUTs the repository's entry
+  right after it (one PUT per manifest push, one more per tag). The PUT is idempotent, so
+  replicas pushing at once need no lock; and it is not skipped when this process wrote the entry
+  before, because another replica may have removed it since (the last manifest deleted there),
+  which no process-local memory can know;
 - deleting anything below ``_manifests`` removes the entry once the repository has no
-  ``_manifests`` left, and then looks once more, putting the entry back if a manifest appeared
-  meanwhile. A push writes its revision before its entry, so either that second look sees the
-  revision, or the push's entry PUT comes after the removal: either way the entry stays.
+  ``_manifests`` left, and then looks once more, putting the entry back if anything appeared
+  meanwhile. Every write of a push has an entry PUT after it, so for each write the push makes
+  either that second look sees it, or the push's next entry PUT comes after the removal: either
+  way the entry stays while the repository has anything below ``_manifests``.
 
 Repositories that appear by other means (a bucket written by registry:2, a copy) are found by
 *reconciliation*: a flat walk of ``repositories/`` (one request per 1000 keys) that adds missing
@@ -275,6 +277,12 @@ class RepositoryIndex:
         return len(missing), len(removed)
 
 
+# The writes a push makes below ``_manifests`` end with one of these: a revision link, or a
+# tag's index link (always written right after its current link). An entry PUT after each
+# means every write of a push has one after it, which is what the removal's second look needs.
+_INDEXED_AFTER = frozenset({paths.Kind.REVISION_LINK, paths.Kind.TAG_INDEX_LINK})
+
+
 class IndexingDriver(DriverWrapper):
     """Keeps :class:`RepositoryIndex` up to date as manifests are written and deleted."""
 
@@ -285,7 +293,7 @@ class IndexingDriver(DriverWrapper):
     async def put_content(self, path: str, data: bytes) -> None:
         await self.inner.put_content(path, data)
         parsed = paths.parse(path)
-        if parsed.kind is paths.Kind.REVISION_LINK:
+        if parsed.kind in _INDEXED_AFTER:
             await self.index.ensure(parsed.name)
 
     async def delete(self, path: str) -> None:
