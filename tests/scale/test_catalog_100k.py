@@ -76,7 +76,8 @@ def get_page(
 
 
 def link(n: int, last: str) -> str:
-    return f'</v2/_catalog?n={n}&last={last}>; rel="next"'
+    """registry:2's (2.8.2, checked): ``last`` first and query-escaped, then ``n``."""
+    return f'</v2/_catalog?last={last.replace("/", "%2F")}&n={n}>; rel="next"'
 
 
 def test_a_page_of_100000_repositories_costs_one_listing(
