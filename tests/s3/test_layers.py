@@ -160,3 +160,28 @@ def test_index_follows_pushes_and_deletes(tmp_path: Path) -> None:
         ]
 
     run(go())
+
+
+def test_reconciliation_is_skipped_while_a_replica_did_one_lately(tmp_path: Path) -> None:
+    """Every replica's worker 0 asks every ~10 minutes; the marker says when the last walk of
+    the layout ended, so N replicas do not walk it N times as often."""
+    from datetime import UTC, datetime, timedelta
+
+    from cargohold.registry.repoindex import RECONCILE_SECONDS, STAMP_FORMAT
+
+    def stamp(age: float) -> bytes:
+        return (datetime.now(UTC) - timedelta(seconds=age)).strftime(STAMP_FORMAT).encode()
+
+    async def go() -> None:
+        base = FilesystemDriver(str(tmp_path))
+        index = IndexingDriver(base).index
+        await base.put_content(f"{REPO}/_manifests/revisions/sha256/{'c' * 64}/link", b"")
+        await base.put_content(paths.CATALOG_BUILT, stamp(RECONCILE_SECONDS / 2))
+        assert await index.reconcile_if_due() is None  # another replica did, 5 minutes ago
+        assert await index.names() == []  # (so the repository written behind its back waits)
+        await base.put_content(paths.CATALOG_BUILT, stamp(RECONCILE_SECONDS))
+        assert await index.reconcile_if_due() == (1, 0)
+        assert await index.names() == ["team/app"]
+        assert await index.reconcile_if_due() is None  # it just did
+
+    run(go())

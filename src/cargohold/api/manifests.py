@@ -209,7 +209,6 @@ def next_link(path: str, n: int, last: str) -> str:
     return f'<{path}?{urlencode([("last", last), ("n", n)])}>; rel="next"'
 
 
-
 async def list_tags(request: web.Request, name: str) -> web.StreamResponse:
     reg = registry_of(request)
     if reg.mirrors.route(name) is not None:

@@ -158,9 +158,9 @@ class RepositoryIndex:
                 self._built = True
                 return True
             log.info("indexing the repositories of this store (first catalog request)")
-            self._scanned = await scan_repositories(self.driver)
             self._dropped.clear()
-            self._building = asyncio.create_task(self._build())
+            self._scanned = await scan_repositories(self.driver)
+            self._building = asyncio.create_task(self._build(list(self._scanned)))
             return False
 
     async def page(self, last: str | None, limit: int) -> builtins.list[str]:
@@ -195,9 +195,9 @@ class RepositoryIndex:
 
     # -- reconciliation -----------------------------------------------------------------------
 
-    async def _build(self) -> None:
+    async def _build(self, scanned: builtins.list[str]) -> None:
         try:
-            await self.reconcile()
+            await self.reconcile(scanned)
         except Exception:
             log.exception("indexing the repositories failed; the next catalog request retries")
         finally:
@@ -234,11 +234,15 @@ class RepositoryIndex:
             return None
         return await self.reconcile()
 
-    async def reconcile(self) -> tuple[int, int]:
-        """Make the index match the layout; returns (entries added, entries removed)."""
+    async def reconcile(self, scanned: builtins.list[str] | None = None) -> tuple[int, int]:
+        """Make the index match the layout; returns (entries added, entries removed).
+        ``scanned``: the layout's repositories from a walk that began after :attr:`_dropped`
+        was last cleared (the first catalog request's), so as not to walk twice."""
         started = time.monotonic()
-        self._dropped.clear()
-        actual = set(await scan_repositories(self.driver))
+        if scanned is None:
+            self._dropped.clear()
+            scanned = await scan_repositories(self.driver)
+        actual = set(scanned)
         indexed = set(await self._indexed())
         missing, extra = sorted(actual - indexed), sorted(indexed - actual)
         removed: builtins.list[str] = []
