@@ -151,6 +151,13 @@ GARBAGE = [
     f"{R}/a b/_layers/sha256/{H}/link",
     f"{R}/{'x' * 256}/_layers/sha256/{H}/link",
     f"{paths.CATALOG}/Bad Name/_repository",
+    f"{paths.CATALOG}/a/b",  # a "/" is written "!" in an index entry; nothing is nested
+    f"{paths.CATALOG}/a!!b",
+    f"{paths.CATALOG}/!a",
+    f"{paths.CATALOG}/a!",
+    f"{paths.CATALOG}/Upper",
+    f"{paths.CATALOG}/{'x' * 256}",
+    f"{paths.LEGACY_CATALOG}/app/_repository",  # the first index's entries: only ever deleted
     # blobs that are not where their digest says
     f"{paths.BLOBS}/sha256/ff/{H}/data",
     f"{paths.BLOBS}/sha256/01/{H[:-1]}/data",

@@ -145,6 +145,39 @@ def test_writer_append_commit_cancel_and_reader_offset(driver: StorageDriver) ->
     run(driver, go())
 
 
+def test_list_after_pages_a_directory_in_byte_order(driver: StorageDriver) -> None:
+    """What the repository index pages ``_catalog`` with: files only (not what lies in
+    subdirectories), strictly after ``after``, in byte order, at most ``limit``."""
+    files = ["a", "a!b", "a!b!c", "a-c", "a.b", "a_b", "ab", "b", "z9", "z10", "lib!x-y.z"]
+
+    async def go() -> None:
+        for name in files:
+            await driver.put_content(f"/d/idx/{name}", b"")
+        for sub in ("a0/x", "m/n/o", "zz/y"):  # directories in between: never listed
+            await driver.put_content(f"/d/idx/{sub}", b"")
+        await driver.put_content("/d/idx2/aa", b"")  # a sibling with a common string prefix
+        ordered = sorted(files)
+        assert ordered.index("a!b!c") < ordered.index("a-c")  # "!" sorts below "-"
+        assert await driver.list_after("/d/idx", "", 100) == ordered
+        for limit in (1, 2, 3, 7):
+            seen: list[str] = []
+            after = ""
+            while page := await driver.list_after("/d/idx", after, limit):
+                assert len(page) <= limit
+                seen += page
+                after = page[-1]
+            assert seen == ordered, limit
+        for after in ("a!b", "a!a", "a-", "lib", "z", "zzz", "0"):
+            expected = [f for f in ordered if f > after]
+            assert await driver.list_after("/d/idx", after, 4) == expected[:4], after
+        assert await driver.list_after("/d/idx", "", 0) == []
+        assert await driver.list_after("/d/nothing", "", 10) == []
+        with pytest.raises(InvalidPathError):
+            await driver.list_after("/d/../etc", "", 10)
+
+    run(driver, go())
+
+
 @pytest.mark.parametrize(
     "bad", ["relative", "/a/../../etc/passwd", "/a/./b", "/a//b", "/a/", "/a/.hidden", "/a\x00b"]
 )

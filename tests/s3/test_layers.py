@@ -123,21 +123,65 @@ def test_namespaces_differ_by_storage(tmp_path: Path) -> None:
 
 
 def test_index_follows_pushes_and_deletes(tmp_path: Path) -> None:
+    def revision(name: str) -> str:
+        return f"{paths.REPOSITORIES}/{name}/_manifests/revisions/sha256/{'c' * 64}/link"
+
     async def go() -> None:
         driver = IndexingDriver(FilesystemDriver(str(tmp_path)))
         index = driver.index
         assert await index.names() == []  # nothing yet: the first call indexes (a walk)
-        await driver.put_content(TAG, b"sha256:" + b"b" * 64)
-        await driver.put_content(f"{paths.REPOSITORIES}/a-c/_manifests/tags/t/current/link", b"")
+        await driver.put_content(revision("team/app"), b"sha256:" + b"c" * 64)
+        await driver.put_content(TAG, b"sha256:" + b"b" * 64)  # (a current link: no entry PUT)
+        await driver.put_content(revision("a-c"), b"")
         while index._building is not None:
             await asyncio.sleep(0.01)
         assert await index.names() == ["a-c", "team/app"]
         await driver.delete(f"{REPO}/_manifests")  # S3 has no empty directories left behind
         assert await index.names() == ["a-c"]
-        await driver.put_content(f"{paths.REPOSITORIES}/a/b/_manifests/tags/t/current/link", b"")
-        await driver.put_content(f"{paths.REPOSITORIES}/a/b/c/_manifests/tags/t/current/link", b"")
-        assert await index.names() == ["a/b", "a/b/c", "a-c"]  # registry:2's component order
+        # A tag's index link (the last write of a tag) puts the entry too.
+        tag_index = f"{paths.REPOSITORIES}/x/_manifests/tags/t/index/sha256/{'c' * 64}/link"
+        await driver.put_content(tag_index, b"")
+        assert await index.names() == ["a-c", "x"]
+        for name in ("a/b", "a/b/c", "a/b-d", "a0"):
+            await driver.put_content(revision(name), b"")
+        # registry:2's component order, whole and in pages from anywhere
+        everything = ["a/b", "a/b/c", "a/b-d", "a-c", "a0", "x"]
+        assert await index.names() == everything
+        for i in range(len(everything)):
+            for limit in (1, 2, 10):
+                page = await index.page(everything[i - 1] if i else None, limit)
+                assert page == everything[i : i + limit]
         await driver.delete(f"{paths.REPOSITORIES}/a")  # a namespace, whole
-        assert await index.names() == ["a-c"]
+        assert await index.names() == ["a-c", "a0", "x"]
+        assert sorted(p.name for p in (tmp_path / paths.CATALOG.lstrip("/")).iterdir()) == [
+            "a-c",
+            "a0",
+            "x",
+        ]
+
+    run(go())
+
+
+def test_reconciliation_is_skipped_while_a_replica_did_one_lately(tmp_path: Path) -> None:
+    """Every replica's worker 0 asks every ~10 minutes; the marker says when the last walk of
+    the layout ended, so N replicas do not walk it N times as often."""
+    from datetime import UTC, datetime, timedelta
+
+    from cargohold.registry.repoindex import RECONCILE_SECONDS, STAMP_FORMAT
+
+    def stamp(age: float) -> bytes:
+        return (datetime.now(UTC) - timedelta(seconds=age)).strftime(STAMP_FORMAT).encode()
+
+    async def go() -> None:
+        base = FilesystemDriver(str(tmp_path))
+        index = IndexingDriver(base).index
+        await base.put_content(f"{REPO}/_manifests/revisions/sha256/{'c' * 64}/link", b"")
+        await base.put_content(paths.CATALOG_BUILT, stamp(RECONCILE_SECONDS / 2))
+        assert await index.reconcile_if_due() is None  # another replica did, 5 minutes ago
+        assert await index.names() == []  # (so the repository written behind its back waits)
+        await base.put_content(paths.CATALOG_BUILT, stamp(RECONCILE_SECONDS))
+        assert await index.reconcile_if_due() == (1, 0)
+        assert await index.names() == ["team/app"]
+        assert await index.reconcile_if_due() is None  # it just did
 
     run(go())

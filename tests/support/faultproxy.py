@@ -110,6 +110,10 @@ class FaultProxy(S3Endpoint):
         ) as upstream:
             payload = await upstream.read()
             out = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP}
+            if request.method == "HEAD" and "Content-Length" in upstream.headers:
+                # A HEAD's size is its Content-Length (there is no body to measure): keep it.
+                out["Content-Length"] = upstream.headers["Content-Length"]
+                return web.Response(status=upstream.status, headers=out)
             return web.Response(status=upstream.status, body=payload, headers=out)
 
     async def _start(self) -> None:

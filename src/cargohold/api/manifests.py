@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -198,8 +199,14 @@ def _listing(
     ``Link`` to the next page when there are more."""
     response = web.json_response({**extra, field: items if n is None else items[:n]})
     if n is not None and 0 < n < len(items):
-        response.headers["Link"] = f'<{request.path}?n={n}&last={items[n - 1]}>; rel="next"'
+        response.headers["Link"] = next_link(request.path, n, items[n - 1])
     return response
+
+
+def next_link(path: str, n: int, last: str) -> str:
+    """registry:2's ``Link`` to the next page, byte for byte: Go's ``url.Values.Encode`` puts
+    ``last`` before ``n`` and query-escapes it (``a/b`` is ``a%2Fb``), as ``urlencode`` does."""
+    return f'<{path}?{urlencode([("last", last), ("n", n)])}>; rel="next"'
 
 
 async def list_tags(request: web.Request, name: str) -> web.StreamResponse:
@@ -218,11 +225,10 @@ async def catalog(request: web.Request) -> web.StreamResponse:
     n = _page_size(request, CATALOG_DEFAULT_N, CATALOG_MAX_N)
     assert n is not None
     allowed = request.get(CATALOG_FILTER_KEY)
-    if allowed is None:
-        # One more than the page, from a walk that stops there, tells whether a next page exists.
-        page = await reg.repositories_page(request.query.get("last") or None, n + 1)
-        if page is not None:
-            return _listing(request, "repositories", page, n)
+    # One more than the page, read only as far as that, tells whether a next page exists.
+    page = await reg.repositories_page(request.query.get("last") or None, n + 1, allowed)
+    if page is not None:
+        return _listing(request, "repositories", page, n)
     visible = await reg.repositories()
     if allowed is not None:  # auth with an access policy: only what the caller may pull
         visible = allowed(visible)

@@ -7,6 +7,7 @@ entry point (HTTP today, tools tomorrow) obeys them alike.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from cargohold.config import Config
@@ -24,6 +25,8 @@ from cargohold.registry.uploads import UploadManager
 from cargohold.storage.driver import StorageDriver
 from cargohold.storage.filesystem import FilesystemDriver
 from cargohold.storage.inmemory import InMemoryDriver
+
+FILTERED_STEP = 1000  # repositories read per step of an access-filtered catalog page
 
 
 def make_driver(name: str, params: dict[str, Any], redirect_expiry: float = 0.0) -> StorageDriver:
@@ -90,15 +93,44 @@ class Registry:
             return await self.layers.index.names()
         return await list_repositories(self.layers.base)
 
-    async def repositories_page(self, last: str | None, limit: int) -> list[str] | None:
-        """Up to ``limit`` repositories after ``last`` from a walk that stops when the page is
-        full, where the store is a local directory with no repository index; None elsewhere
-        (the caller then pages :meth:`repositories`). The walk runs in the driver's threads:
-        even a page may pass many directories that sort before ``last``."""
-        base = self.layers.base
-        if self.layers.index is not None or not isinstance(base, FilesystemDriver):
+    async def repositories_page(
+        self,
+        last: str | None,
+        limit: int,
+        visible: Callable[[list[str]], list[str]] | None = None,
+    ) -> list[str] | None:
+        """Up to ``limit`` repositories after ``last``, read only as far as the page needs: one
+        listing of the repository index (object stores), or a walk of a local directory that
+        stops when the page is full (in the driver's threads: even a page may pass many
+        directories that sort before ``last``). None for drivers with neither (in-memory): the
+        caller then pages :meth:`repositories`.
+
+        ``visible`` (an access policy) keeps the repositories the caller may see: the index or
+        the walk is then read in steps of :data:`FILTERED_STEP` until the page is full or
+        nothing is left, so a user who may pull a few repositories of 100,000 costs more than
+        one listing only where their repositories are sparse."""
+        index, base = self.layers.index, self.layers.base
+        fetch: Callable[[str | None, int], Awaitable[list[str]]]
+        if index is not None:
+            fetch = index.page
+        elif isinstance(base, FilesystemDriver):
+
+            async def fetch(after: str | None, n: int) -> list[str]:
+                return await base.run_blocking(page_local, base, after, n)
+
+        else:
             return None
-        return await base.run_blocking(page_local, base, last, limit)
+        if visible is None:
+            return await fetch(last, limit)
+        found: list[str] = []
+        step = max(limit, FILTERED_STEP)
+        while len(found) < limit:
+            batch = await fetch(last, step)
+            found += visible(batch)
+            if len(batch) < step:
+                break
+            last = batch[-1]
+        return found[:limit]
 
     async def purge_uploads(self) -> int:
         purging = self.config.storage.purging
@@ -109,9 +141,10 @@ class Registry:
         return await self.uploads.purge(with_uploads, purging.age, purging.dryrun)
 
     async def reconcile_catalog(self) -> None:
-        """Bring the repository index in line with the layout (no-op without an index)."""
+        """Bring the repository index in line with the layout, unless a replica just did (no-op
+        without an index)."""
         if self.layers.index is not None:
-            await self.layers.index.reconcile()
+            await self.layers.index.reconcile_if_due()
 
     async def close(self) -> None:
         await self.quotas.close()

@@ -144,6 +144,17 @@ class StorageDriver(abc.ABC):
         """Full paths of the direct children; :class:`PathNotFoundError` if ``path`` is absent."""
 
     @abc.abstractmethod
+    async def list_after(self, path: str, after: str, limit: int) -> builtins.list[str]:
+        """The names of the files directly in directory ``path`` that sort after ``after``
+        (byte order of their UTF-8, which is Python's ``str`` order), the first ``limit`` of
+        them in that order; [] when there are none or no such directory.
+
+        What a page of a large directory costs on an object store: one ``ListObjectsV2`` with
+        ``StartAfter`` and ``MaxKeys`` (up to 1000 names), however many names come before
+        ``after`` (the repository index answers ``_catalog?last=`` with it). Other drivers
+        may read the whole directory."""
+
+    @abc.abstractmethod
     async def move(self, source: str, dest: str) -> None:
         """Atomically replace ``dest`` with ``source``."""
 

@@ -22,6 +22,7 @@ import builtins
 import contextlib
 import errno
 import fcntl
+import heapq
 import os
 import shutil
 import time
@@ -302,6 +303,26 @@ class FilesystemDriver(StorageDriver):
             return [n for n in os.listdir(self._full(path)) if not n.startswith(".")]
         except (FileNotFoundError, NotADirectoryError):
             raise PathNotFoundError(path) from None
+
+    async def list_after(self, path: str, after: str, limit: int) -> builtins.list[str]:
+        # A whole directory read, so in a thread (only tests and tools page a local directory
+        # this way: the catalog of a filesystem store walks the layout itself).
+        return await self.run_blocking(self._list_after_sync, self._full(path), after, limit)
+
+    @staticmethod
+    def _list_after_sync(full: str, after: str, limit: int) -> builtins.list[str]:
+        try:
+            with os.scandir(full) as entries:
+                names = [
+                    e.name
+                    for e in entries
+                    if e.name > after
+                    and not e.name.startswith(".")
+                    and e.is_file(follow_symlinks=False)
+                ]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return heapq.nsmallest(limit, names)
 
     async def move(self, source: str, dest: str) -> None:
         src, dst = self._full(source), self._full(dest)

@@ -7,6 +7,7 @@ worker processes, so the server refuses ``--workers`` above 1 with it.
 from __future__ import annotations
 
 import builtins
+import heapq
 import time
 from collections.abc import AsyncIterator
 
@@ -75,6 +76,12 @@ class InMemoryDriver(StorageDriver):
             raise PathNotFoundError(path)
         base = path.rstrip("/")
         return sorted({f"{base}/{p[len(base) + 1 :].split('/', 1)[0]}" for p in below})
+
+    async def list_after(self, path: str, after: str, limit: int) -> builtins.list[str]:
+        check_path(path)
+        prefix = path.rstrip("/") + "/"
+        names = (p[len(prefix) :] for p in self.files if p.startswith(prefix))
+        return heapq.nsmallest(limit, (n for n in names if "/" not in n and n > after))
 
     async def move(self, source: str, dest: str) -> None:
         check_path(source)

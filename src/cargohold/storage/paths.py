@@ -24,14 +24,23 @@ So are ``_pulls`` (when each tag was last pulled, for retention) and everything 
     /docker/registry/v2/_cargohold/gc/condemned/<batch>
     /docker/registry/v2/_cargohold/gc/claims/<batch>/<alg>/<hex>
     /docker/registry/v2/_cargohold/gc/deleted/<batch>
-    /docker/registry/v2/_cargohold/catalog/<name>/_repository   (the repository index)
-    /docker/registry/v2/_cargohold/catalog-built
+    /docker/registry/v2/_cargohold/repository-index/<name, "/" written "!">   (see below)
+    /docker/registry/v2/_cargohold/repository-index-built
     /docker/registry/v2/_cargohold/tmp/<id>          files being written, before their rename
     /docker/registry/v2/_cargohold/trash/<id>        trees being deleted, after their rename
     /docker/registry/v2/_cargohold/quarantine/<alg>/<hex>/data   blobs fsck found corrupt
     /docker/registry/v2/_cargohold/mirror/fetch/...           (pull-through mirrors' fetch files)
     /docker/registry/v2/_cargohold/mirror/incoming/<id>       (a fetched blob on its way in)
     /docker/registry/v2/_cargohold/mirror/stats/<mirror>/<process>   (hits and misses)
+
+The repository index (:mod:`cargohold.registry.repoindex`, object stores only) is one empty
+file per repository, all in one directory, named by the repository name with every ``/``
+written as ``!``: ``library/alpine`` is ``library!alpine``. ``!`` sorts below every character a
+name may contain (``-``, ``.``, ``0-9``, ``_``, ``a-z``), so the byte order of the file names,
+which is the order an S3 listing returns, is registry:2's component order of the names
+(``a/b`` before ``a-c``), and a ``_catalog`` page is one listing that starts after ``last``.
+Indexes written before (``_cargohold/catalog/<name>/_repository``, marker
+``_cargohold/catalog-built``; their order was not the catalog's) are replaced once and removed.
 
 ``tmp`` and ``trash`` keep every half-done write or delete out of the layout proper, so a
 process killed at any instant leaves nothing that registry:2 or cargohold would read
@@ -179,12 +188,29 @@ def gc_deleted(batch: str) -> str:
     return f"{GC_DELETED}/{batch}"
 
 
-CATALOG = f"{CARGOHOLD}/catalog"
-CATALOG_BUILT = f"{CARGOHOLD}/catalog-built"
+CATALOG = f"{CARGOHOLD}/repository-index"
+CATALOG_BUILT = f"{CARGOHOLD}/repository-index-built"
+CATALOG_SEPARATOR = "!"  # "/" in an index entry's file name; sorts below every name character
+# The first index (one directory per repository, listed in plain key order), removed on upgrade.
+LEGACY_CATALOG = f"{CARGOHOLD}/catalog"
+LEGACY_CATALOG_BUILT = f"{CARGOHOLD}/catalog-built"
+
+
+def catalog_key(name: str) -> str:
+    """The file name of ``name``'s index entry: byte order of keys is component order of names."""
+    return name.replace("/", CATALOG_SEPARATOR)
+
+
+def catalog_name(key: str) -> str | None:
+    """The repository an index file name stands for; None for anything that is not one."""
+    name = key.replace(CATALOG_SEPARATOR, "/")
+    if "/" in key or len(name) > MAX_NAME_LENGTH or not NAME_RE.match(name):
+        return None
+    return name
 
 
 def catalog_entry(name: str) -> str:
-    return f"{CATALOG}/{name}/_repository"
+    return f"{CATALOG}/{catalog_key(name)}"
 
 
 MIRROR = f"{CARGOHOLD}/mirror"
@@ -294,9 +320,9 @@ def parse(path: str) -> Parsed:
         return _parse_gc(path[len(_GC_SLASH) :].split("/"))
     if path.startswith(_MIRROR_SLASH):
         return Parsed(Kind.MIRROR_FILE)
-    if path.startswith(_CATALOG_SLASH) and path.endswith(_CATALOG_ENTRY):
-        name = path[len(_CATALOG_SLASH) : -len(_CATALOG_ENTRY)]
-        if len(name) <= MAX_NAME_LENGTH and NAME_RE.match(name):
+    if path.startswith(_CATALOG_SLASH):
+        name = catalog_name(path[len(_CATALOG_SLASH) :])
+        if name is not None:
             return Parsed(Kind.CATALOG_ENTRY, name)
     return UNKNOWN
 
@@ -372,7 +398,6 @@ _BLOBS_SLASH = BLOBS + "/"
 _GC_SLASH = GC + "/"
 _MIRROR_SLASH = MIRROR + "/"
 _CATALOG_SLASH = CATALOG + "/"
-_CATALOG_ENTRY = "/_repository"
 _UPLOAD_FILES = {"data": Kind.UPLOAD_DATA, "startedat": Kind.UPLOAD_STARTEDAT}
 _GC_BATCHES = {"condemned": Kind.GC_CONDEMNED, "claims": Kind.GC_CLAIMS, "deleted": Kind.GC_DELETED}
 def quarantine_data(d: Digest) -> str:

@@ -339,6 +339,28 @@ class S3Driver(StorageDriver):
             raise PathNotFoundError(path)
         return out
 
+    async def list_after(self, path: str, after: str, limit: int) -> builtins.list[str]:
+        """One ``ListObjectsV2`` per 1000 names, starting after ``after`` (S3 lists in UTF-8
+        byte order); keys further down (common prefixes) are skipped, so a page of a directory
+        with subdirectories may take another request to fill."""
+        prefix = self._dir_prefix(path)
+        args: dict[str, Any] = {"Prefix": prefix, "Delimiter": "/"}
+        if after:
+            args["StartAfter"] = prefix + after
+        out: builtins.list[str] = []
+        while len(out) < limit:
+            args["MaxKeys"] = min(limit - len(out), LIST_MAX)
+            resp = await self._call("list_objects_v2", path, **args)
+            for obj in resp.get("Contents") or []:
+                name = obj["Key"][len(prefix) :]
+                if name > after:  # (not the directory's own marker object)
+                    out.append(name)
+            token = resp.get("NextContinuationToken")
+            if not resp.get("IsTruncated") or not token:
+                break
+            args["ContinuationToken"] = token
+        return out[:limit]
+
     async def walk(self, path: str) -> builtins.list[FileInfo]:
         """Every key below ``path`` with flat listings: one request per 1000 keys. Sizes are
         the stored objects' (an upload in progress shows its append record's)."""

@@ -42,6 +42,9 @@ class DriverWrapper(StorageDriver):
     async def list(self, path: str) -> builtins.list[str]:
         return await self.inner.list(path)
 
+    async def list_after(self, path: str, after: str, limit: int) -> builtins.list[str]:
+        return await self.inner.list_after(path, after, limit)
+
     async def move(self, source: str, dest: str) -> None:
         await self.inner.move(source, dest)
 
