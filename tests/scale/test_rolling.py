@@ -189,8 +189,9 @@ def test_redis_stopped_and_started_during_load_and_the_cache_refills(
             redis.stop()  # an outage: every request is still served (the load checks them)
             load.wait_for(6)
 
-            redis.start()  # same port, empty (no persistence)
-            assert redis_keys(redis) == 0
+            # Same port, empty: it runs with --save "" and --appendonly no. (Asserting zero keys
+            # here would race the replicas, which write again the moment it answers.)
+            redis.start()
             load.wait_for(4)
             # The replicas reconnect: descriptors of the pushes and pulls go back in.
             eventually(lambda: redis_keys(redis) > 0, timeout=120)
