@@ -190,8 +190,17 @@ def start_topology(
             top.procs.append(
                 Proc(
                     "redis",
-                    ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
-                     "--save", "", "--appendonly", "no"],  # fmt: skip
+                    [
+                        "redis-server",
+                        "--port",
+                        str(redis_port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                    ],
                     workdir,
                 )
             )
