@@ -3,8 +3,11 @@
 It forwards every request unchanged (the ``Host`` header included, so SigV4 signatures made for
 the proxy's address still hold) and counts them. A test can tell it to answer the next ``n``
 requests, or every request until healed, with a 500 ``InternalError`` or a 503 ``SlowDown``
-(S3's XML error, as AWS sends it), without forwarding them. Runs its own event loop in a thread
-of the test process, so tests drive it with plain method calls.
+(S3's XML error, as AWS sends it), without forwarding them; or *stall* them: accept the request
+and then send nothing (``stall("headers")``), or forward it and send the answer's headers and
+half its body, then nothing more (``stall("body")``), until healed, when the stalled connections
+are dropped. Runs its own event loop in a thread of the test process, so tests drive it with
+plain method calls.
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ class FaultProxy(S3Endpoint):
         self._lock = threading.Lock()
         self._failures = 0  # > 0: that many more; -1: until healed
         self._status = 503
+        self._stall: str | None = None  # None: answer with _status; "headers" / "body": stall
+        self._released: asyncio.Event | None = None  # set on heal: stalled handlers give up
+        self.stalled = 0  # requests stalled so far
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
@@ -54,11 +60,22 @@ class FaultProxy(S3Endpoint):
     def fail(self, count: int = -1, status: int = 503) -> None:
         """Answer the next ``count`` requests (every one while ``count`` is -1) with ``status``."""
         with self._lock:
-            self._failures, self._status = count, status
+            self._failures, self._status, self._stall = count, status, None
+
+    def stall(self, where: str = "headers", count: int = -1) -> None:
+        """Stall the next ``count`` requests (every one while -1): ``"headers"`` sends nothing
+        at all, ``"body"`` sends the upstream's headers and the first half of its body."""
+        assert where in ("headers", "body"), where
+        with self._lock:
+            self._failures, self._stall = count, where
 
     def heal(self) -> None:
+        """Forward everything again; connections stalled so far are dropped."""
         with self._lock:
             self._failures = 0
+        released = self._released
+        if released is not None:
+            self._loop.call_soon_threadsafe(released.set)
 
     @property
     def pending_failures(self) -> int:
@@ -80,18 +97,37 @@ class FaultProxy(S3Endpoint):
 
     # -- serving -------------------------------------------------------------------------------
 
-    def _take_fault(self, request: web.Request) -> int | None:
+    def _take_fault(self, request: web.Request) -> int | str | None:
+        """The fault for this request: a status, ``"headers"``/``"body"`` (stall), or None."""
         with self._lock:
             fault = self._failures != 0
-            if self._failures > 0:
+            if self._stall == "body" and request.method != "GET":
+                fault = False  # only answers with a body can stall halfway through it
+            if fault and self._failures > 0:
                 self._failures -= 1
             self.seen.append(Seen(request.method, request.path_qs, fault))
-            return self._status if fault else None
+            if not fault:
+                return None
+            if self._stall is not None:
+                self.stalled += 1
+                return self._stall
+            return self._status
+
+    async def _stalled(self, request: web.Request) -> web.Response:
+        """Hold the connection open, sending nothing more, until healed; then drop it."""
+        if self._released is None or self._released.is_set():
+            self._released = asyncio.Event()
+        await self._released.wait()
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=500)  # never sent: the connection is gone
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         status = self._take_fault(request)
-        if status is not None:
+        if status == "headers":
+            return await self._stalled(request)
+        if isinstance(status, int):
             code = _CODES.get(status, "InternalError")
             xml = (
                 '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -110,11 +146,17 @@ class FaultProxy(S3Endpoint):
         ) as upstream:
             payload = await upstream.read()
             out = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP}
-            if request.method == "HEAD" and "Content-Length" in upstream.headers:
-                # A HEAD's size is its Content-Length (there is no body to measure): keep it.
-                out["Content-Length"] = upstream.headers["Content-Length"]
-                return web.Response(status=upstream.status, headers=out)
-            return web.Response(status=upstream.status, body=payload, headers=out)
+        if status == "body":
+            response = web.StreamResponse(status=upstream.status, headers=out)
+            response.content_length = len(payload)
+            await response.prepare(request)
+            await response.write(payload[: len(payload) // 2])
+            return await self._stalled(request)
+        if request.method == "HEAD" and "Content-Length" in upstream.headers:
+            # A HEAD's size is its Content-Length (there is no body to measure): keep it.
+            out["Content-Length"] = upstream.headers["Content-Length"]
+            return web.Response(status=upstream.status, headers=out)
+        return web.Response(status=upstream.status, body=payload, headers=out)
 
     async def _start(self) -> None:
         self._session = aiohttp.ClientSession(auto_decompress=False)
@@ -139,6 +181,7 @@ class FaultProxy(S3Endpoint):
         return self
 
     def stop(self) -> None:
+        self.heal()
         self._run(self._stop())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
