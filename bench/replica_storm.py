@@ -385,7 +385,10 @@ def storm(top: Topology, image: Image, clients: int, timeout: float) -> dict[str
     for t in threads:
         t.start()
     roots = [r.proc.pid for r in top.replicas]
+    others = {p.name: p.proc.pid for p in top.procs if p not in top.replicas}
     cpu_before = cpu_seconds(_tree_pids(roots))
+    others_before = {name: cpu_seconds([pid]) for name, pid in others.items()}
+    client_before = time.process_time()
     sampler = MemorySampler(roots)
     sampler.sample()
     rest = statistics.mean(sampler.rss) / MiB
@@ -398,6 +401,8 @@ def storm(top: Topology, image: Image, clients: int, timeout: float) -> dict[str
     wall = time.perf_counter() - began
     sampler.finish()
     cpu = cpu_seconds(_tree_pids(roots)) - cpu_before
+    client_cpu = time.process_time() - client_before
+    others_cpu = {name: cpu_seconds([pid]) - others_before[name] for name, pid in others.items()}
     hung = sum(t.is_alive() for t in threads)
     for p in pullers:
         p.close()
@@ -409,6 +414,10 @@ def storm(top: Topology, image: Image, clients: int, timeout: float) -> dict[str
         "pss_peak_mib": round(max(sampler.pss) / MiB, 1),
         "rss_rest_mib": round(rest, 1),
         "replica_cpu_s": round(cpu, 2),
+        # Where the rest of the machine went: S3 (moto serves every byte either way: through
+        # the replicas, or straight to the clients when redirected), haproxy, the clients.
+        **{f"{name}_cpu_s": round(v, 2) for name, v in others_cpu.items()},
+        "client_cpu_s": round(client_cpu, 2),
         "clients_verified": sum(p.verified == blobs for p in pullers),
         "redirects": sum(p.redirects for p in pullers),
         "hung": hung,
@@ -486,6 +495,9 @@ def main() -> int:
         ("Replicas' peak PSS (MiB)", "pss_peak_mib"),
         ("Replicas' RSS at rest (MiB)", "rss_rest_mib"),
         ("Replicas' CPU (s)", "replica_cpu_s"),
+        ("moto's CPU (s)", "moto_cpu_s"),
+        ("haproxy's CPU (s)", "haproxy_cpu_s"),
+        ("Clients' CPU (s)", "client_cpu_s"),
     ]
     summary: dict[str, dict[str, Any]] = {}
     print(
