@@ -13,13 +13,12 @@ time: requests are bounded by client timeouts far above the configured retry bud
 
 from __future__ import annotations
 
-import hashlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import requests
-from support.faultproxy import FaultProxy
+from support.faultproxy import FaultProxy, sha256, stored
 from support.servers import RegistryProcess, unique_repo
 from support.stores import MotoServer
 from support.waiting import eventually
@@ -27,22 +26,6 @@ from support.waiting import eventually
 Factory = Callable[..., RegistryProcess]
 # Well above 3 attempts x readtimeout (+ backoff) on a loaded machine, well below 3 x 60 s.
 CLIENT_TIMEOUT = 90
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def blob_key(digest: str) -> str:
-    hex_ = digest.split(":")[1]
-    return f"docker/registry/v2/blobs/sha256/{hex_[:2]}/{hex_}/data"
-
-
-@pytest.fixture
-def proxy(moto: MotoServer) -> Iterator[FaultProxy]:
-    server = FaultProxy(moto).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -74,15 +57,6 @@ def finish_upload(location: str, data: bytes) -> requests.Response:
 
 def push(reg: RegistryProcess, name: str, data: bytes) -> requests.Response:
     return finish_upload(start_upload(reg, name), data)
-
-
-def stored(moto: MotoServer, bucket: str, data: bytes) -> bool:
-    client = moto.client()
-    try:
-        body = client.get_object(Bucket=bucket, Key=blob_key(sha256(data)))["Body"]
-    except client.exceptions.NoSuchKey:
-        return False
-    return bool(body.read() == data)
 
 
 def health(reg: RegistryProcess) -> int:

@@ -13,6 +13,7 @@ plain method calls.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,7 @@ import aiohttp
 from aiohttp import web
 
 from .servers import free_port
-from .stores import S3Endpoint
+from .stores import MotoServer, S3Endpoint
 
 _HOP = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "content-length", "upgrade", "te"}
@@ -190,3 +191,24 @@ class FaultProxy(S3Endpoint):
         with self._lock:
             lines = [f"{s.method} {s.path_qs} {'FAULT' if s.faulted else ''}" for s in self.seen]
         return "--- fault proxy ---\n" + "\n".join(lines)[-max_chars:]
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def blob_key(digest: str) -> str:
+    """The bucket key of a blob's data (registry:2's layout, empty rootdirectory)."""
+    hex_ = digest.split(":")[1]
+    return f"docker/registry/v2/blobs/sha256/{hex_[:2]}/{hex_}/data"
+
+
+def stored(moto: MotoServer, bucket: str, data: bytes) -> bool:
+    """Whether ``data`` is in the bucket, whole, as a blob: asked of moto directly, past the
+    proxy, so a test learns what was really stored, not what the registry said."""
+    client = moto.client()
+    try:
+        body = client.get_object(Bucket=bucket, Key=blob_key(sha256(data)))["Body"]
+    except client.exceptions.NoSuchKey:
+        return False
+    return bool(body.read() == data)
