@@ -62,6 +62,18 @@ REPO = "bench/storm"
 SECRET = "replica-storm-shared-secret"
 ACCESS_KEY, SECRET_KEY, REGION = "bench", "bench-secret", "us-east-1"
 TARGETS = {"wall_s": 0.7, "rss_peak_mib": 0.5, "rss_mean_mib": 0.5}
+# REPLICA_STORM_PROFILE=DIR: each cargohold replica runs under cProfile (main thread only) and
+# writes DIR/replicaN-runM.prof when it stops, for finding where a replica's CPU goes.
+PROFILE_DIR = os.environ.get("REPLICA_STORM_PROFILE")
+PROFILED_SERVE = (
+    "import cProfile, sys\n"
+    "from cargohold.cli import main\n"
+    "profile = cProfile.Profile()\n"
+    "try:\n"
+    "    profile.runcall(main, ['serve', sys.argv[1]])\n"
+    "finally:\n"
+    "    profile.dump_stats(sys.argv[2])\n"
+)
 
 
 class Proc:
@@ -215,7 +227,11 @@ def start_topology(
             )
             env = dict(os.environ)
             env.pop("AWS_CA_BUNDLE", None)  # the reference panics with it set
-            if kind == "cargohold":
+            if kind == "cargohold" and PROFILE_DIR:
+                out = Path(PROFILE_DIR) / f"replica{i}-{workdir.name}.prof"
+                argv = [sys.executable, "-c", PROFILED_SERVE, str(cfg), str(out.resolve())]
+                env["PYTHONPATH"] = str(REPO_ROOT / "src")
+            elif kind == "cargohold":
                 argv = [sys.executable, "-m", "cargohold", "serve", str(cfg)]
                 argv += ["--workers", str(workers)] if workers != 1 else []
                 env["PYTHONPATH"] = str(REPO_ROOT / "src")
@@ -440,6 +456,7 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=1, help="cargohold worker processes per replica")
     p.add_argument("--redirect", default="off,on", help="variants to run: off, on or off,on")
     p.add_argument("--redis", action="store_true", help="a redis-server as blob descriptor cache")
+    p.add_argument("--only", choices=("cargohold", "registry:2"), help="one server (no ratios)")
     p.add_argument("--timeout", type=float, default=600, help="bound on one storm (s)")
     p.add_argument("--json", default=None)
     p.add_argument("--tmpdir", default=None)
@@ -465,6 +482,8 @@ def main() -> int:
         n = 0
         for variant in variants:
             for which in order[: args.reps * 2]:
+                if args.only and which != args.only:
+                    continue
                 kind = "cargohold" if which == "cargohold" else "reference"
                 workdir = base / f"run{n}"
                 n += 1
@@ -486,7 +505,8 @@ def main() -> int:
     load_after = os.getloadavg()
 
     def med(variant: str, which: str, key: str) -> float:
-        return float(statistics.median(r[key] for r in runs[variant][which]))
+        values = [r[key] for r in runs[variant][which]]
+        return float(statistics.median(values)) if values else 0.0
 
     rows = [
         ("Wall time (s)", "wall_s"),

@@ -49,6 +49,7 @@ class FaultProxy(S3Endpoint):
         self._failures = 0  # > 0: that many more; -1: until healed
         self._status = 503
         self._stall: str | None = None  # None: answer with _status; "headers" / "body": stall
+        self._match = ""  # only requests whose path contains this are faulted
         self._released: asyncio.Event | None = None  # set on heal: stalled handlers give up
         self.stalled = 0  # requests stalled so far
         self._loop = asyncio.new_event_loop()
@@ -61,14 +62,15 @@ class FaultProxy(S3Endpoint):
     def fail(self, count: int = -1, status: int = 503) -> None:
         """Answer the next ``count`` requests (every one while ``count`` is -1) with ``status``."""
         with self._lock:
-            self._failures, self._status, self._stall = count, status, None
+            self._failures, self._status, self._stall, self._match = count, status, None, ""
 
-    def stall(self, where: str = "headers", count: int = -1) -> None:
-        """Stall the next ``count`` requests (every one while -1): ``"headers"`` sends nothing
-        at all, ``"body"`` sends the upstream's headers and the first half of its body."""
+    def stall(self, where: str = "headers", count: int = -1, match: str = "") -> None:
+        """Stall the next ``count`` requests (every one while -1) whose path contains ``match``
+        (a registry's background listings then pass): ``"headers"`` sends nothing at all,
+        ``"body"`` sends the upstream's headers and the first half of its body."""
         assert where in ("headers", "body"), where
         with self._lock:
-            self._failures, self._stall = count, where
+            self._failures, self._stall, self._match = count, where, match
 
     def heal(self) -> None:
         """Forward everything again; connections stalled so far are dropped."""
@@ -101,7 +103,7 @@ class FaultProxy(S3Endpoint):
     def _take_fault(self, request: web.Request) -> int | str | None:
         """The fault for this request: a status, ``"headers"``/``"body"`` (stall), or None."""
         with self._lock:
-            fault = self._failures != 0
+            fault = self._failures != 0 and self._match in request.path
             if self._stall == "body" and request.method != "GET":
                 fault = False  # only answers with a body can stall halfway through it
             if fault and self._failures > 0:

@@ -195,7 +195,11 @@ async def _stream_blob(
         return response
     remaining = end - start + 1
     # A whole body is hashed as it goes and its last chunk held back until the hash matched
-    # (see registry/integrity.py); a range cannot be checked without reading the rest.
+    # (see registry/integrity.py); a range cannot be checked without reading the rest. Hashed
+    # on the event loop, not in a thread: a chunk is at most 1 MiB (half a millisecond), and a
+    # thread hand-off per chunk cost more than the hash. Measured in bench/replica_storm.py
+    # (40 streams of 16 MiB from S3): the replica's CPU fell from 3.1 to 2.5 s and its memory
+    # under the storm from +60..110 MiB to +5 MiB over rest (chunks waited for the threads).
     hasher = hashlib.new(digest.algorithm) if status == 200 else None
     held: bytes | None = None
     chunks = aiter(registry_of(request).blobs.read(digest, start))
@@ -210,7 +214,7 @@ async def _stream_blob(
             if len(chunk) > remaining:
                 chunk = chunk[:remaining]
             if hasher is not None:
-                await asyncio.to_thread(hasher.update, chunk)
+                hasher.update(chunk)
             if held is not None:
                 await response.write(held)
             held = chunk
