@@ -292,14 +292,18 @@ class MemorySampler(threading.Thread):
         self.roots, self.interval = roots, interval
         self.rss: list[int] = []
         self.pss: list[int] = []
+        self.peaks = [0] * len(roots)  # each replica's own peak RSS
         self._halt = threading.Event()
 
     def sample(self) -> None:
         rss = pss = 0
-        for pid in _tree_pids(self.roots):
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                r, p = _read_rss_pss(pid)
-                rss, pss = rss + r, pss + p
+        for i, root in enumerate(self.roots):
+            mine = 0
+            for pid in process_tree(root):
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    r, p = _read_rss_pss(pid)
+                    rss, pss, mine = rss + r, pss + p, mine + r
+            self.peaks[i] = max(self.peaks[i], mine)
         self.rss.append(rss)
         self.pss.append(pss)
 
@@ -428,6 +432,7 @@ def storm(top: Topology, image: Image, clients: int, timeout: float) -> dict[str
         "rss_peak_mib": round(max(sampler.rss) / MiB, 1),
         "rss_mean_mib": round(statistics.mean(sampler.rss) / MiB, 1),
         "pss_peak_mib": round(max(sampler.pss) / MiB, 1),
+        "rss_peak_each_mib": [round(p / MiB, 1) for p in sampler.peaks],
         "rss_rest_mib": round(rest, 1),
         "replica_cpu_s": round(cpu, 2),
         # Where the rest of the machine went: S3 (moto serves every byte either way: through

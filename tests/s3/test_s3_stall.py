@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import pytest
 import requests
-from support.faultproxy import FaultProxy, sha256, stored
+from support.faultproxy import FaultProxy, blob_key, sha256, stored
 from support.servers import RegistryProcess, unique_repo
 from support.stores import MotoServer
 from support.waiting import eventually
@@ -142,3 +142,27 @@ def test_read_that_keeps_stalling_is_cut_not_hung(
     proxy.heal()
     again = requests.get(url, timeout=CLIENT_TIMEOUT)
     assert again.status_code == 200 and again.content == data
+
+
+def test_blob_altered_in_the_bucket_is_cut_before_its_last_byte(
+    stalling: RegistryProcess, moto: MotoServer
+) -> None:
+    """Streamed bodies are hashed as they go and the last byte is held back until the hash
+    matched: bytes changed in the bucket behind the registry's back reach the client as a broken
+    transfer, never as a complete body; a range is served as stored (it cannot be checked)."""
+    name = unique_repo("stall/altered")
+    data = os.urandom(2 << 20)
+    assert push(stalling, name, data).status_code == 201
+    altered = bytearray(data)
+    altered[1 << 20] ^= 0xFF
+    bucket = stalling.bucket  # type: ignore[attr-defined]
+    moto.client().put_object(Bucket=bucket, Key=blob_key(sha256(data)), Body=bytes(altered))
+    url = f"{stalling.url}/v2/{name}/blobs/{sha256(data)}"
+    try:
+        got = requests.get(url, timeout=CLIENT_TIMEOUT)
+    except requests.exceptions.ChunkedEncodingError:
+        pass  # cut mid-body
+    else:
+        assert len(got.content) < len(data), got.status_code
+    part = requests.get(url, headers={"Range": "bytes=0-99"}, timeout=CLIENT_TIMEOUT)
+    assert part.status_code == 206 and part.content == data[:100]

@@ -194,14 +194,16 @@ async def _stream_blob(
         await response.prepare(request)
         return response
     remaining = end - start + 1
-    # A whole body is hashed as it goes and its last chunk held back until the hash matched
-    # (see registry/integrity.py); a range cannot be checked without reading the rest. Hashed
-    # on the event loop, not in a thread: a chunk is at most 1 MiB (half a millisecond), and a
-    # thread hand-off per chunk cost more than the hash. Measured in bench/replica_storm.py
-    # (40 streams of 16 MiB from S3): the replica's CPU fell from 3.1 to 2.5 s and its memory
-    # under the storm from +60..110 MiB to +5 MiB over rest (chunks waited for the threads).
+    # A whole body is hashed as it goes and its last byte held back until the hash matched
+    # (see registry/integrity.py): the client cannot take a body for complete before it was
+    # checked, and nothing but that byte waits, so a stream holds no more than the chunk in
+    # hand. A range cannot be checked without reading the rest. Hashed on the event loop,
+    # not in a thread: a chunk is at most 1 MiB (half a millisecond), and a thread hand-off
+    # per chunk cost more than the hash (bench/replica_storm.py, 40 streams of 16 MiB from
+    # S3: the replica's CPU fell from 3.1 to 2.5 s, and its memory under the storm from
+    # +60..110 MiB to +5 MiB over rest, as chunks no longer wait for the threads).
     hasher = hashlib.new(digest.algorithm) if status == 200 else None
-    held: bytes | None = None
+    tail = b""
     chunks = aiter(registry_of(request).blobs.read(digest, start))
     # The first bytes are fetched before the status goes out: a store that fails or stalls
     # now is still answered with a clean 503. Once the status is out, the only honest
@@ -210,18 +212,18 @@ async def _stream_blob(
     chunk = await anext(chunks, b"")
     await response.prepare(request)
     try:
-        while True:
+        while remaining > 0 and chunk:
             if len(chunk) > remaining:
                 chunk = chunk[:remaining]
             if hasher is not None:
                 hasher.update(chunk)
-            if held is not None:
-                await response.write(held)
-            held = chunk
             remaining -= len(chunk)
-            if remaining <= 0 or not chunk:
-                break
-            chunk = await anext(chunks, b"")
+            if remaining == 0 and hasher is not None:
+                chunk, tail = chunk[:-1], chunk[-1:]
+            if chunk:
+                await response.write(chunk)
+            if remaining > 0:
+                chunk = await anext(chunks, b"")
     except StorageError as exc:
         if request.transport is not None:
             request.transport.abort()
@@ -230,8 +232,8 @@ async def _stream_blob(
         if request.transport is not None:
             request.transport.abort()
         raise ConnectionResetError(f"blob {digest} is corrupt or short")
-    if held is not None:
-        await response.write(held)
+    if tail:
+        await response.write(tail)
     await response.write_eof()
     return response
 
