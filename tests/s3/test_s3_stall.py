@@ -8,7 +8,7 @@ is retried like a 503 (botocore's standard mode), and then gives the client the 
 moto directly), ``/debug/health`` answers 503 while the store stalls, and everything works again
 once it answers. A read that stalls halfway resumes where it broke off. Nothing here measures
 time: requests are bounded by client timeouts far above the configured retry budget
-(3 attempts of 1 s) and far below what the default 60 s read timeout would take.
+(3 attempts of 2 s) and far below what the default 60 s read timeout would take.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ CLIENT_TIMEOUT = 90
 
 @pytest.fixture
 def stalling(proxy: FaultProxy, moto: MotoServer, make_registry: Factory) -> RegistryProcess:
-    """cargohold on S3 through the proxy, 1 s timeouts, streaming blobs itself (no redirect)."""
+    """cargohold on S3 through the proxy, 2 s timeouts, streaming blobs itself (no redirect)."""
     bucket = moto.new_bucket("stall")
-    section = proxy.storage_section(bucket, readtimeout="1s", connecttimeout="1s")
+    section = proxy.storage_section(bucket, readtimeout="2s", connecttimeout="2s")
     reg = make_registry(config={"storage": {**section, "redirect": {"disable": True}}})
     reg.bucket = bucket  # type: ignore[attr-defined]
     return reg
