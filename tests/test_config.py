@@ -140,6 +140,22 @@ def test_seed_s3_variables_configure_the_s3_driver(tmp_path: Path) -> None:
     assert (storage.driver, storage.params) == ("s3", {"bucket": "b", "region": "eu-west-1"})
 
 
+def test_s3_timeouts_come_from_the_environment_too(tmp_path: Path) -> None:
+    environ = {
+        "REGISTRY_STORAGE": "s3",
+        "REGISTRY_STORAGE_S3_BUCKET": "b",
+        "REGISTRY_STORAGE_S3_REGION": "eu-west-1",
+        "REGISTRY_STORAGE_S3_READTIMEOUT": "2s",
+        "REGISTRY_STORAGE_S3_CONNECTTIMEOUT": "500ms",
+    }
+    storage = load_text(tmp_path, MINIMAL, environ).storage
+    assert storage.params["readtimeout"] == "2s"
+    assert storage.params["connecttimeout"] == "500ms"
+    environ["REGISTRY_STORAGE_S3_READTIMEOUT"] = "whenever"
+    with pytest.raises(ConfigError, match=r"^storage\.s3\.readtimeout: invalid duration"):
+        load_text(tmp_path, MINIMAL, environ)
+
+
 def test_seed_htpasswd_variables_build_auth_section(tmp_path: Path) -> None:
     environ = {
         "REGISTRY_AUTH": "htpasswd",

@@ -9,6 +9,7 @@
 - ``rgw`` (session): a Ceph RADOS Gateway (:class:`support.ceph.RgwServer`), one per test run
   shared by the xdist workers; same interface as ``moto``. Skips when Ceph is not installed.
 - ``rgw_registry``: like ``s3_registry``, on the RADOS Gateway.
+- ``proxy``: a :class:`support.faultproxy.FaultProxy` in front of ``moto`` (per test).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 from support.ceph import RgwServer, rgw_available
+from support.faultproxy import FaultProxy
 from support.servers import RegistryProcess, deep_merge
 from support.stores import MotoServer, S3Endpoint
 
@@ -67,3 +69,10 @@ def rgw_registry(
     rgw: RgwServer, make_registry: Callable[..., RegistryProcess]
 ) -> S3RegistryFactory:
     return _registry_factory(rgw, make_registry)
+
+
+@pytest.fixture
+def proxy(moto: MotoServer) -> Iterator[FaultProxy]:
+    server = FaultProxy(moto).start()
+    yield server
+    server.stop()

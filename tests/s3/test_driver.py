@@ -315,3 +315,20 @@ def test_params_are_validated() -> None:
         {"bucket": "b", "regionendpoint": "minio:9000", "secure": "false", "chunksize": "6291456"}
     )
     assert (p.region, p.endpoint_url, p.chunksize) == ("us-east-1", "http://minio:9000", 6 * MiB)
+
+
+def test_timeouts_are_durations_or_seconds() -> None:
+    from cargohold.storage.s3params import S3ParamError
+
+    base = {"bucket": "b", "region": "r"}
+    p = parse_s3_params(base)
+    assert (p.connecttimeout, p.readtimeout) == (5.0, 60.0)  # what the driver always used
+    p = parse_s3_params({**base, "connecttimeout": "250ms", "readtimeout": "1m30s"})
+    assert (p.connecttimeout, p.readtimeout) == (0.25, 90.0)
+    p = parse_s3_params({**base, "connecttimeout": 2, "readtimeout": 7.5})
+    assert (p.connecttimeout, p.readtimeout) == (2.0, 7.5)
+    for key, bad in (("readtimeout", "soon"), ("readtimeout", "0"), ("connecttimeout", "-1s"),
+                     ("connecttimeout", True), ("readtimeout", "2h")):  # fmt: skip
+        with pytest.raises(S3ParamError) as info:
+            parse_s3_params({**base, key: bad})
+        assert info.value.key == key, (key, bad)

@@ -9,34 +9,17 @@ whose blob is not in the bucket, checked on moto directly.
 
 from __future__ import annotations
 
-import hashlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import requests
-from support.faultproxy import FaultProxy
+from support.faultproxy import FaultProxy, sha256, stored
 from support.servers import RegistryProcess, unique_repo
 from support.stores import MotoServer
 from support.waiting import eventually
 
 Factory = Callable[..., RegistryProcess]
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def blob_key(digest: str) -> str:
-    hex_ = digest.split(":")[1]
-    return f"docker/registry/v2/blobs/sha256/{hex_[:2]}/{hex_}/data"
-
-
-@pytest.fixture
-def proxy(moto: MotoServer) -> Iterator[FaultProxy]:
-    server = FaultProxy(moto).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -60,14 +43,6 @@ def push(reg: RegistryProcess, name: str, data: bytes) -> requests.Response:
         headers={"Content-Type": "application/octet-stream"},
         timeout=120,
     )
-
-
-def stored(moto: MotoServer, bucket: str, data: bytes) -> bool:
-    try:
-        body = moto.client().get_object(Bucket=bucket, Key=blob_key(sha256(data)))["Body"]
-    except moto.client().exceptions.NoSuchKey:
-        return False
-    return bool(body.read() == data)
 
 
 def health(reg: RegistryProcess) -> int:

@@ -14,6 +14,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from cargohold.storage.params import parse_duration as parse_duration  # re-exported
+
 logger = logging.getLogger("cargohold.config")
 
 Decoder = Callable[[Any, str, Any], Any]
@@ -25,43 +27,6 @@ class ConfigError(Exception):
     def __init__(self, message: str, *, key: str | None = None) -> None:
         self.key = key
         super().__init__(f"{key}: {message}" if key else message)
-
-
-_DURATION_UNITS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "\u00b5s": 1e-6,
-    "\u03bcs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
-_DURATION_PART = re.compile(r"([0-9]+\.?[0-9]*|\.[0-9]+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
-
-
-def parse_duration(text: str) -> float:
-    """Parse a Go duration (`168h`, `1h30m`, `1.5s`, `250ms`, `-1m`, `0`) into seconds.
-
-    registry:2 reads its durations with Go's time.ParseDuration, so existing files use that
-    syntax: one or more number+unit pairs, an optional sign, and a bare `0`. Raises ValueError.
-    """
-    rest = text
-    sign = 1.0
-    if rest[:1] in ("+", "-"):
-        sign, rest = (-1.0 if rest[0] == "-" else 1.0), rest[1:]
-    if rest == "0":
-        return 0.0
-    if not rest:
-        raise ValueError(f"invalid duration {text!r}")
-    total, pos = 0.0, 0
-    while pos < len(rest):
-        match = _DURATION_PART.match(rest, pos)
-        if match is None:
-            raise ValueError(f"invalid duration {text!r} (expected e.g. 24h, 1h30m, 10s)")
-        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        pos = match.end()
-    return sign * total
 
 
 def parse_addr(addr: str) -> tuple[str, int]:

@@ -187,9 +187,11 @@ class S3Driver(StorageDriver):
                     # botocore's standard mode: 500/503/SlowDown, throttling and broken
                     # connections are retried with exponential backoff and full jitter; what
                     # still fails becomes S3UnavailableError (a 503 to the client).
+                    # A store that accepts and then stalls is a failure after readtimeout
+                    # (storage.s3.connecttimeout / readtimeout), retried like the others.
                     retries={"max_attempts": 3, "mode": "standard"},
-                    connect_timeout=5,
-                    read_timeout=60,
+                    connect_timeout=p.connecttimeout,
+                    read_timeout=p.readtimeout,
                     max_pool_connections=max(64, min(p.multipartcopymaxconcurrency, 256)),
                     user_agent_extra=p.useragent or None,
                     # Plain Content-MD5/no trailer checksums: what S3-compatible stores accept.
@@ -318,7 +320,7 @@ class S3Driver(StorageDriver):
             except (aiohttp.ClientError, TimeoutError, OSError, BotoCoreError) as e:
                 retries += 1
                 if retries > READ_RETRIES:
-                    raise S3Error(f"s3 read {path} at {position}: {e}") from e
+                    raise S3UnavailableError(f"s3 read {path} at {position}: {e}") from e
                 log.warning("s3 read of %s broke at byte %d (%s); resuming", path, position, e)
             finally:
                 body.close()

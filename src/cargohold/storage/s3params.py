@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cargohold.storage.params import DriverParams, ParamError, Warn
+from cargohold.storage.params import duration as _duration
 from cargohold.storage.params import flag as _flag
 from cargohold.storage.params import integer as _integer
 from cargohold.storage.params import text as _text
@@ -23,6 +24,12 @@ DEFAULT_CHUNK_SIZE = 2 * MIN_CHUNK_SIZE
 DEFAULT_MULTIPART_COPY_CHUNK_SIZE = 32 * 1024 * 1024
 DEFAULT_MULTIPART_COPY_MAX_CONCURRENCY = 100
 DEFAULT_MULTIPART_COPY_THRESHOLD_SIZE = 32 * 1024 * 1024
+# cargohold's own keys: how long one S3 request may take to connect, and to send the next bytes
+# of its answer, before it counts as failed (and is retried, then answered 503). registry:2 has
+# no such keys and ignores them, so a bucket's config still moves both ways.
+DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_READ_TIMEOUT = 60.0
+MAX_TIMEOUT = 3600.0
 
 STORAGE_CLASSES = (
     "NONE",
@@ -70,6 +77,8 @@ KNOWN_KEYS = frozenset(
         "accelerate",
         "usefipsendpoint",
         "loglevel",
+        "connecttimeout",
+        "readtimeout",
     }
 )
 
@@ -102,6 +111,8 @@ class S3Params:
     useragent: str = ""
     usedualstack: bool = False
     accelerate: bool = False
+    connecttimeout: float = DEFAULT_CONNECT_TIMEOUT
+    readtimeout: float = DEFAULT_READ_TIMEOUT
 
     @property
     def endpoint_url(self) -> str | None:
@@ -200,6 +211,10 @@ def _parse_s3_params(params: Mapping[str, Any]) -> S3Params:
         useragent=_text(params, "useragent"),
         usedualstack=_flag(params, "usedualstack", False),
         accelerate=_flag(params, "accelerate", False),
+        connecttimeout=_duration(
+            params, "connecttimeout", DEFAULT_CONNECT_TIMEOUT, 0.001, MAX_TIMEOUT
+        ),
+        readtimeout=_duration(params, "readtimeout", DEFAULT_READ_TIMEOUT, 0.001, MAX_TIMEOUT),
     )
 
 

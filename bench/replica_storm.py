@@ -1,0 +1,572 @@
+#!/usr/bin/env python3
+"""Pull storm across replicas: 3 replicas on one S3 endpoint behind haproxy, cargohold against
+registry:2 in the same topology, with S3 redirects off and on.
+
+    python bench/replica_storm.py [--clients 200] [--layers 4] [--layer-mib 16] [--reps 1]
+                                  [--replicas 3] [--workers 1] [--redirect off,on] [--redis]
+                                  [--json OUT]
+
+For every run a fresh topology is started (all on loopback): one moto S3 server (``python -m
+moto.server``) with a new bucket, optionally a redis-server (``--redis``: the replicas' blob
+descriptor cache), ``--replicas`` replicas sharing the bucket and ``http.secret`` (cargohold
+``serve --workers N`` or Debian's ``docker-registry``, with the same registry:2 config), and
+haproxy in front (round robin per request, health-checked with ``GET /v2/``). One image
+(``--layers`` layers of ``--layer-mib`` random bytes and a config) is pushed once through
+haproxy, untimed; then ``--clients`` clients, released together, each pull the manifest by tag
+and every blob through haproxy. With redirect on, blob GETs answer 307 to a presigned moto URL
+and the client follows it, so moto itself serves the bytes: what the replicas then cost is what
+the issue measures. Every client checks the manifest's digest and every blob's sha256 and size.
+
+Measured per run: the wall time from release to the last client done, and the replicas' total
+RSS (every replica's process tree, summed) sampled from /proc every 100 ms during the storm: peak
+and mean (PSS beside it), plus the replicas' CPU seconds. Runs go A,B,B,A per variant (A =
+cargohold); medians are compared as cargohold / registry:2 ratios against the targets (wall
+<= 0.7x, memory <= 0.5x). Exit status 0 when every client of every run verified every blob,
+1 otherwise.
+
+The clients are threads of this process with blocking sockets: each reads bodies with
+``readinto`` into its own 1 MiB buffer and hashes them in place (``hashlib`` releases the GIL for
+large buffers), so the bytes are never copied into Python objects and the client's cost per
+byte is the same whichever server answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from client import OCI_MANIFEST, Http, Image, ServerError
+from harness import PAGE_SIZE, _die_with_parent, free_port, install_signal_handlers, process_tree
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MiB = 1 << 20
+REPO = "bench/storm"
+SECRET = "replica-storm-shared-secret"
+ACCESS_KEY, SECRET_KEY, REGION = "bench", "bench-secret", "us-east-1"
+TARGETS = {"wall_s": 0.7, "rss_peak_mib": 0.5, "rss_mean_mib": 0.5}
+# REPLICA_STORM_PROFILE=DIR: each cargohold replica runs under cProfile (main thread only) and
+# writes DIR/replicaN-runM.prof when it stops, for finding where a replica's CPU goes.
+PROFILE_DIR = os.environ.get("REPLICA_STORM_PROFILE")
+PROFILED_SERVE = (
+    "import cProfile, sys\n"
+    "from cargohold.cli import main\n"
+    "profile = cProfile.Profile()\n"
+    "try:\n"
+    "    profile.runcall(main, ['serve', sys.argv[1]])\n"
+    "finally:\n"
+    "    profile.dump_stats(sys.argv[2])\n"
+)
+
+
+class Proc:
+    """One process group started in its own session; killed with the harness if need be."""
+
+    def __init__(
+        self, name: str, argv: list[str], workdir: Path, env: dict[str, str] | None = None
+    ) -> None:
+        self.name, self.workdir = name, workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.log = workdir / f"{name}.log"
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=workdir,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env if env is not None else dict(os.environ),
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+
+    def wait_ready(self, port: int, path: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"{self.name} exited:\n{self.log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except Exception as e:  # not up yet
+                last = str(e)
+            time.sleep(0.1)
+        raise SystemExit(f"{self.name} not ready after {timeout}s: {last}")
+
+    def stop(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                self.proc.wait(10)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+
+def replica_config(port: int, s3: str, bucket: str, redirect: bool, redis: str | None) -> str:
+    """The registry:2 config both servers get: S3 on moto, shared secret, blob descriptor cache."""
+    return (
+        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
+        "storage:\n  s3:\n"
+        f"    region: {REGION}\n    regionendpoint: {s3}\n    forcepathstyle: true\n"
+        f"    bucket: {bucket}\n    accesskey: {ACCESS_KEY}\n    secretkey: {SECRET_KEY}\n"
+        "    secure: false\n    v4auth: true\n"
+        "  delete:\n    enabled: true\n"
+        f"  redirect:\n    disable: {'false' if redirect else 'true'}\n"
+        f"  cache:\n    blobdescriptor: {'redis' if redis else 'inmemory'}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n  secret: {SECRET}\n"
+        + (f"redis:\n  addr: {redis}\n" if redis else "")
+    )
+
+
+def haproxy_config(port: int, backends: list[int]) -> str:
+    servers = "\n".join(
+        f"    server r{i} 127.0.0.1:{p} check inter 1s" for i, p in enumerate(backends)
+    )
+    return f"""global
+    maxconn 4000
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 600s
+    timeout server 600s
+    option http-server-close
+
+frontend registry
+    bind 127.0.0.1:{port}
+    default_backend replicas
+
+backend replicas
+    balance roundrobin
+    option httpchk GET /v2/
+    http-check expect status 200
+{servers}
+"""
+
+
+@dataclass
+class Topology:
+    """moto (+ redis) + replicas + haproxy for one run; ``stop`` ends them all."""
+
+    procs: list[Proc] = field(default_factory=list)
+    replicas: list[Proc] = field(default_factory=list)
+    port: int = 0
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+
+
+def start_topology(
+    kind: str, workdir: Path, replicas: int, workers: int, redirect: bool, redis: bool
+) -> Topology:
+    top = Topology()
+    try:
+        s3_port = free_port()
+        moto = Proc(
+            "moto",
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)],
+            workdir,
+        )
+        top.procs.append(moto)
+        moto.wait_ready(s3_port, "/moto-api/")
+        bucket = "storm"
+        req = urllib.request.Request(f"http://127.0.0.1:{s3_port}/{bucket}", method="PUT")
+        urllib.request.urlopen(req, timeout=30).close()
+        redis_addr = None
+        if redis:
+            redis_port = free_port()
+            top.procs.append(
+                Proc(
+                    "redis",
+                    [
+                        "redis-server",
+                        "--port",
+                        str(redis_port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                    ],
+                    workdir,
+                )
+            )
+            redis_addr = f"127.0.0.1:{redis_port}"
+        ports = []
+        for i in range(replicas):
+            port = free_port()
+            ports.append(port)
+            cfg = workdir / f"replica{i}.yml"
+            cfg.write_text(
+                replica_config(port, f"http://127.0.0.1:{s3_port}", bucket, redirect, redis_addr)
+            )
+            env = dict(os.environ)
+            env.pop("AWS_CA_BUNDLE", None)  # the reference panics with it set
+            if kind == "cargohold" and PROFILE_DIR:
+                out = Path(PROFILE_DIR) / f"replica{i}-{workdir.name}.prof"
+                argv = [sys.executable, "-c", PROFILED_SERVE, str(cfg), str(out.resolve())]
+                env["PYTHONPATH"] = str(REPO_ROOT / "src")
+            elif kind == "cargohold":
+                argv = [sys.executable, "-m", "cargohold", "serve", str(cfg)]
+                argv += ["--workers", str(workers)] if workers != 1 else []
+                env["PYTHONPATH"] = str(REPO_ROOT / "src")
+            else:
+                argv = ["docker-registry", "serve", str(cfg)]
+            proc = Proc(f"replica{i}", argv, workdir, env)
+            top.procs.append(proc)
+            top.replicas.append(proc)
+        for proc, port in zip(top.replicas, ports, strict=True):
+            proc.wait_ready(port, "/v2/")
+        top.port = free_port()
+        hcfg = workdir / "haproxy.cfg"
+        hcfg.write_text(haproxy_config(top.port, ports))
+        haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+        top.procs.append(Proc("haproxy", [haproxy, "-db", "-f", str(hcfg)], workdir))
+        top.procs[-1].wait_ready(top.port, "/v2/")
+    except BaseException:
+        top.stop()
+        raise
+    return top
+
+
+# --- measurement ---------------------------------------------------------------------------
+
+
+def _tree_pids(roots: list[int]) -> list[int]:
+    return [pid for root in roots for pid in process_tree(root)]
+
+
+def _read_rss_pss(pid: int) -> tuple[int, int]:
+    with open(f"/proc/{pid}/statm", "rb") as f:
+        rss = int(f.read().split()[1]) * PAGE_SIZE
+    pss = 0
+    with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+        for line in f:
+            if line.startswith(b"Pss:"):
+                pss = int(line.split()[1]) * 1024
+                break
+    return rss, pss
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+class MemorySampler(threading.Thread):
+    """Total RSS and PSS of the replicas' process trees, every ``interval`` seconds."""
+
+    def __init__(self, roots: list[int], interval: float = 0.1) -> None:
+        super().__init__(name="rss-sampler", daemon=True)
+        self.roots, self.interval = roots, interval
+        self.rss: list[int] = []
+        self.pss: list[int] = []
+        self.peaks = [0] * len(roots)  # each replica's own peak RSS
+        self._halt = threading.Event()
+
+    def sample(self) -> None:
+        rss = pss = 0
+        for i, root in enumerate(self.roots):
+            mine = 0
+            for pid in process_tree(root):
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    r, p = _read_rss_pss(pid)
+                    rss, pss, mine = rss + r, pss + p, mine + r
+            self.peaks[i] = max(self.peaks[i], mine)
+        self.rss.append(rss)
+        self.pss.append(pss)
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            self.sample()
+            self._halt.wait(self.interval)
+
+    def finish(self) -> None:
+        self._halt.set()
+        self.join(10)
+        self.sample()
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """What every client must receive, computed once (not per client, not in the timed part)."""
+
+    manifest: str
+    blobs: list[tuple[str, int]]
+
+
+class Puller:
+    """One client: its own connection to haproxy, one to the S3 endpoint it is redirected to."""
+
+    def __init__(self, port: int, want: Wanted, timeout: float) -> None:
+        self.http = Http("127.0.0.1", port, timeout)
+        self.want, self.timeout = want, timeout
+        self.buf = bytearray(MiB)
+        self.redirected: dict[tuple[str, int], Http] = {}
+        self.redirects = 0
+        self.verified = 0
+
+    def close(self) -> None:
+        self.http.close()
+        for conn in self.redirected.values():
+            conn.close()
+
+    def _get_blob(self, conn: Http, path: str, hasher: Any, hops: int = 0) -> int:
+        c = conn._conn
+        c.request("GET", path)
+        raw = c.getresponse()
+        if raw.status in (301, 302, 303, 307, 308) and hops < 3:
+            location = raw.getheader("Location") or ""
+            raw.read()
+            if raw.will_close:
+                c.close()
+            parts = urlsplit(location)
+            host, port = parts.hostname or "127.0.0.1", parts.port or 80
+            if host not in ("127.0.0.1", "localhost", "::1"):
+                raise ServerError(f"redirect off loopback: {location}")
+            target = self.redirected.get((host, port))
+            if target is None:
+                target = self.redirected[(host, port)] = Http(host, port, self.timeout)
+            self.redirects += 1
+            rel = f"{parts.path}?{parts.query}" if parts.query else parts.path
+            return self._get_blob(target, rel, hasher, hops + 1)
+        if raw.status != 200:
+            raise ServerError(f"GET {path}: {raw.status} {raw.read()[:300]!r}")
+        view = memoryview(self.buf)
+        total = 0
+        while n := raw.readinto(view):
+            hasher.update(view[:n])
+            total += n
+        if raw.will_close:
+            c.close()
+        return total
+
+    def pull(self) -> None:
+        resp = self.http.request(
+            "GET", f"/v2/{REPO}/manifests/latest", headers={"Accept": OCI_MANIFEST}
+        )
+        if "sha256:" + hashlib.sha256(resp.body).hexdigest() != self.want.manifest:
+            raise ServerError("wrong manifest")
+        for digest, length in self.want.blobs:
+            hasher = hashlib.sha256()
+            size = self._get_blob(self.http, f"/v2/{REPO}/blobs/{digest}", hasher)
+            if size != length or "sha256:" + hasher.hexdigest() != digest:
+                raise ServerError(f"blob {digest}: {size} bytes, sha256 {hasher.hexdigest()}")
+            self.verified += 1
+
+
+def storm(top: Topology, image: Image, clients: int, timeout: float) -> dict[str, Any]:
+    want = Wanted(image.digest, [(d, len(b)) for d, b in image.blobs])
+    pullers = [Puller(top.port, want, timeout) for _ in range(clients)]
+    for p in pullers:
+        p.http.connect()
+    barrier = threading.Barrier(clients + 1)
+    errors: list[str] = []
+
+    def run(p: Puller) -> None:
+        barrier.wait()
+        try:
+            p.pull()
+        except (OSError, ServerError, http.client.HTTPException) as e:
+            errors.append(f"{type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=run, args=(p,), daemon=True) for p in pullers]
+    for t in threads:
+        t.start()
+    roots = [r.proc.pid for r in top.replicas]
+    others = {p.name: p.proc.pid for p in top.procs if p not in top.replicas}
+    cpu_before = cpu_seconds(_tree_pids(roots))
+    others_before = {name: cpu_seconds([pid]) for name, pid in others.items()}
+    client_before = time.process_time()
+    sampler = MemorySampler(roots)
+    sampler.sample()
+    rest = statistics.mean(sampler.rss) / MiB
+    sampler.start()
+    barrier.wait()
+    began = time.perf_counter()
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.1, deadline - time.monotonic()))
+    wall = time.perf_counter() - began
+    sampler.finish()
+    cpu = cpu_seconds(_tree_pids(roots)) - cpu_before
+    client_cpu = time.process_time() - client_before
+    others_cpu = {name: cpu_seconds([pid]) - others_before[name] for name, pid in others.items()}
+    hung = sum(t.is_alive() for t in threads)
+    for p in pullers:
+        p.close()
+    blobs = len(want.blobs)
+    return {
+        "wall_s": round(wall, 3),
+        "rss_peak_mib": round(max(sampler.rss) / MiB, 1),
+        "rss_mean_mib": round(statistics.mean(sampler.rss) / MiB, 1),
+        "pss_peak_mib": round(max(sampler.pss) / MiB, 1),
+        "rss_peak_each_mib": [round(p / MiB, 1) for p in sampler.peaks],
+        "rss_rest_mib": round(rest, 1),
+        "replica_cpu_s": round(cpu, 2),
+        # Where the rest of the machine went: S3 (moto serves every byte either way: through
+        # the replicas, or straight to the clients when redirected), haproxy, the clients.
+        **{f"{name}_cpu_s": round(v, 2) for name, v in others_cpu.items()},
+        "client_cpu_s": round(client_cpu, 2),
+        "clients_verified": sum(p.verified == blobs for p in pullers),
+        "redirects": sum(p.redirects for p in pullers),
+        "hung": hung,
+        "errors": errors[:5],
+    }
+
+
+def push(port: int, image: Image, timeout: float) -> None:
+    with Http("127.0.0.1", port, timeout) as http:
+        image.push(http, REPO, "latest")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--clients", type=int, default=200)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--layer-mib", type=float, default=16)
+    p.add_argument("--reps", type=int, default=1, help="runs per server and variant (A,B,B,A)")
+    p.add_argument("--replicas", type=int, default=3)
+    p.add_argument("--workers", type=int, default=1, help="cargohold worker processes per replica")
+    p.add_argument("--redirect", default="off,on", help="variants to run: off, on or off,on")
+    p.add_argument("--redis", action="store_true", help="a redis-server as blob descriptor cache")
+    p.add_argument("--only", choices=("cargohold", "registry:2"), help="one server (no ratios)")
+    p.add_argument("--timeout", type=float, default=600, help="bound on one storm (s)")
+    p.add_argument("--json", default=None)
+    p.add_argument("--tmpdir", default=None)
+    args = p.parse_args()
+    for tool in ("docker-registry", "haproxy", *(("redis-server",) if args.redis else ())):
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            print(f"{tool} is not installed", file=sys.stderr)
+            return 1
+    install_signal_handlers()
+    variants = [v.strip() for v in args.redirect.split(",") if v.strip()]
+    if not variants or set(variants) - {"on", "off"}:
+        p.error("--redirect takes off, on or off,on")
+    size = int(args.layer_mib * MiB)
+    image = Image.build([size] * args.layers)
+    base = Path(tempfile.mkdtemp(prefix="replica-storm-", dir=args.tmpdir))
+    load_before = os.getloadavg()
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {
+        v: {"cargohold": [], "registry:2": []} for v in variants
+    }
+    failed = False
+    try:
+        order = ["cargohold", "registry:2", "registry:2", "cargohold"] * args.reps
+        n = 0
+        for variant in variants:
+            for which in order[: args.reps * 2]:
+                if args.only and which != args.only:
+                    continue
+                kind = "cargohold" if which == "cargohold" else "reference"
+                workdir = base / f"run{n}"
+                n += 1
+                top = start_topology(
+                    kind, workdir, args.replicas, args.workers, variant == "on", args.redis
+                )
+                try:
+                    push(top.port, image, args.timeout)
+                    run = storm(top, image, args.clients, args.timeout)
+                finally:
+                    top.stop()
+                    shutil.rmtree(workdir, ignore_errors=True)
+                run["load"] = [round(x, 2) for x in os.getloadavg()]
+                runs[variant][which].append(run)
+                failed |= run["clients_verified"] != args.clients
+                print(f"redirect {variant:>3} {which:>10}: {json.dumps(run)}", flush=True)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    load_after = os.getloadavg()
+
+    def med(variant: str, which: str, key: str) -> float:
+        values = [r[key] for r in runs[variant][which]]
+        return float(statistics.median(values)) if values else 0.0
+
+    rows = [
+        ("Wall time (s)", "wall_s"),
+        ("Replicas' peak RSS (MiB)", "rss_peak_mib"),
+        ("Replicas' mean RSS (MiB)", "rss_mean_mib"),
+        ("Replicas' peak PSS (MiB)", "pss_peak_mib"),
+        ("Replicas' RSS at rest (MiB)", "rss_rest_mib"),
+        ("Replicas' CPU (s)", "replica_cpu_s"),
+        ("moto's CPU (s)", "moto_cpu_s"),
+        ("haproxy's CPU (s)", "haproxy_cpu_s"),
+        ("Clients' CPU (s)", "client_cpu_s"),
+    ]
+    summary: dict[str, dict[str, Any]] = {}
+    print(
+        f"\n{args.clients} clients, {args.layers} x {args.layer_mib:g} MiB layers, "
+        f"{args.replicas} replicas (cargohold --workers {args.workers}), "
+        f"redis {'on' if args.redis else 'off'}\n"
+    )
+    print("| Redirect | Metric | cargohold | registry:2 | ratio | target |")
+    print("|---|---|---:|---:|---:|---|")
+    for variant in variants:
+        for label, key in rows:
+            ours, theirs = med(variant, "cargohold", key), med(variant, "registry:2", key)
+            ratio = ours / theirs if theirs else None
+            target = TARGETS.get(key)
+            verdict = ""
+            if target is not None and ratio is not None:
+                verdict = f"<= {target}x {'PASS' if ratio <= target else 'FAIL'}"
+            shown = f"{ratio:.2f}x" if ratio is not None else "-"
+            print(f"| {variant} | {label} | {ours:g} | {theirs:g} | {shown} | {verdict} |")
+            summary.setdefault(variant, {})[key] = {
+                "cargohold": ours, "registry:2": theirs, "ratio": ratio, "target": target,
+            }  # fmt: skip
+    print(
+        f"\nload average before {', '.join(f'{x:.2f}' for x in load_before)}; "
+        f"after {', '.join(f'{x:.2f}' for x in load_after)}"
+    )
+    report = {
+        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "argv": sys.argv,
+        "clients": args.clients,
+        "layers": args.layers,
+        "layer_mib": args.layer_mib,
+        "replicas": args.replicas,
+        "workers": args.workers,
+        "redis": args.redis,
+        "load_before": load_before,
+        "load_after": load_after,
+        "runs": runs,
+        "summary": summary,
+    }
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

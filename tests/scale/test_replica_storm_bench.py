@@ -1,0 +1,40 @@
+"""``bench/replica_storm.py`` runs end to end at toy size (a smoke test, not a measurement): both
+servers, both redirect variants, every client's blobs verified, redirects followed when on."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from support.stores import haproxy_binary
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "replica_storm.py"
+
+
+def test_replica_storm_smoke(tmp_path: Path) -> None:
+    if shutil.which("docker-registry") is None or haproxy_binary() is None:
+        pytest.skip("needs docker-registry and haproxy")
+    out = tmp_path / "storm.json"
+    args = ["--clients", "5", "--layers", "2", "--layer-mib", "0.25", "--reps", "1"]
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), *args, "--json", str(out), "--tmpdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(out.read_text())
+    for variant, redirects in (("off", 0), ("on", 5 * 3)):  # config + 2 layers per client
+        for server in ("cargohold", "registry:2"):
+            (run,) = report["runs"][variant][server]
+            assert run["clients_verified"] == 5 and not run["errors"], (variant, server, run)
+            assert run["redirects"] == redirects, (variant, server, run)
+            assert run["rss_peak_mib"] > 0 and run["wall_s"] > 0, run
+        assert report["summary"][variant]["wall_s"]["ratio"] > 0
+    assert "| on | Wall time (s) |" in proc.stdout
+    assert not list(tmp_path.glob("replica-storm-*")), "the run left its directory behind"
