@@ -1,0 +1,120 @@
+"""cargohold.memory: the cache scale, the occupancy of registered caches, malloc_trim."""
+
+from __future__ import annotations
+
+import functools
+import gc
+import json
+import os
+import subprocess
+import sys
+from collections import OrderedDict
+from pathlib import Path
+
+import pytest
+
+from cargohold import memory
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+@pytest.fixture
+def scale_env(monkeypatch):
+    def set_scale(value: str | None) -> None:
+        if value is None:
+            monkeypatch.delenv(memory.SCALE_ENV, raising=False)
+        else:
+            monkeypatch.setenv(memory.SCALE_ENV, value)
+        memory.scale.cache_clear()
+
+    yield set_scale
+    memory.scale.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [(None, 1.0), ("", 1.0), ("0.25", 0.25), ("2", 2.0), ("0", 1.0), ("-1", 1.0), ("x", 1.0)],
+)
+def test_scale_is_a_positive_number_or_one(scale_env, raw, expected):
+    scale_env(raw)
+    assert memory.scale() == expected
+
+
+def test_scaled_bounds_never_drop_below_the_minimum(scale_env):
+    scale_env("0.001")
+    assert memory.scaled(65536) == 66
+    assert memory.scaled(4096) == memory.MIN_ENTRIES
+    scale_env("0.5")
+    assert memory.scaled(4096) == 2048
+
+
+class Owner:
+    def __init__(self, bound: int) -> None:
+        self.entries: OrderedDict[int, int] = OrderedDict()
+        self.bound = bound
+        memory.register("test_owner_cache", self, lambda o: (len(o.entries), o.bound))
+
+
+def test_occupancy_sums_live_owners_and_forgets_the_dead():
+    a, b = Owner(10), Owner(20)
+    a.entries.update({1: 1, 2: 2})
+    b.entries[3] = 3
+    assert memory.occupancy()["test_owner_cache"] == (3, 30)
+    del a
+    gc.collect()
+    assert memory.occupancy()["test_owner_cache"] == (1, 20)
+    del b
+    gc.collect()
+    assert "test_owner_cache" not in memory.occupancy()
+
+
+def test_lru_caches_report_their_size_and_bound():
+    @functools.lru_cache(maxsize=8)
+    def square(x: int) -> int:
+        return x * x
+
+    memory.register_lru("test_squares", square)
+    for i in range(12):
+        square(i)
+    assert memory.occupancy()["test_squares"] == (8, 8)
+
+
+def test_the_real_caches_take_the_scale_from_the_environment():
+    """A fresh process with CARGOHOLD_CACHE_SCALE=1/64: every cache of a worker registers with
+    its bound scaled (the environment is read once, at import, as the workers do)."""
+    code = (
+        "import json, tempfile\n"
+        "from cargohold import memory\n"
+        "from cargohold.api import manifests\n"
+        "from cargohold.registry.integrity import BlobVerifier\n"
+        "from cargohold.config import ValidationConfig\n"
+        "from cargohold.registry.manifests import ManifestStore\n"
+        "from cargohold.storage.filesystem import FilesystemDriver\n"
+        "from cargohold.storage.cache import InMemoryCache\n"
+        "d = FilesystemDriver(tempfile.mkdtemp())\n"
+        "v = BlobVerifier()\n"
+        "m = ManifestStore(d, None, ValidationConfig())\n"
+        "c = InMemoryCache(10000)\n"
+        "print(json.dumps(memory.occupancy()))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": SRC, memory.SCALE_ENV: "0.015625"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    got = {name: bound for name, (_, bound) in json.loads(out).items()}
+    assert got == {
+        "blob_verdicts": 1024,
+        "small_files": 256,
+        "manifests": 64,
+        "link_digests": 64,
+        "paths": 64,
+        "manifest_headers": 64,
+        "blob_descriptors": 10000,  # a configured size (blobdescriptorsize) is not scaled
+    }
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc")
+def test_trim_calls_glibc_malloc_trim():
+    if not os.confstr("CS_GNU_LIBC_VERSION"):
+        pytest.skip("not glibc")
+    assert memory.trim() is True
