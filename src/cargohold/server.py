@@ -369,7 +369,10 @@ def _start_workers(
     shared = tempfile.mkdtemp(prefix="cargohold-shared-")
     os.environ[SHARED_DIR_ENV] = shared
     # Objects made so far are never freed: keep the collector from touching (and so copying)
-    # the pages the workers share with this process.
+    # the pages the workers share with this process. Collect first: the registry that serve()
+    # built only to check the setup is cyclic garbage, and frozen it would live (with its
+    # caches registered in cargohold.memory) in every worker.
+    gc.collect()
     gc.freeze()
     # A stop signal that arrives before the supervisor has its handlers would kill it and
     # orphan the workers: hold them back (the mask survives exec) until it is ready.
