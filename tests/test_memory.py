@@ -79,9 +79,11 @@ def test_lru_caches_report_their_size_and_bound():
     assert memory.occupancy()["test_squares"] == (8, 8)
 
 
-def test_the_real_caches_take_the_scale_from_the_environment():
-    """A fresh process with CARGOHOLD_CACHE_SCALE=1/64: every cache of a worker registers with
-    its bound scaled (the environment is read once, at import, as the workers do)."""
+@pytest.mark.parametrize("scale", ["1", "0.015625"])
+def test_the_real_caches_take_the_scale_from_the_environment(scale):
+    """A fresh process with CARGOHOLD_CACHE_SCALE: every cache of a worker registers, with the
+    bound memory.COSTS documents, scaled (the environment is read once, at import, as the
+    workers do)."""
     code = (
         "import json, tempfile\n"
         "from cargohold import memory\n"
@@ -97,20 +99,16 @@ def test_the_real_caches_take_the_scale_from_the_environment():
         "c = InMemoryCache(10000)\n"
         "print(json.dumps(memory.occupancy()))\n"
     )
-    env = {**os.environ, "PYTHONPATH": SRC, memory.SCALE_ENV: "0.015625"}
+    env = {**os.environ, "PYTHONPATH": SRC, memory.SCALE_ENV: scale}
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     ).stdout
     got = {name: bound for name, (_, bound) in json.loads(out).items()}
-    assert got == {
-        "blob_verdicts": 1024,
-        "small_files": 256,
-        "manifests": 64,
-        "link_digests": 64,
-        "paths": 64,
-        "manifest_headers": 64,
-        "blob_descriptors": 10000,  # a configured size (blobdescriptorsize) is not scaled
+    expected = {
+        name: max(16, round(bound * float(scale))) for name, (bound, _) in memory.COSTS.items()
     }
+    expected["blob_descriptors"] = 10000  # a configured size (blobdescriptorsize) is not scaled
+    assert got == expected
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc")

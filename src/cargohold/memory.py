@@ -2,11 +2,12 @@
 
 Every cache a worker keeps on its hot paths (parsed manifests, small link files, blob
 verdicts...) is bounded, and together they are what a worker's memory grows by once it serves:
-at the default bounds and with small images, about 45 MiB per worker when all are full (the
-costs below were measured with tracemalloc). Under churn they fill at very different speeds:
-in ``bench/soak.py`` the link caches are full within minutes while the blob verdicts (one per
-blob file downloaded) take over an hour. Resident memory therefore keeps rising for as long as
-a cache is filling, which a short soak cannot tell from a leak.
+at the default bounds and with small images, about 43 MiB per worker when all are full, 47 on
+S3 with the in-memory blob descriptor cache (:data:`COSTS`, measured with tracemalloc). Under
+churn they fill at very different speeds: in ``bench/soak.py`` the link caches are full within
+minutes while the blob verdicts (one per blob file downloaded) take over an hour. Resident
+memory therefore keeps rising for as long as a cache is filling, which a short soak cannot
+tell from a leak.
 
 ``CARGOHOLD_CACHE_SCALE`` (a positive number, default 1) multiplies every bound below: less
 memory per worker on a small machine (0.25), or, in the soak, caches that are full after its
@@ -42,9 +43,9 @@ COSTS: dict[str, tuple[int, int]] = {
     "small_files": (16384, 580),  # storage/filesystem.py: link files, keyed by full path
     "manifests": (4096, 2400),  # registry/manifests.py: parsed manifests (also a byte bound)
     "link_digests": (4096, 460),  # registry/manifests.py: link file contents -> Digest
-    "paths": (4096, 400),  # storage/paths.py: parsed storage paths
-    "manifest_headers": (4096, 400),  # api/manifests.py: response headers by digest
-    "blob_descriptors": (10000, 400),  # storage/cache.py inmemory (blobdescriptorsize)
+    "paths": (4096, 720),  # storage/paths.py: parsed storage paths
+    "manifest_headers": (4096, 900),  # api/manifests.py: response headers by digest
+    "blob_descriptors": (10000, 390),  # storage/cache.py inmemory (blobdescriptorsize), S3
 }
 
 
