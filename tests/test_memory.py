@@ -116,3 +116,50 @@ def test_trim_calls_glibc_malloc_trim():
     if not os.confstr("CS_GNU_LIBC_VERSION"):
         pytest.skip("not glibc")
     assert memory.trim() is True
+
+
+ARENA_PROBE = """
+import ctypes, os, sys, tempfile, threading
+from cargohold import memory
+limited = None if os.environ.get("PROBE_UNCAPPED") else memory.limit_arenas()
+alive = threading.Barrier(8)
+def grab():
+    block = bytearray(200_000)  # beyond pymalloc: malloc, from this thread's arena
+    block[0] = 1
+    alive.wait()  # all eight at once: an exited thread's arena would be reused
+threads = [threading.Thread(target=grab) for _ in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+libc = ctypes.CDLL(None)
+libc.fopen.restype = ctypes.c_void_p
+fd, path = tempfile.mkstemp()
+os.close(fd)
+fp = libc.fopen(path.encode(), b"w")
+libc.malloc_info(0, ctypes.c_void_p(fp))
+libc.fclose(ctypes.c_void_p(fp))
+print(limited, open(path).read().count("<heap nr="))
+os.remove(path)
+"""
+
+
+def _arenas(env_extra: dict[str, str]) -> tuple[str, int]:
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    env.update({"PYTHONPATH": SRC, **env_extra})
+    out = subprocess.run(
+        [sys.executable, "-c", ARENA_PROBE], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    return out[0], int(out[1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc")
+def test_limit_arenas_caps_the_arenas_threads_get():
+    """Eight threads that each malloc get arenas of their own, unless capped (the workers cap
+    them at memory.ARENAS); an operator's MALLOC_ARENA_MAX is left alone."""
+    if not os.confstr("CS_GNU_LIBC_VERSION"):
+        pytest.skip("not glibc")
+    assert _arenas({}) == ("True", memory.ARENAS)
+    assert _arenas({"PROBE_UNCAPPED": "1"})[1] > memory.ARENAS  # not capped: one per thread
+    limited, arenas = _arenas({"MALLOC_ARENA_MAX": "4"})
+    assert (limited, arenas) == ("False", 4)

@@ -33,7 +33,7 @@ from typing import Any, NoReturn
 
 from aiohttp import web
 
-from cargohold import __version__, audit, metrics, supervisor
+from cargohold import __version__, audit, memory, metrics, supervisor
 from cargohold.admin.service import Operations
 from cargohold.api import limits
 from cargohold.api.app import create_app
@@ -291,6 +291,7 @@ def _tune_interpreter() -> None:
     interval they then wait for the event loop to hand it back, which halves upload throughput.
     A 0.5 ms interval keeps receive, hash and write overlapped (measured: ~2x on 1 GiB)."""
     sys.setswitchinterval(0.0005)
+    memory.limit_arenas()  # before any thread: see cargohold.memory
 
 
 def _worker_main(config: Config, host: str, port: int, index: int) -> None:
