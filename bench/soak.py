@@ -8,9 +8,15 @@ every ``--gc-interval`` seconds through the debug listener. The server's residen
 whole process tree) is sampled every second. At the end the server is stopped and
 ``cargohold fsck --verify-blobs`` runs on the store.
 
-It fails (exit 1) on any 5xx, any wrong byte pulled, any request that failed outright, or an
-fsck that is not clean. The memory slope after warm-up (the first quarter of the run) is
-reported in MiB per minute, not judged: on a shared 2-core machine it is noise-prone.
+It fails (exit 1) on any 5xx, any wrong byte pulled, any request that failed outright, a cache
+of the server beyond its bound, or an fsck that is not clean. Memory: a worker's memory grows
+while its bounded caches fill (cargohold.memory), which at the real bounds takes longer than
+any soak (the blob verdicts: over an hour), so the server runs with every cache bound scaled by
+``--cache-scale`` (1/64: full within the warm-up, the first quarter of the run) and what still
+grows after warm-up is a leak. The resident memory of the server's process tree is *flat* when
+its slope over the last half of the run is at most ``--max-slope`` MiB/min (1.0) and the RSS at
+the end is within ``--max-growth`` (10 %) of the RSS after warm-up; judged (exit 1 if not) in
+runs of five minutes or more, reported in shorter ones.
 
     python bench/soak.py                      # 10 minutes
     python bench/soak.py --duration 60 --json out.json
@@ -240,12 +246,45 @@ def online_fsck(config: Path, env: dict[str, str], tally: Tally, stop: threading
             tally.fail(f"online fsck exited {proc.returncode}: {problems[:3]}")
 
 
+def cache_occupancy(debug: str) -> dict[str, dict[str, tuple[int, int]]]:
+    """From the debug listener's /metrics: {cache: {pid: (entries, bound)}} of every worker,
+    as each published it last (every 30 s: cargohold.admin.service)."""
+    host, port = debug.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    out: dict[str, dict[str, list[int]]] = {}
+    for line in text.splitlines():
+        for metric, slot in (("cargohold_cache_entries{", 0), ("cargohold_cache_limit{", 1)):
+            if line.startswith(metric):
+                labels, _, value = line[len(metric) :].rpartition("} ")
+                fields = dict(kv.split("=", 1) for kv in labels.split(","))
+                name, pid = fields["cache"].strip('"'), fields["pid"].strip('"')
+                out.setdefault(name, {}).setdefault(pid, [0, 0])[slot] = int(float(value))
+    return {name: {pid: (v[0], v[1]) for pid, v in by_pid.items()} for name, by_pid in out.items()}
+
+
 def slope_mib_per_min(samples: list[tuple[float, int]], warmup: float) -> float | None:
     kept = [(t, rss) for t, rss in samples if t >= warmup]
     if len(kept) < 3:
         return None
     fit = statistics.linear_regression([t for t, _ in kept], [rss / 2**20 for _, rss in kept])
     return fit.slope * 60.0
+
+
+def process_rss(server: Server) -> dict[int, float]:
+    """MiB resident per process of the server's tree (the supervisor and each worker)."""
+    out: dict[int, float] = {}
+    for pid in server.pids():
+        try:
+            with open(f"/proc/{pid}/statm", "rb") as f:
+                out[pid] = round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -257,12 +296,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "REGISTRY_HTTP_DEBUG_ADDR": debug,
         "REGISTRY_STORAGE_MAINTENANCE_GC_GRACEPERIOD": f"{args.grace}s",
         "REGISTRY_STORAGE_MAINTENANCE_GC_SETTLE": "1s",
+        "CARGOHOLD_CACHE_SCALE": repr(args.cache_scale),
     }
     argv = [sys.executable, "-m", "cargohold", "serve", "{config}", "--workers", str(args.workers)]
     server = Server(ServerSpec("cargohold", "cargohold", argv, env), workdir, 120.0)
     tally = Tally()
     stop = threading.Event()
     samples: list[tuple[float, int]] = []
+    per_process: dict[str, dict[int, float]] = {}  # after warm-up and at the end, MiB by pid
+    caches: dict[str, dict[str, tuple[int, int]]] = {}
+    warmup = args.duration / 4
     try:
         server.start(60.0)
         clients = [Client(i, server, tally, stop, args.live) for i in range(args.clients)]
@@ -283,8 +326,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             checker.start()
         while (elapsed := time.monotonic() - started) < args.duration:
             samples.append((elapsed, server.rss_bytes()))
+            if "after_warmup" not in per_process and elapsed >= warmup:
+                per_process["after_warmup"] = process_rss(server)
             server.check_alive()
             time.sleep(1.0)
+        per_process["end"] = process_rss(server)
+        try:
+            caches = cache_occupancy(debug)
+        except (OSError, http.client.HTTPException, ValueError) as e:
+            tally.fail(f"reading the caches from /metrics: {e}")
         stop.set()
         for c in clients:
             c.join(timeout=120)
@@ -309,7 +359,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     except ValueError:
         fsck_report = {"clean": False, "error": fsck.stderr[-2000:]}
     shutil.rmtree(workdir, ignore_errors=True)
-    warmup = args.duration / 4
+    overfull = [
+        f"{name} in {pid}: {entries} > {bound}"
+        for name, by_pid in caches.items()
+        for pid, (entries, bound) in by_pid.items()
+        if entries > bound
+    ]
+    if overfull:
+        tally.fail(f"caches beyond their bound: {overfull}")
+    slope = slope_mib_per_min(samples, warmup)
+    late_slope = slope_mib_per_min(samples, args.duration / 2)
+    after_warmup = next((r for t, r in samples if t >= warmup), None)
+    growth = (samples[-1][1] - after_warmup) / after_warmup if after_warmup and samples else None
+    flat = (
+        late_slope is not None
+        and growth is not None
+        and late_slope <= args.max_slope
+        and growth <= args.max_growth
+    )
+    judged = args.duration >= 300
     requests_total = sum(tally.statuses.values())
     return {
         "duration_s": round(wall, 1),
@@ -323,20 +391,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "server_errors": sum(v for k, v in tally.statuses.items() if k >= 500),
         "failures": tally.failures,
         "rss_mib_first": round(samples[0][1] / 2**20, 1) if samples else None,
-        "rss_mib_after_warmup": next(
-            (round(r / 2**20, 1) for t, r in samples if t >= warmup), None
-        ),
+        "rss_mib_after_warmup": round(after_warmup / 2**20, 1) if after_warmup else None,
         "rss_mib_last": round(samples[-1][1] / 2**20, 1) if samples else None,
         "rss_mib_max": round(max(r for _, r in samples) / 2**20, 1) if samples else None,
-        "rss_slope_mib_per_min": (
-            round(s, 2) if (s := slope_mib_per_min(samples, warmup)) is not None else None
-        ),
+        "rss_slope_mib_per_min": round(slope, 2) if slope is not None else None,
+        "rss_slope_last_half_mib_per_min": round(late_slope, 2) if late_slope is not None else None,
+        "rss_growth_after_warmup_pct": round(100 * growth, 1) if growth is not None else None,
+        "rss_mib_by_process": per_process,
+        "memory_flat": flat,
+        "memory_judged": judged,
+        "cache_scale": args.cache_scale,
+        "caches": caches,
         "fsck_clean": bool(fsck_report.get("clean")),
         "fsck": {
             k: fsck_report.get(k)
             for k in ("repositories", "manifests", "tags", "blobs", "blobsVerified", "problems")
         },
-        "ok": not tally.failures and bool(fsck_report.get("clean")),
+        "ok": not tally.failures and bool(fsck_report.get("clean")) and (flat or not judged),
     }
 
 
@@ -354,6 +425,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="S",
         help="run cargohold fsck --repair on the live store every S seconds (0: never)",
     )
+    p.add_argument(
+        "--cache-scale",
+        type=float,
+        default=1 / 64,
+        help="CARGOHOLD_CACHE_SCALE for the server (default 1/64: caches full after warm-up)",
+    )
+    p.add_argument("--max-slope", type=float, default=1.0, help="flat: MiB/min, last half")
+    p.add_argument("--max-growth", type=float, default=0.10, help="flat: end vs after warm-up")
     p.add_argument("--grace", type=float, default=5.0, help="GC grace period, seconds")
     p.add_argument("--tmpdir", help="where the storage root goes (default: system temp)")
     p.add_argument("--json", metavar="OUT", help="also write the result as JSON here")

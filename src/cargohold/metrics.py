@@ -96,6 +96,18 @@ class _Metrics:
             "Blob upload requests (POST, PATCH, PUT) receiving data right now",
             multiprocess_mode="livesum",
         )
+        self.cache_entries = Gauge(
+            "cargohold_cache_entries",
+            "Entries in each bounded cache of each worker (cargohold.memory), every minute",
+            ["cache"],
+            multiprocess_mode="liveall",
+        )
+        self.cache_limit = Gauge(
+            "cargohold_cache_limit",
+            "The bound of each cache of each worker (CARGOHOLD_CACHE_SCALE applied)",
+            ["cache"],
+            multiprocess_mode="liveall",
+        )
         self.cache = Counter(
             "registry_storage_cache",
             "Cache lookups by cache and result (hit, miss)",
@@ -210,6 +222,14 @@ def quota_lines(entries: list[dict[str, object]]) -> bytes:
 def cache(name: str, hit: bool) -> None:
     if _m is not None:
         _m.cache.labels(name, "hit" if hit else "miss").inc()
+
+
+def cache_occupancy(caches: dict[str, tuple[int, int]]) -> None:
+    """Each cache's (entries, bound) in this worker (see cargohold.memory)."""
+    if _m is not None:
+        for name, (entries, bound) in caches.items():
+            _m.cache_entries.labels(name).set(entries)
+            _m.cache_limit.labels(name).set(bound)
 
 
 def mirror_upstream_request(mirror: str, method: str, code: int) -> None:

@@ -33,7 +33,7 @@ from typing import Any, NoReturn
 
 from aiohttp import web
 
-from cargohold import __version__, audit, metrics, supervisor
+from cargohold import __version__, audit, memory, metrics, supervisor
 from cargohold.admin.service import Operations
 from cargohold.api import limits
 from cargohold.api.app import create_app
@@ -291,6 +291,7 @@ def _tune_interpreter() -> None:
     interval they then wait for the event loop to hand it back, which halves upload throughput.
     A 0.5 ms interval keeps receive, hash and write overlapped (measured: ~2x on 1 GiB)."""
     sys.setswitchinterval(0.0005)
+    memory.limit_arenas()  # before any thread: see cargohold.memory
 
 
 def _worker_main(config: Config, host: str, port: int, index: int) -> None:
@@ -369,7 +370,10 @@ def _start_workers(
     shared = tempfile.mkdtemp(prefix="cargohold-shared-")
     os.environ[SHARED_DIR_ENV] = shared
     # Objects made so far are never freed: keep the collector from touching (and so copying)
-    # the pages the workers share with this process.
+    # the pages the workers share with this process. Collect first: the registry that serve()
+    # built only to check the setup is cyclic garbage, and frozen it would live (with its
+    # caches registered in cargohold.memory) in every worker.
+    gc.collect()
     gc.freeze()
     # A stop signal that arrives before the supervisor has its handlers would kill it and
     # orphan the workers: hold them back (the mask survives exec) until it is ready.

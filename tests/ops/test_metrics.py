@@ -67,6 +67,16 @@ def test_push_and_pull_move_the_numbers(make_registry, images, workers):
     assert delta("registry_storage_cache_total", cache="manifest") >= 2
     assert total(after, "cargohold_uploads_in_flight") == 0
     assert total(after, "registry_http_in_flight_requests", handler="blob") == 0
+    # every worker publishes the bounds of its caches (cargohold.memory) when it starts: one
+    # small-file cache each, with the real bound (not two: the registry serve() builds to check
+    # the setup must not survive the fork)
+    limits = [
+        (lab["pid"], v)
+        for n, lab, v in after
+        if n == "cargohold_cache_limit" and lab["cache"] == "small_files"
+    ]
+    assert len({pid for pid, _ in limits}) == len(limits) == workers, limits
+    assert all(v == 16384 for _, v in limits), limits
 
     # garbage collection runs and the bytes they free
     garbage = images.get(801)

@@ -27,7 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
-from cargohold import metrics
+from cargohold import memory, metrics
 from cargohold.api.notify import EVENTS_KEY, EventHub
 from cargohold.config import Config, parse_addr
 from cargohold.notifications import Notifier
@@ -47,6 +47,7 @@ from cargohold.registry.usage import disk_usage
 log = logging.getLogger("cargohold.admin")
 
 INVALIDATION_POLL = 5.0  # writers also catch up on demand (Fence.guard)
+MEMORY_UPKEEP = 30.0  # seconds between publishing cache occupancy and malloc_trim
 
 
 class OnlineGC:
@@ -125,6 +126,7 @@ class OnlineGC:
             finally:
                 self.running = None
                 self.last = report
+                memory.trim()  # the store inventory was this worker's largest allocation
                 if not report.finished:
                     report.finished = time.time()
                 await gcruns.record(self.registry.driver, report)  # the web UI's history
@@ -187,6 +189,7 @@ class Operations:
             await self.notifier.start()
         await self.watcher.poll()  # learn the journal as it is
         self._spawn(self.watcher.run(INVALIDATION_POLL))
+        self._spawn(self._memory_upkeep())
         if self.pulls is not None and self.config.retention is not None:
             self._spawn(self.pulls.run(self.config.retention.pull_flush_interval))
         if self.index == 0:
@@ -203,6 +206,14 @@ class Operations:
             self.pulls = PullRecorder(self.registry.driver)
             self.hub.sinks.append(self.pulls)
             self._spawn(self.pulls.run(retention.pull_flush_interval))
+
+    async def _memory_upkeep(self) -> None:
+        """Publish how full this worker's caches are and hand back to the system the free
+        memory malloc keeps (cargohold.memory): a worker's memory is its caches, bounded."""
+        while True:
+            metrics.cache_occupancy(memory.occupancy())
+            memory.trim()
+            await asyncio.sleep(MEMORY_UPKEEP)
 
     def _spawn(self, coro: Any) -> None:
         self._tasks.append(asyncio.create_task(coro))

@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from cargohold import mediatypes as mt
+from cargohold import memory
 from cargohold.api import auditing, notify
 from cargohold.api.common import CATALOG_FILTER_KEY, empty, location, parse_n, registry_of
 from cargohold.digest import Digest, is_digest_reference
@@ -42,7 +43,7 @@ def _parse_accept(header: str) -> frozenset[str] | None:
     return frozenset(accepted) or None
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=memory.scaled(4096))
 def _manifest_headers(digest: Digest, media_type: str, size: int) -> tuple[tuple[str, str], ...]:
     """The response headers of a manifest (immutable by digest), built once."""
     return (
@@ -51,6 +52,9 @@ def _manifest_headers(digest: Digest, media_type: str, size: int) -> tuple[tuple
         ("ETag", f'"{digest}"'),
         ("Content-Length", str(size)),
     )
+
+
+memory.register_lru("manifest_headers", _manifest_headers)
 
 
 async def _present(request: web.Request, name: str, digest: Digest) -> bool:

@@ -19,6 +19,7 @@ import logging
 import os
 from collections import OrderedDict
 
+from cargohold import memory
 from cargohold.digest import Digest
 
 log = logging.getLogger("cargohold.integrity")
@@ -27,7 +28,7 @@ Identity = tuple[int, int, int, int]
 # Verdicts kept per process, least recently used evicted: ~250 bytes each, so ~16 MiB when
 # full. Generous on purpose: an evicted verdict costs hashing the whole blob again at its next
 # download. Files replaced or deleted leave stale identities that simply age out.
-VERDICTS = 65536
+VERDICTS = memory.scaled(65536)
 READ = 1 << 20
 
 
@@ -40,6 +41,7 @@ class BlobVerifier:
         self.entries = entries
         self._verdicts: OrderedDict[Identity, bool] = OrderedDict()
         self._pending: dict[Identity, asyncio.Future[bool]] = {}
+        memory.register("blob_verdicts", self, lambda v: (len(v._verdicts), v.entries))
 
     def known(self, key: Identity) -> bool | None:
         """True (verified), False (corrupt) or None (not hashed yet in this process)."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cargohold import mediatypes as mt
-from cargohold import metrics
+from cargohold import memory, metrics
 from cargohold.config import ValidationConfig
 from cargohold.digest import TAG_RE, Digest, check_tag, is_digest_reference
 from cargohold.errors import ErrorCode, RegistryError
@@ -36,8 +36,8 @@ MAX_MANIFEST_SIZE = 4 * 1024 * 1024
 # manifests and this many bytes of their raw JSON (a typical image manifest is ~1 KiB and costs
 # ~3 KiB parsed, so ~12 MiB when full of those; a few large indexes cannot take more than the
 # byte budget plus one manifest).
-CACHE_ENTRIES = 4096
-CACHE_BYTES = 16 * 1024 * 1024
+CACHE_ENTRIES = memory.scaled(4096)  # both scaled by CARGOHOLD_CACHE_SCALE (cargohold.memory)
+CACHE_BYTES = round(16 * 1024 * 1024 * memory.scale())
 _NO_RULES = Rules()
 
 
@@ -184,7 +184,7 @@ def parse_manifest(
     )
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=memory.scaled(4096))
 def link_digest(raw: bytes) -> Digest | None:
     """The digest a link file holds (parsed once per distinct content: tags are read a lot).
 
@@ -192,6 +192,9 @@ def link_digest(raw: bytes) -> Digest | None:
     parsing one again costs about a microsecond, so a bigger bound only held memory (65,536
     was ~29 MiB per worker once a store with churn had filled it with digests long deleted)."""
     return Digest.try_parse(raw.decode("ascii", "replace").strip())
+
+
+memory.register_lru("link_digests", link_digest)
 
 
 def referrer_artifact_type(m: Manifest) -> str | None:
@@ -225,6 +228,7 @@ class ManifestStore:
         self.governance = governance
         self._cache: OrderedDict[Digest, Manifest] = OrderedDict()  # LRU: see _remember
         self._cache_bytes = 0
+        memory.register("manifests", self, lambda s: (len(s._cache), CACHE_ENTRIES))
         # Writes and deletes of one repository's manifests take turns within a process, so a
         # delete can never interleave with a push of the same manifest and strand its tags.
         self._repo_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from cargohold import memory
 from cargohold.config import Config
 from cargohold.registry.repoindex import IndexingDriver, RepositoryIndex
 from cargohold.storage.cache import CacheBackend, CachingDriver, InMemoryCache
@@ -46,7 +47,9 @@ def _descriptor_cache(config: Config, base: StorageDriver) -> CacheBackend | Non
     if kind == "inmemory" and base.name in REMOTE_DRIVERS:
         size = (config.raw.get("storage") or {}).get("cache", {}) or {}
         entries = size.get("blobdescriptorsize") if isinstance(size, dict) else None
-        return InMemoryCache(entries if isinstance(entries, int) and entries > 0 else 10_000)
+        return InMemoryCache(
+            entries if isinstance(entries, int) and entries > 0 else memory.scaled(10_000)
+        )
     return None
 
 

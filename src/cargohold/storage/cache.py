@@ -32,6 +32,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable
 
+from cargohold import memory
 from cargohold.storage import paths
 from cargohold.storage.driver import FileInfo, FileWriter, StorageDriver
 from cargohold.storage.wrapper import DriverWrapper
@@ -125,6 +126,7 @@ class InMemoryCache(CacheBackend):
     def __init__(self, size: int = 10_000) -> None:
         self.size = max(size, 16)
         self._entries: OrderedDict[str, tuple[float | None, str]] = OrderedDict()
+        memory.register("blob_descriptors", self, lambda c: (len(c._entries), c.size))
 
     def _live(self, key: str) -> str | None:
         entry = self._entries.get(key)

@@ -32,6 +32,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from cargohold import memory
 from cargohold.faults import crash_point
 from cargohold.storage import paths
 from cargohold.storage.driver import (
@@ -52,8 +53,9 @@ LISTING_SETTLE_NS = 2_000_000_000
 SMALL_FILE = 4096
 # Settled small files (link files) kept per process, least recently used evicted: ~530 bytes
 # each with its full path as the key, so ~8.5 MiB when full. (It was 65,536 first-in first-out,
-# ~34 MiB per worker, which a store with churn filled with links long deleted.)
-SMALL_FILE_ENTRIES = 16384
+# ~34 MiB per worker, which a store with churn filled with links long deleted.) Scaled by
+# CARGOHOLD_CACHE_SCALE (cargohold.memory).
+SMALL_FILE_ENTRIES = memory.scaled(16384)
 TMP_PREFIX = ".cargohold-tmp-"
 DEFAULT_MAXTHREADS = 100  # registry:2's default
 
@@ -77,6 +79,7 @@ class FilesystemDriver(StorageDriver):
         self._listings: OrderedDict[str, tuple[tuple[int, int], builtins.list[str]]] = (
             OrderedDict()
         )
+        memory.register("small_files", self, lambda d: (len(d._small), SMALL_FILE_ENTRIES))
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> FilesystemDriver:

@@ -58,6 +58,7 @@ import functools
 import re
 from typing import NamedTuple
 
+from cargohold import memory
 from cargohold.digest import ALGORITHMS, MAX_NAME_LENGTH, NAME_RE, TAG_RE, Digest
 
 ROOT = "/docker/registry/v2"
@@ -292,7 +293,7 @@ def _digest(alg: str, hexpart: str) -> Digest | None:
     return Digest(alg, hexpart)
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=memory.scaled(4096))
 def parse(path: str) -> Parsed:
     """What ``path`` is, with its parts; :data:`UNKNOWN` for anything no builder here writes.
 
@@ -325,6 +326,9 @@ def parse(path: str) -> Parsed:
         if name is not None:
             return Parsed(Kind.CATALOG_ENTRY, name)
     return UNKNOWN
+
+
+memory.register_lru("paths", parse)
 
 
 def _parse_repository(parts: list[str]) -> Parsed:
