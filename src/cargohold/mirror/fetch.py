@@ -5,7 +5,11 @@ root's ``_cargohold/mirror/fetch`` on the filesystem driver, in the system's tem
 otherwise). For a missing blob ``<hex>``:
 
 - ``<hex>.lock``: whoever holds ``flock(LOCK_EX)`` on it is the one fetching. The lock dies with
-  its process, so a fetcher that crashes never blocks the others.
+  its process, so a fetcher that crashes never blocks the others. The fetcher removes the file
+  (still holding the lock) when it is done, so the directory does not keep one file per blob
+  ever fetched; a lock is therefore only worth something while its file is still the path's
+  (:func:`_lock_at`: the usual lock-then-check-the-inode), and whoever wins a removed file
+  opens (creates) the path again. Manifest and tag locks (``.mlock``) work the same way.
 - ``<hex>.meta``: ``{"id", "size", "part"}``, written by the fetcher once the upstream answered.
 - ``<hex>.<id>.part``: the bytes as they arrive. Every other request for the blob, in this
   process or another, opens it and sends what is there, then waits for more: nobody waits for
@@ -86,13 +90,62 @@ def _write_json(path: str, doc: dict[str, object]) -> None:
 
 
 def _lock_free(fd: int) -> bool:
-    """Whether nobody holds the fetch lock (a shared lock can be had, and is let go at once)."""
+    """Whether nobody holds the fetch lock (a shared lock can be had, and is let go at once);
+    ``fd`` -1 (no lock file) is free."""
+    if fd < 0:
+        return True
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         return False
     fcntl.flock(fd, fcntl.LOCK_UN)
     return True
+
+
+def _lock_at(fd: int, path: str) -> bool:
+    """``flock(LOCK_EX | LOCK_NB)`` on ``fd``, opened from ``path``: True when it is held and
+    the file is still the one at ``path`` (a holder that was done may have removed it after we
+    opened it: that lock guards nothing, and is let go). BlockingIOError when another holds it."""
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        here = os.stat(path)
+    except FileNotFoundError:
+        here = None
+    own = os.fstat(fd)
+    if here is not None and (here.st_dev, here.st_ino) == (own.st_dev, own.st_ino):
+        return True
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return False
+
+
+def _acquire(path: str) -> int | None:
+    """The descriptor holding the lock file at ``path``, or None when another holds it."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if _lock_at(fd, path):
+                return fd
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        os.close(fd)  # removed under us by a holder that was done: open the path anew
+
+
+def _release(fd: int, path: str) -> None:
+    """Remove a held lock file, then let go of it: a waiter that opened it finds it is no longer
+    the path's (:func:`_lock_at`), and a newcomer creates a new one."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    os.close(fd)
+
+
+def _open_lock(path: str) -> int:
+    """A descriptor to watch the lock at ``path`` with :func:`_lock_free`; -1 when there is no
+    file (nobody fetching: its holder removed it when it was done)."""
+    try:
+        return os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return -1
 
 
 def _write_hash(fd: int, hasher: hashlib._Hash, data: bytes) -> None:
@@ -123,7 +176,7 @@ class Tail:
         self.size: int | None = size if isinstance(size, int) else None
         self._fd = fd
         self.file = os.fdopen(fd, "rb", buffering=0, closefd=False)  # for loop.sendfile
-        self._lock_fd = os.open(fetches.lock_path(digest), os.O_RDWR | os.O_CREAT, 0o644)
+        self._lock_fd = _open_lock(fetches.lock_path(digest))
 
     def close(self) -> None:
         """Idempotent: closing a descriptor number twice could close someone else's."""
@@ -235,15 +288,12 @@ class BlobFetches:
             if await self.stored(d):
                 return None, coalesced
             began = time.time()
-            fd = os.open(self.lock_path(d), os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
+            fd = _acquire(self.lock_path(d))
+            if fd is None:
                 coalesced = True
             else:
                 if await self.stored(d):
-                    os.close(fd)
+                    _release(fd, self.lock_path(d))
                     return None, coalesced
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.meta_path(d))
@@ -258,7 +308,7 @@ class BlobFetches:
         raise RegistryError(ErrorCode.UNAVAILABLE, "the upstream fetch did not complete")
 
     async def _attach(self, d: Digest, began: float) -> Tail | None:
-        lock_fd = os.open(self.lock_path(d), os.O_RDWR | os.O_CREAT, 0o644)
+        lock_fd = _open_lock(self.lock_path(d))
         try:
             while True:
                 meta = _read_json(self.meta_path(d))
@@ -291,7 +341,8 @@ class BlobFetches:
                 else:
                     await asyncio.sleep(POLL)
         finally:
-            os.close(lock_fd)
+            if lock_fd >= 0:
+                os.close(lock_fd)
 
     def _notify(self, d: Digest) -> None:
         local = self.local.get(d.hex)
@@ -370,7 +421,7 @@ class BlobFetches:
                 _write_json(self.result_path(d), result)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.meta_path(d))
-            os.close(lock_fd)  # releases the lock: waiters read the result
+            _release(lock_fd, self.lock_path(d))  # waiters read the result
             self._notify(d)
             self.local.pop(d.hex, None)
 
@@ -398,9 +449,9 @@ class BlobFetches:
         await self.driver.move(incoming, paths.blob_data(d))
 
     def sweep(self, age: float = SWEEP_AGE) -> int:
-        """Remove results and leftovers (of fetchers that died) older than ``age`` whose blob
-        nobody is fetching. Lock files stay: removing one while another process opens it could
-        let two fetchers hold two different locks for one blob."""
+        """Remove results, tag outcomes and leftovers (of fetchers that died) older than ``age``
+        whose blob nobody is fetching, and the lock files that dead fetchers left (taken first,
+        then removed: see :func:`_lock_at`)."""
         removed = 0
         cutoff = time.time() - age
         try:
@@ -408,9 +459,10 @@ class BlobFetches:
         except FileNotFoundError:
             return 0
         for name in names:
-            if name.endswith(".lock") or name.endswith(".mlock"):
-                continue
             path = os.path.join(self.dir, name)
+            if name.endswith(".lock") or name.endswith(".mlock"):
+                removed += self._sweep_lock(path, cutoff)
+                continue
             try:
                 if os.stat(path).st_mtime >= cutoff:
                     continue
@@ -431,6 +483,24 @@ class BlobFetches:
                 continue
         return removed
 
+    @staticmethod
+    def _sweep_lock(path: str, cutoff: float) -> int:
+        try:
+            if os.stat(path).st_mtime >= cutoff:
+                return 0
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            return 0
+        try:
+            held = _lock_at(fd, path)
+        except BlockingIOError:
+            held = False  # someone is fetching it right now
+        if not held:
+            os.close(fd)
+            return 0
+        _release(fd, path)
+        return 1
+
     # -- manifests -------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
@@ -444,18 +514,13 @@ class BlobFetches:
         waited = lock.locked()
         async with lock:
             path = os.path.join(self.dir, f"{stem}.mlock")
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            while (fd := _acquire(path)) is None:
+                waited = True
+                await asyncio.sleep(POLL / 2)
             try:
-                while True:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        break
-                    except BlockingIOError:
-                        waited = True
-                        await asyncio.sleep(POLL / 2)
                 yield waited
             finally:
-                os.close(fd)
+                _release(fd, path)
 
     @staticmethod
     def stem_of(d: Digest) -> str:
