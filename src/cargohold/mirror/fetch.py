@@ -58,6 +58,15 @@ SWEEP_AGE = 3600.0  # results and leftovers older than this are removed (worker 
 REPLICA_POLL = 0.2  # seconds between looks for a blob another replica is fetching
 
 
+@dataclass(frozen=True, slots=True)
+class Described:
+    """A manifest the upstream has and this mirror does not store: what a HEAD answers."""
+
+    digest: Digest
+    media_type: str
+    size: int
+
+
 class FetchFailed(Exception):
     """The fetch this request was following failed after bytes were sent: abort the response."""
 
@@ -198,12 +207,18 @@ class Tail:
         result = _read_json(self._fetches.result_path(self.digest))
         return result is not None and result.get("id") == self.id and result.get("ok") is True
 
-    async def segments(self) -> AsyncIterator[tuple[int, int]]:
+    async def segments(
+        self, start: int = 0, stop: int | None = None
+    ) -> AsyncIterator[tuple[int, int]]:
         """``(offset, count)`` of the bytes of :attr:`file` that may be sent, as they arrive
-        (sent with ``sendfile``, as stored blobs are: no copy through Python)."""
-        pos = 0
-        # Everything but the last byte may go out before the blob is verified.
-        limit = self.size - 1 if self.size is not None else None
+        (sent with ``sendfile``, as stored blobs are: no copy through Python), from ``start``
+        up to ``stop`` (a range; default: to the end)."""
+        pos = start
+        if stop is None:
+            stop = self.size
+        # Everything but the last byte may go out before the blob is verified (of a range,
+        # its last byte: no unverified body looks complete).
+        limit = stop - 1 if stop is not None else None
         try:
             while True:
                 end = os.fstat(self._fd).st_size
@@ -222,6 +237,8 @@ class Tail:
                 end = os.fstat(self._fd).st_size
                 if self.size is not None and end != self.size:
                     raise FetchFailed(f"{self.digest}: {end} of {self.size} bytes")
+                if stop is not None:
+                    end = min(end, stop)
                 if end > pos:
                     yield pos, end - pos
                 return
@@ -531,7 +548,8 @@ class BlobFetches:
         return "tag-" + hashlib.sha256(f"{name}:{tag}".encode()).hexdigest()[:40]
 
     def outcome(self, stem: str) -> tuple[float, str] | None:
-        """When the last check under ``stem`` ended, and how ("ok", "missing", "down")."""
+        """When the last check under ``stem`` ended, and how ("ok", "missing", "down", or
+        "described": a HEAD found a manifest that is not stored, see :meth:`described`)."""
         doc = _read_json(os.path.join(self.dir, f"{stem}.checked"))
         if doc is None:
             return None
@@ -540,11 +558,29 @@ class BlobFetches:
         except (KeyError, TypeError, ValueError):
             return None
 
-    def record(self, stem: str, state: str) -> None:
-        with contextlib.suppress(OSError):
-            _write_json(
-                os.path.join(self.dir, f"{stem}.checked"), {"time": time.time(), "state": state}
+    def described(self, stem: str) -> tuple[float, Described] | None:
+        """When a HEAD's check under ``stem`` ended, and the manifest it found not stored."""
+        doc = _read_json(os.path.join(self.dir, f"{stem}.checked"))
+        if doc is None or doc.get("state") != "described":
+            return None
+        digest = Digest.try_parse(str(doc.get("digest")))
+        size, media_type, when = doc.get("size"), doc.get("mediaType"), doc.get("time")
+        if digest is None or not isinstance(size, int) or not isinstance(media_type, str):
+            return None
+        if not isinstance(when, (int, float)):
+            return None
+        return float(when), Described(digest, media_type, size)
+
+    def record(self, stem: str, state: str, described: Described | None = None) -> None:
+        doc: dict[str, object] = {"time": time.time(), "state": state}
+        if described is not None:
+            doc.update(
+                digest=str(described.digest),
+                mediaType=described.media_type,
+                size=described.size,
             )
+        with contextlib.suppress(OSError):
+            _write_json(os.path.join(self.dir, f"{stem}.checked"), doc)
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -368,7 +368,10 @@ async def _pull(mirrors: Mirrors, name: str, reference: str) -> None:
 
 
 async def run(mirrors: Mirrors, index: int, gc: GCConfig) -> None:
-    """The background work of one worker (``index`` 0 also evicts and pre-fetches)."""
+    """The background work of one worker (``index`` 0 also evicts and pre-fetches). None in
+    read-only mode: statistics, pull records, eviction and pre-fetching all write."""
+    if mirrors.readonly:
+        return
     mirrors.stats.adopter = index == 0
     tasks = [asyncio.create_task(_flush_loop(mirrors, sweep=index == 0))]
     if index == 0:
