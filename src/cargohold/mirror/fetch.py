@@ -46,6 +46,7 @@ from cargohold.digest import Digest
 from cargohold.errors import ErrorCode, RegistryError
 from cargohold.mirror.replicas import ReplicaLocks
 from cargohold.mirror.upstream import NotFound, Refused, Response, UpstreamError
+from cargohold.registry.integrity import Identity, identity
 from cargohold.storage import paths
 from cargohold.storage.driver import PathNotFoundError, StorageDriver
 
@@ -260,9 +261,17 @@ class Tail:
 class BlobFetches:
     """The fetch files of one store, and the fetches this process runs."""
 
-    def __init__(self, driver: StorageDriver, replicas: ReplicaLocks | None = None) -> None:
+    def __init__(
+        self,
+        driver: StorageDriver,
+        replicas: ReplicaLocks | None = None,
+        verified: Callable[[Identity], None] | None = None,
+    ) -> None:
         self.driver = driver
         self.replicas = replicas
+        # Told the identity of each blob file this process published: hashed as it arrived,
+        # it need not be hashed again before this process first serves it from the store.
+        self.verified = verified
         local_root = driver.local_path("/")
         if local_root is not None:
             self.dir = local_root + paths.MIRROR_FETCH
@@ -451,6 +460,10 @@ class BlobFetches:
             except OSError as exc:
                 if exc.errno != errno.EEXIST:
                     raise
+                return
+            if self.verified is not None:
+                with contextlib.suppress(OSError):
+                    self.verified(identity(os.stat(target)))
             return
         incoming = paths.mirror_incoming(uuid.uuid4().hex)
         writer = await self.driver.writer(incoming)

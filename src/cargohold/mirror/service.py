@@ -38,7 +38,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -52,6 +52,7 @@ from cargohold.mirror.replicas import ReplicaLocks
 from cargohold.mirror.upkeep import Stats
 from cargohold.mirror.upstream import NotFound, Response, Unreachable, Upstream, UpstreamError
 from cargohold.registry.blobs import BlobStore
+from cargohold.registry.integrity import Identity
 from cargohold.registry.manifests import Manifest, ManifestStore, link_digest, parse_manifest
 from cargohold.storage import paths
 from cargohold.storage.driver import PathNotFoundError, StorageDriver
@@ -119,6 +120,7 @@ class Mirrors:
         manifests: ManifestStore,
         redis: RedisConfig | None = None,
         readonly: bool = False,
+        verified: Callable[[Identity], None] | None = None,
     ) -> None:
         self.driver = driver
         self.readonly = readonly  # storage.maintenance.readonly: serve, pass through, never store
@@ -133,6 +135,7 @@ class Mirrors:
         )
         self._root = next((m for m in self.mirrors if not m.config.prefix), None)
         self._fetches: BlobFetches | None = None
+        self._verified = verified
         self.stats = Stats()
 
     @property
@@ -143,7 +146,7 @@ class Mirrors:
     def fetches(self) -> BlobFetches:
         if self._fetches is None:  # made on first use: a registry without mirrors has no files
             replicas = ReplicaLocks(self.redis) if self.redis is not None else None
-            self._fetches = BlobFetches(self.driver, replicas)
+            self._fetches = BlobFetches(self.driver, replicas, self._verified)
         return self._fetches
 
     def route(self, name: str) -> Route | None:

@@ -73,6 +73,7 @@ class Registry:
             self.manifests,
             config.redis,
             readonly=config.storage.readonly,
+            verified=self.verifier.trust,
         )
 
     @property
