@@ -158,6 +158,15 @@ def _open_lock(path: str) -> int:
         return -1
 
 
+async def stored(driver: StorageDriver, d: Digest) -> bool:
+    """Whether blob ``d`` is in the store."""
+    try:
+        await driver.stat(paths.blob_data(d))
+    except PathNotFoundError:
+        return False
+    return True
+
+
 def _write_hash(fd: int, hasher: hashlib._Hash, data: bytes) -> None:
     hasher.update(data)
     view = memoryview(data)
@@ -295,11 +304,7 @@ class BlobFetches:
         return os.path.join(self.dir, f"{d.algorithm}-{d.hex}.result")
 
     async def stored(self, d: Digest) -> bool:
-        try:
-            await self.driver.stat(paths.blob_data(d))
-        except PathNotFoundError:
-            return False
-        return True
+        return await stored(self.driver, d)
 
     # -- blobs -----------------------------------------------------------------------------
 

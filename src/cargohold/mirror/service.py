@@ -47,7 +47,7 @@ from cargohold.auth.policy import glob_match
 from cargohold.config import MirrorConfig, MirrorsConfig, RedisConfig
 from cargohold.digest import Digest, check_tag, is_digest_reference
 from cargohold.errors import ErrorCode, RegistryError
-from cargohold.mirror.fetch import BlobFetches, Described, Tail, error_of
+from cargohold.mirror.fetch import BlobFetches, Described, Tail, error_of, stored
 from cargohold.mirror.replicas import ReplicaLocks
 from cargohold.mirror.upkeep import Stats
 from cargohold.mirror.upstream import NotFound, Response, Unreachable, Upstream, UpstreamError
@@ -443,11 +443,7 @@ class Mirrors:
 
     async def _stored(self, d: Digest) -> bool:
         # Not through self.fetches: in read-only mode not even its directory is made.
-        try:
-            await self.driver.stat(paths.blob_data(d))
-        except PathNotFoundError:
-            return False
-        return True
+        return await stored(self.driver, d)
 
     async def open_blob(self, name: str, digest: Digest) -> Tail | Relay | None:
         """None when the blob is stored and linked (serve it as usual); else a :class:`Tail`
