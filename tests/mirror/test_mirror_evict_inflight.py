@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 
 import requests
-from support.images import push_image
+from support.images import MANIFEST_ACCEPT, push_image
 from support.servers import unique_repo
 from support.waiting import eventually
 
@@ -70,3 +70,52 @@ def test_eviction_with_a_pull_in_flight(make_registry, proxy, upstream, upstream
     assert r.status_code == 200
     assert _pull(reg.url, f"hub/{remote_old}", "latest")
     assert proxy.count("GET", f"/blobs/{old_layer}") == 2
+
+
+def test_eviction_while_a_blob_of_the_image_is_still_arriving(
+    make_registry, proxy, upstream, upstream_session, images
+):
+    """The evicted image's second layer is still being fetched (the upstream holds it back)
+    when the collector runs: the client gets it whole, it lands in the store unreferenced, and
+    the collector runs again after the fetch, so it does not stay behind."""
+    old = images.get(seed=1343, layer_count=2, payload_size=1 << 20)
+    new = images.get(seed=1344, payload_size=1 << 20)
+    remote_old, remote_new = unique_repo("library"), unique_repo("library")
+    push_image(upstream.url, remote_old, old, session=upstream_session)
+    push_image(upstream.url, remote_new, new, session=upstream_session)
+    cached, arriving = old.layer_digests
+    arriving_size = old.platforms[0].blobs[-1].size
+    entry = mirror_entry(proxy, maxsize="1600KiB", evictinterval="1s")
+    reg = make_registry(config={"mirrors": [entry], **FAST_GC})
+    base = f"{reg.url}/v2/hub/{remote_old}"
+    r = requests.get(f"{base}/manifests/latest", headers={"Accept": MANIFEST_ACCEPT})
+    assert r.status_code == 200
+    for d in (old.config_digest, cached):
+        assert requests.get(f"{base}/blobs/{d}").status_code == 200
+    assert blob_path(reg.root, cached).exists()
+
+    gate = proxy.gate(f"/blobs/{arriving}")
+    slow = requests.get(f"{base}/blobs/{arriving}", stream=True, timeout=300)
+    assert slow.status_code == 200
+    hasher = hashlib.sha256()
+    first = slow.raw.read(64 * 1024)
+    hasher.update(first)
+
+    _pull(reg.url, f"hub/{remote_new}", "latest")  # past maxsize: the old image goes
+    eventually(lambda: not blob_path(reg.root, cached).exists(), timeout=120)
+    assert not blob_path(reg.root, arriving).exists()  # still arriving
+    gate.set()
+    received = len(first)
+    for chunk in slow.iter_content(1 << 20):
+        hasher.update(chunk)
+        received += len(chunk)
+    slow.close()
+    assert received == arriving_size
+    assert "sha256:" + hasher.hexdigest() == arriving
+    # Verified and stored after its image was gone: collected by a later pass.
+    eventually(lambda: not blob_path(reg.root, arriving).exists(), timeout=120)
+    assert blob_path(reg.root, new.layer_digests[0]).exists()
+    # And pulled again, both layers come from the upstream again.
+    assert _pull(reg.url, f"hub/{remote_old}", "latest")
+    assert proxy.count("GET", f"/blobs/{cached}") == 2
+    assert proxy.count("GET", f"/blobs/{arriving}") == 2

@@ -536,6 +536,26 @@ class BlobFetches:
         _release(fd, path)
         return 1
 
+    def busy(self) -> bool:
+        """Whether a blob fetch is running on this host (a lock file is held: done fetches
+        remove theirs). A blob whose image was evicted while it was arriving lands in the
+        store unreferenced, so the collector must run again after it."""
+        try:
+            names = os.listdir(self.dir)
+        except FileNotFoundError:
+            return False
+        for name in names:
+            if not name.endswith(".lock"):
+                continue
+            fd = _open_lock(os.path.join(self.dir, name))
+            try:
+                if not _lock_free(fd):
+                    return True
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+        return False
+
     # -- manifests -------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager

@@ -424,7 +424,8 @@ async def _evict_loop(mirrors: Mirrors, mirror: Mirror, gc: GCConfig) -> None:
     if not config.maxsize:
         interval = max(interval, min(config.ttl / 10, 3600.0))
     pending = 0  # collections still to run for what was evicted (bounded: others' content
-    # may keep the collector "rescuing" forever)
+    # may keep the collector "rescuing" forever), also while blobs are still arriving: one of
+    # an evicted image lands unreferenced
     while True:
         await asyncio.sleep(interval)
         try:
@@ -432,7 +433,8 @@ async def _evict_loop(mirrors: Mirrors, mirror: Mirror, gc: GCConfig) -> None:
             if await evict(mirrors, mirror):
                 pending = COLLECT_PASSES
             if pending:
-                pending = pending - 1 if await collect(mirrors, gc) else 0
+                again = await collect(mirrors, gc) or mirrors.fetches.busy()
+                pending = pending - 1 if again else 0
         except Exception:
             log.exception("mirror %s: eviction failed", mirror.label)
 
