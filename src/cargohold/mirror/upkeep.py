@@ -19,8 +19,9 @@
   period and fence. A pull in flight is safe: a blob being sent stays readable to the reader
   (an open file survives its unlink), and whatever a client asks after the eviction is fetched
   from the upstream again; a blob of an evicted image that was still arriving lands in the
-  store unreferenced, so the collector runs again while fetches are running. The same pass drops images not pulled within the mirror's ``ttl``
-  (registry:2's proxy ``ttl``; 0 keeps them).
+  store unreferenced, so the collector runs again while fetches are running. The same pass
+  drops images not pulled within the mirror's ``ttl`` (registry:2's proxy ``ttl``; 0 keeps
+  them).
 - **Pre-fetch** (``prefetch``). Worker 0 lists each rule's repository upstream every
   ``prefetchinterval``, and pulls every tag matching one of its expressions through the mirror
   (manifest, index children and every blob), so the cache is full before the link goes down.
