@@ -23,6 +23,28 @@ FAST_GC = {"storage": {"maintenance": {"gc": {"graceperiod": "0s", "settle": "0s
 LAYER = 32 << 20
 
 
+class _Slow:
+    """A client that takes the first 64 KiB of a blob, then stops reading until told."""
+
+    def __init__(self, url: str) -> None:
+        self.response = requests.get(url, stream=True, timeout=300)
+        assert self.response.status_code == 200
+        self.hasher = hashlib.sha256()
+        self.received = 0
+        self._take(self.response.raw.read(64 * 1024))
+
+    def _take(self, data: bytes) -> None:
+        self.hasher.update(data)
+        self.received += len(data)
+
+    def finish(self) -> tuple[int, str]:
+        """Read the rest: (bytes received in all, their sha256 digest)."""
+        for chunk in self.response.iter_content(1 << 20):
+            self._take(chunk)
+        self.response.close()
+        return self.received, "sha256:" + self.hasher.hexdigest()
+
+
 def test_eviction_with_a_pull_in_flight(make_registry, proxy, upstream, upstream_session, images):
     old, new = (
         images.get(seed=1341, payload_size=LAYER),
@@ -40,14 +62,8 @@ def test_eviction_with_a_pull_in_flight(make_registry, proxy, upstream, upstream
     assert blob_path(reg.root, old_layer).exists()
 
     # A slow client starts on the cached layer of the old image and stops reading.
-    url = f"{reg.url}/v2/hub/{remote_old}/blobs/{old_layer}"
-    slow = requests.get(url, stream=True, timeout=300)
-    assert slow.status_code == 200
-    assert int(slow.headers["Content-Length"]) == old_size
-    hasher = hashlib.sha256()
-    first = slow.raw.read(64 * 1024)
-    hasher.update(first)
-    received = len(first)
+    slow = _Slow(f"{reg.url}/v2/hub/{remote_old}/blobs/{old_layer}")
+    assert int(slow.response.headers["Content-Length"]) == old_size
 
     # The newer pull pushes the mirror past maxsize: the old image (least recently pulled)
     # is evicted and the collector deletes its layer while the slow client is mid-body.
@@ -55,14 +71,8 @@ def test_eviction_with_a_pull_in_flight(make_registry, proxy, upstream, upstream
     eventually(lambda: not blob_path(reg.root, old_layer).exists(), timeout=120)
     assert blob_path(reg.root, new_layer).exists()
     assert "evicted" in reg.log_tail(50000)
-    assert received < old_size  # still in flight when its file went
-
-    for chunk in slow.iter_content(1 << 20):
-        hasher.update(chunk)
-        received += len(chunk)
-    slow.close()
-    assert received == old_size
-    assert "sha256:" + hasher.hexdigest() == old_layer
+    assert slow.received < old_size  # still in flight when its file went
+    assert slow.finish() == (old_size, old_layer)
 
     # Evicted is not lost: the next pull fetches the layer from the upstream again.
     assert proxy.count("GET", f"/blobs/{old_layer}") == 1
@@ -95,23 +105,13 @@ def test_eviction_while_a_blob_of_the_image_is_still_arriving(
     assert blob_path(reg.root, cached).exists()
 
     gate = proxy.gate(f"/blobs/{arriving}")
-    slow = requests.get(f"{base}/blobs/{arriving}", stream=True, timeout=300)
-    assert slow.status_code == 200
-    hasher = hashlib.sha256()
-    first = slow.raw.read(64 * 1024)
-    hasher.update(first)
+    slow = _Slow(f"{base}/blobs/{arriving}")
 
     _pull(reg.url, f"hub/{remote_new}", "latest")  # past maxsize: the old image goes
     eventually(lambda: not blob_path(reg.root, cached).exists(), timeout=120)
     assert not blob_path(reg.root, arriving).exists()  # still arriving
     gate.set()
-    received = len(first)
-    for chunk in slow.iter_content(1 << 20):
-        hasher.update(chunk)
-        received += len(chunk)
-    slow.close()
-    assert received == arriving_size
-    assert "sha256:" + hasher.hexdigest() == arriving
+    assert slow.finish() == (arriving_size, arriving)
     # Verified and stored after its image was gone: collected by a later pass.
     eventually(lambda: not blob_path(reg.root, arriving).exists(), timeout=120)
     assert blob_path(reg.root, new.layer_digests[0]).exists()
