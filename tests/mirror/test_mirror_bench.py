@@ -31,4 +31,5 @@ def test_mirror_storm_smoke(tmp_path: Path) -> None:
     assert ours["clients_verified"] == theirs["clients_verified"] == 4
     assert ours["upstream_blob_gets"] == 2  # config and layer, once each
     assert ours["upstream_images"] == 1.0
+    assert {"cpu_mirror_s", "cpu_upstream_s", "cpu_clients_s"} <= ours.keys()
     assert "| Wall time (s) |" in proc.stdout

@@ -158,3 +158,7 @@ def test_containerd_hosts_toml_override_path(
         daemon.stop()
     assert proxy.count("GET", f"/v2/{name}/blobs/{image.layer_digests[0]}") == 1
     assert blob_path(reg.root, image.layer_digests[0]).exists()
+    # containerd resolves the tag with a HEAD (asked upstream with a HEAD, nothing fetched),
+    # then GETs the manifest by digest: one upstream GET of it in all.
+    assert proxy.count("GET", f"/v2/{name}/manifests/") == 1, proxy.requests
+    assert proxy.count("HEAD", f"/v2/{name}/manifests/latest") >= 1

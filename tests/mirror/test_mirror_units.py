@@ -13,7 +13,7 @@ import pytest
 
 from cargohold.config import load_config
 from cargohold.errors import RegistryError
-from cargohold.mirror.fetch import BlobFetches
+from cargohold.mirror.fetch import BlobFetches, _acquire, _lock_at, _release
 from cargohold.mirror.upstream import _retry_after, parse_challenge
 from cargohold.registry.core import Registry
 from cargohold.storage.filesystem import FilesystemDriver
@@ -63,6 +63,47 @@ def test_sweep_keeps_what_a_fetch_holds(tmp_path: Path) -> None:
         "sha256-bb.x.part",
         "sha256-cc.result",
     ]
+
+
+def test_lock_files_are_removed_and_a_removed_one_is_worth_nothing(tmp_path: Path) -> None:
+    path = str(tmp_path / "sha256-aa.lock")
+    held = _acquire(path)
+    assert held is not None
+    assert _acquire(path) is None  # another holds it
+    waiter = os.open(path, os.O_RDWR)  # a waiter opened the file before the holder was done
+    _release(held, path)
+    assert not os.path.exists(path)  # the holder removed it
+    try:
+        # The waiter's lock on the removed file guards nothing: refused, and let go...
+        assert _lock_at(waiter, path) is False
+        # ...so it opens the path anew, and so does everyone after: one lock file again.
+        again = _acquire(path)
+        assert again is not None
+        with pytest.raises(BlockingIOError):
+            fd = os.open(path, os.O_RDWR)
+            try:
+                _lock_at(fd, path)
+            finally:
+                os.close(fd)
+        _release(again, path)
+    finally:
+        os.close(waiter)
+
+
+def test_sweep_removes_lock_files_dead_fetchers_left(tmp_path: Path) -> None:
+    fetches = BlobFetches(FilesystemDriver(str(tmp_path)))
+    d = fetches.dir
+    old = time.time() - 7200
+    for name in ("sha256-dead.lock", "tag-dead.mlock", "sha256-live.lock"):
+        Path(d, name).touch()
+        os.utime(os.path.join(d, name), (old, old))
+    live = os.open(os.path.join(d, "sha256-live.lock"), os.O_RDWR)
+    fcntl.flock(live, fcntl.LOCK_EX)  # a fetch of "live" is running: its file stays
+    try:
+        assert fetches.sweep() == 2
+    finally:
+        os.close(live)
+    assert os.listdir(d) == ["sha256-live.lock"]
 
 
 def test_routes(tmp_path: Path) -> None:

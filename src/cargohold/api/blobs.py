@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import re
 from typing import IO, Any
 
 from aiohttp import web
@@ -15,11 +14,13 @@ from aiohttp.helpers import ETag
 from cargohold.api import auditing, mirror, notify, uploadstate
 from cargohold.api.common import (
     API_VERSION_HEADER,
+    SIMPLE_RANGE,
     empty,
     has_body,
     location,
     parse_content_range,
     registry_of,
+    requested_range,
 )
 from cargohold.api.socketbody import request_body
 from cargohold.digest import Digest, check_name
@@ -55,11 +56,13 @@ async def get_blob(request: web.Request, name: str, digest_s: str) -> web.Stream
     reg = registry_of(request)
     digest = Digest.parse(digest_s)
     if reg.mirrors.route(name) is not None:
-        tail = await reg.mirrors.open_blob(name, digest)  # None: stored, served below
+        tail, relay = mirror.split(await reg.mirrors.open_blob(name, digest))  # None: stored
         if tail is not None:
             if request.method == "GET":
                 notify.blob_event(request, "pull", name, digest, tail.size or 0)
             return await mirror.stream_blob(request, tail, digest, _blob_headers(digest, 0))
+        if relay is not None:  # read-only mode: passed through, not stored
+            return await mirror.relay_blob(request, relay, digest, _blob_headers(digest, 0))
     info = await reg.blobs.describe(name, digest)
     if request.method == "GET":
         notify.blob_event(request, "pull", name, digest, info.size)
@@ -72,7 +75,7 @@ async def get_blob(request: web.Request, name: str, digest_s: str) -> web.Stream
         del headers["Content-Length"]
         return web.Response(status=304, headers=headers)
     range_header = request.headers.get("Range")
-    simple_range = range_header is None or _SIMPLE_RANGE.match(range_header) is not None
+    simple_range = range_header is None or SIMPLE_RANGE.match(range_header) is not None
     if info.local_path is not None and simple_range:
         # FileResponse does the single byte range and zero-copy sendfile; it sets its own
         # Content-Length.
@@ -158,9 +161,6 @@ def _corrupt(digest: Digest) -> RegistryError:
     )
 
 
-_SIMPLE_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d+-\d*|-\d+)\s*$")
-
-
 def _etags(values: list[str]) -> set[str]:
     return {tag.strip().removeprefix("W/") for value in values for tag in value.split(",")}
 
@@ -175,17 +175,9 @@ async def _stream_blob(
     """Bodies from drivers without a local file: streamed, with single-range support."""
     start, end = 0, size - 1
     status = 200
-    if honour_range and request.headers.get("Range") and size > 0:
-        rng = request.http_range
-        s = rng.start or 0
-        e = size if rng.stop is None else min(rng.stop, size)
-        if rng.start is not None and rng.start < 0:
-            s, e = max(size + rng.start, 0), size
-        if s >= size or e <= s:
-            raise RegistryError(
-                ErrorCode.RANGE_INVALID, headers={"Content-Range": f"bytes */{size}"}
-            )
-        start, end, status = s, e - 1, 206
+    span = requested_range(request, size) if honour_range else None
+    if span is not None:
+        (start, end), status = span, 206
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     headers["Content-Length"] = str(end - start + 1 if size else 0)
     # Prepared here, so the API middleware cannot add these any more.

@@ -51,6 +51,28 @@ def parse_content_range(value: str | None) -> tuple[int, int] | None:
     return start, end
 
 
+# One range of bytes: what is honoured; other units and several ranges get the whole body
+# (RFC 9110 14.2 lets a server ignore them).
+SIMPLE_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d+-\d*|-\d+)\s*$")
+
+
+def requested_range(request: web.Request, size: int) -> tuple[int, int] | None:
+    """``(first, last)`` byte of the single range a GET of a ``size``-byte body asks for; None
+    for the whole body (no Range, or one to ignore). RANGE_INVALID (416) when it cannot be
+    satisfied."""
+    header = request.headers.get("Range")
+    if not header or size <= 0 or SIMPLE_RANGE.match(header) is None:
+        return None
+    rng = request.http_range
+    s = rng.start or 0
+    e = size if rng.stop is None else min(rng.stop, size)
+    if rng.start is not None and rng.start < 0:
+        s, e = max(size + rng.start, 0), size
+    if s >= size or e <= s:
+        raise RegistryError(ErrorCode.RANGE_INVALID, headers={"Content-Range": f"bytes */{size}"})
+    return s, e - 1
+
+
 def parse_n(request: web.Request) -> int | None:
     raw = request.query.get("n")
     if raw is None or raw == "":

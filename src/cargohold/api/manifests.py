@@ -90,10 +90,28 @@ async def _negotiate(request: web.Request, name: str, m: Manifest) -> Manifest:
     )
 
 
+async def _mirrored(request: web.Request, name: str, reference: str) -> Manifest | web.Response:
+    """A mirrored manifest; for a HEAD of one that is not stored, the upstream's HEAD answered
+    as it is (see :mod:`cargohold.mirror.service` for why nothing is fetched)."""
+    reg = registry_of(request)
+    if request.method != "HEAD":
+        return await reg.mirrors.manifest(name, reference)
+    found = await reg.mirrors.describe(name, reference)
+    if isinstance(found, Manifest):
+        return found
+    accepted = _accepted(request)
+    if accepted is None or found.media_type in accepted:
+        headers = _manifest_headers(found.digest, found.media_type, found.size)
+        return web.Response(status=200, headers=dict(headers))
+    return await reg.mirrors.manifest(name, reference)  # to be negotiated: fetched
+
+
 async def get_manifest(request: web.Request, name: str, reference: str) -> web.StreamResponse:
     reg = registry_of(request)
     if reg.mirrors.route(name) is not None:
-        found = await reg.mirrors.manifest(name, reference)
+        found = await _mirrored(request, name, reference)
+        if isinstance(found, web.Response):
+            return found
     else:
         found = await reg.manifests.get(name, reference)
     m = await _negotiate(request, name, found)

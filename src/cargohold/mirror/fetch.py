@@ -5,7 +5,11 @@ root's ``_cargohold/mirror/fetch`` on the filesystem driver, in the system's tem
 otherwise). For a missing blob ``<hex>``:
 
 - ``<hex>.lock``: whoever holds ``flock(LOCK_EX)`` on it is the one fetching. The lock dies with
-  its process, so a fetcher that crashes never blocks the others.
+  its process, so a fetcher that crashes never blocks the others. The fetcher removes the file
+  (still holding the lock) when it is done, so the directory does not keep one file per blob
+  ever fetched; a lock is therefore only worth something while its file is still the path's
+  (:func:`_lock_at`: the usual lock-then-check-the-inode), and whoever wins a removed file
+  opens (creates) the path again. Manifest and tag locks (``.mlock``) work the same way.
 - ``<hex>.meta``: ``{"id", "size", "part"}``, written by the fetcher once the upstream answered.
 - ``<hex>.<id>.part``: the bytes as they arrive. Every other request for the blob, in this
   process or another, opens it and sends what is there, then waits for more: nobody waits for
@@ -42,6 +46,7 @@ from cargohold.digest import Digest
 from cargohold.errors import ErrorCode, RegistryError
 from cargohold.mirror.replicas import ReplicaLocks
 from cargohold.mirror.upstream import NotFound, Refused, Response, UpstreamError
+from cargohold.registry.integrity import Identity, identity
 from cargohold.storage import paths
 from cargohold.storage.driver import PathNotFoundError, StorageDriver
 
@@ -52,6 +57,15 @@ POLL = 0.02  # seconds between looks at a fetch running in another process
 ATTACH_TRIES = 4
 SWEEP_AGE = 3600.0  # results and leftovers older than this are removed (worker 0, hourly)
 REPLICA_POLL = 0.2  # seconds between looks for a blob another replica is fetching
+
+
+@dataclass(frozen=True, slots=True)
+class Described:
+    """A manifest the upstream has and this mirror does not store: what a HEAD answers."""
+
+    digest: Digest
+    media_type: str
+    size: int
 
 
 class FetchFailed(Exception):
@@ -86,12 +100,70 @@ def _write_json(path: str, doc: dict[str, object]) -> None:
 
 
 def _lock_free(fd: int) -> bool:
-    """Whether nobody holds the fetch lock (a shared lock can be had, and is let go at once)."""
+    """Whether nobody holds the fetch lock (a shared lock can be had, and is let go at once);
+    ``fd`` -1 (no lock file) is free."""
+    if fd < 0:
+        return True
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         return False
     fcntl.flock(fd, fcntl.LOCK_UN)
+    return True
+
+
+def _lock_at(fd: int, path: str) -> bool:
+    """``flock(LOCK_EX | LOCK_NB)`` on ``fd``, opened from ``path``: True when it is held and
+    the file is still the one at ``path`` (a holder that was done may have removed it after we
+    opened it: that lock guards nothing, and is let go). BlockingIOError when another holds it."""
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        here = os.stat(path)
+    except FileNotFoundError:
+        here = None
+    own = os.fstat(fd)
+    if here is not None and (here.st_dev, here.st_ino) == (own.st_dev, own.st_ino):
+        return True
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return False
+
+
+def _acquire(path: str) -> int | None:
+    """The descriptor holding the lock file at ``path``, or None when another holds it."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if _lock_at(fd, path):
+                return fd
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        os.close(fd)  # removed under us by a holder that was done: open the path anew
+
+
+def _release(fd: int, path: str) -> None:
+    """Remove a held lock file, then let go of it: a waiter that opened it finds it is no longer
+    the path's (:func:`_lock_at`), and a newcomer creates a new one."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    os.close(fd)
+
+
+def _open_lock(path: str) -> int:
+    """A descriptor to watch the lock at ``path`` with :func:`_lock_free`; -1 when there is no
+    file (nobody fetching: its holder removed it when it was done)."""
+    try:
+        return os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return -1
+
+
+async def stored(driver: StorageDriver, d: Digest) -> bool:
+    """Whether blob ``d`` is in the store."""
+    try:
+        await driver.stat(paths.blob_data(d))
+    except PathNotFoundError:
+        return False
     return True
 
 
@@ -123,7 +195,7 @@ class Tail:
         self.size: int | None = size if isinstance(size, int) else None
         self._fd = fd
         self.file = os.fdopen(fd, "rb", buffering=0, closefd=False)  # for loop.sendfile
-        self._lock_fd = os.open(fetches.lock_path(digest), os.O_RDWR | os.O_CREAT, 0o644)
+        self._lock_fd = _open_lock(fetches.lock_path(digest))
 
     def close(self) -> None:
         """Idempotent: closing a descriptor number twice could close someone else's."""
@@ -145,12 +217,18 @@ class Tail:
         result = _read_json(self._fetches.result_path(self.digest))
         return result is not None and result.get("id") == self.id and result.get("ok") is True
 
-    async def segments(self) -> AsyncIterator[tuple[int, int]]:
+    async def segments(
+        self, start: int = 0, stop: int | None = None
+    ) -> AsyncIterator[tuple[int, int]]:
         """``(offset, count)`` of the bytes of :attr:`file` that may be sent, as they arrive
-        (sent with ``sendfile``, as stored blobs are: no copy through Python)."""
-        pos = 0
-        # Everything but the last byte may go out before the blob is verified.
-        limit = self.size - 1 if self.size is not None else None
+        (sent with ``sendfile``, as stored blobs are: no copy through Python), from ``start``
+        up to ``stop`` (a range; default: to the end)."""
+        pos = start
+        if stop is None:
+            stop = self.size
+        # Everything but the last byte may go out before the blob is verified (of a range,
+        # its last byte: no unverified body looks complete).
+        limit = stop - 1 if stop is not None else None
         try:
             while True:
                 end = os.fstat(self._fd).st_size
@@ -169,6 +247,8 @@ class Tail:
                 end = os.fstat(self._fd).st_size
                 if self.size is not None and end != self.size:
                     raise FetchFailed(f"{self.digest}: {end} of {self.size} bytes")
+                if stop is not None:
+                    end = min(end, stop)
                 if end > pos:
                     yield pos, end - pos
                 return
@@ -190,9 +270,17 @@ class Tail:
 class BlobFetches:
     """The fetch files of one store, and the fetches this process runs."""
 
-    def __init__(self, driver: StorageDriver, replicas: ReplicaLocks | None = None) -> None:
+    def __init__(
+        self,
+        driver: StorageDriver,
+        replicas: ReplicaLocks | None = None,
+        verified: Callable[[Identity], None] | None = None,
+    ) -> None:
         self.driver = driver
         self.replicas = replicas
+        # Told the identity of each blob file this process published: hashed as it arrived,
+        # it need not be hashed again before this process first serves it from the store.
+        self.verified = verified
         local_root = driver.local_path("/")
         if local_root is not None:
             self.dir = local_root + paths.MIRROR_FETCH
@@ -216,11 +304,7 @@ class BlobFetches:
         return os.path.join(self.dir, f"{d.algorithm}-{d.hex}.result")
 
     async def stored(self, d: Digest) -> bool:
-        try:
-            await self.driver.stat(paths.blob_data(d))
-        except PathNotFoundError:
-            return False
-        return True
+        return await stored(self.driver, d)
 
     # -- blobs -----------------------------------------------------------------------------
 
@@ -235,15 +319,12 @@ class BlobFetches:
             if await self.stored(d):
                 return None, coalesced
             began = time.time()
-            fd = os.open(self.lock_path(d), os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
+            fd = _acquire(self.lock_path(d))
+            if fd is None:
                 coalesced = True
             else:
                 if await self.stored(d):
-                    os.close(fd)
+                    _release(fd, self.lock_path(d))
                     return None, coalesced
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.meta_path(d))
@@ -258,7 +339,7 @@ class BlobFetches:
         raise RegistryError(ErrorCode.UNAVAILABLE, "the upstream fetch did not complete")
 
     async def _attach(self, d: Digest, began: float) -> Tail | None:
-        lock_fd = os.open(self.lock_path(d), os.O_RDWR | os.O_CREAT, 0o644)
+        lock_fd = _open_lock(self.lock_path(d))
         try:
             while True:
                 meta = _read_json(self.meta_path(d))
@@ -291,7 +372,8 @@ class BlobFetches:
                 else:
                     await asyncio.sleep(POLL)
         finally:
-            os.close(lock_fd)
+            if lock_fd >= 0:
+                os.close(lock_fd)
 
     def _notify(self, d: Digest) -> None:
         local = self.local.get(d.hex)
@@ -370,7 +452,7 @@ class BlobFetches:
                 _write_json(self.result_path(d), result)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.meta_path(d))
-            os.close(lock_fd)  # releases the lock: waiters read the result
+            _release(lock_fd, self.lock_path(d))  # waiters read the result
             self._notify(d)
             self.local.pop(d.hex, None)
 
@@ -383,6 +465,10 @@ class BlobFetches:
             except OSError as exc:
                 if exc.errno != errno.EEXIST:
                     raise
+                return
+            if self.verified is not None:
+                with contextlib.suppress(OSError):
+                    self.verified(identity(os.stat(target)))
             return
         incoming = paths.mirror_incoming(uuid.uuid4().hex)
         writer = await self.driver.writer(incoming)
@@ -398,9 +484,9 @@ class BlobFetches:
         await self.driver.move(incoming, paths.blob_data(d))
 
     def sweep(self, age: float = SWEEP_AGE) -> int:
-        """Remove results and leftovers (of fetchers that died) older than ``age`` whose blob
-        nobody is fetching. Lock files stay: removing one while another process opens it could
-        let two fetchers hold two different locks for one blob."""
+        """Remove results, tag outcomes and leftovers (of fetchers that died) older than ``age``
+        whose blob nobody is fetching, and the lock files that dead fetchers left (taken first,
+        then removed: see :func:`_lock_at`)."""
         removed = 0
         cutoff = time.time() - age
         try:
@@ -408,9 +494,10 @@ class BlobFetches:
         except FileNotFoundError:
             return 0
         for name in names:
-            if name.endswith(".lock") or name.endswith(".mlock"):
-                continue
             path = os.path.join(self.dir, name)
+            if name.endswith(".lock") or name.endswith(".mlock"):
+                removed += self._sweep_lock(path, cutoff)
+                continue
             try:
                 if os.stat(path).st_mtime >= cutoff:
                     continue
@@ -431,6 +518,44 @@ class BlobFetches:
                 continue
         return removed
 
+    @staticmethod
+    def _sweep_lock(path: str, cutoff: float) -> int:
+        try:
+            if os.stat(path).st_mtime >= cutoff:
+                return 0
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            return 0
+        try:
+            held = _lock_at(fd, path)
+        except BlockingIOError:
+            held = False  # someone is fetching it right now
+        if not held:
+            os.close(fd)
+            return 0
+        _release(fd, path)
+        return 1
+
+    def busy(self) -> bool:
+        """Whether a blob fetch is running on this host (a lock file is held: done fetches
+        remove theirs). A blob whose image was evicted while it was arriving lands in the
+        store unreferenced, so the collector must run again after it."""
+        try:
+            names = os.listdir(self.dir)
+        except FileNotFoundError:
+            return False
+        for name in names:
+            if not name.endswith(".lock"):
+                continue
+            fd = _open_lock(os.path.join(self.dir, name))
+            try:
+                if not _lock_free(fd):
+                    return True
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+        return False
+
     # -- manifests -------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
@@ -444,18 +569,13 @@ class BlobFetches:
         waited = lock.locked()
         async with lock:
             path = os.path.join(self.dir, f"{stem}.mlock")
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            while (fd := _acquire(path)) is None:
+                waited = True
+                await asyncio.sleep(POLL / 2)
             try:
-                while True:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        break
-                    except BlockingIOError:
-                        waited = True
-                        await asyncio.sleep(POLL / 2)
                 yield waited
             finally:
-                os.close(fd)
+                _release(fd, path)
 
     @staticmethod
     def stem_of(d: Digest) -> str:
@@ -466,7 +586,8 @@ class BlobFetches:
         return "tag-" + hashlib.sha256(f"{name}:{tag}".encode()).hexdigest()[:40]
 
     def outcome(self, stem: str) -> tuple[float, str] | None:
-        """When the last check under ``stem`` ended, and how ("ok", "missing", "down")."""
+        """When the last check under ``stem`` ended, and how ("ok", "missing", "down", or
+        "described": a HEAD found a manifest that is not stored, see :meth:`described`)."""
         doc = _read_json(os.path.join(self.dir, f"{stem}.checked"))
         if doc is None:
             return None
@@ -475,11 +596,29 @@ class BlobFetches:
         except (KeyError, TypeError, ValueError):
             return None
 
-    def record(self, stem: str, state: str) -> None:
-        with contextlib.suppress(OSError):
-            _write_json(
-                os.path.join(self.dir, f"{stem}.checked"), {"time": time.time(), "state": state}
+    def described(self, stem: str) -> tuple[float, Described] | None:
+        """When a HEAD's check under ``stem`` ended, and the manifest it found not stored."""
+        doc = _read_json(os.path.join(self.dir, f"{stem}.checked"))
+        if doc is None or doc.get("state") != "described":
+            return None
+        digest = Digest.try_parse(str(doc.get("digest")))
+        size, media_type, when = doc.get("size"), doc.get("mediaType"), doc.get("time")
+        if digest is None or not isinstance(size, int) or not isinstance(media_type, str):
+            return None
+        if not isinstance(when, (int, float)):
+            return None
+        return float(when), Described(digest, media_type, size)
+
+    def record(self, stem: str, state: str, described: Described | None = None) -> None:
+        doc: dict[str, object] = {"time": time.time(), "state": state}
+        if described is not None:
+            doc.update(
+                digest=str(described.digest),
+                mediaType=described.media_type,
+                size=described.size,
             )
+        with contextlib.suppress(OSError):
+            _write_json(os.path.join(self.dir, f"{stem}.checked"), doc)
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -16,6 +16,21 @@ and registry:2 itself see a mirrored repository like any other; only *how it fil
 When the upstream is down, slow or answers 5xx, cached content is served (a warning and the
 ``cargohold_mirror_stale_serves`` metric); content that is not cached fails with 503
 ``UNAVAILABLE``; what the upstream does not have is a 404 here too.
+
+A ``HEAD`` of a manifest that is not stored asks the upstream with a ``HEAD`` and stores
+nothing (:meth:`Mirrors.describe`). Tools that only look (update checkers such as Watchtower
+or Renovate, ``crane digest``) HEAD precisely because Docker Hub does not count a HEAD as a
+pull; fetching on their behalf would spend the pull limit on manifests nobody pulls. A client
+that HEADs and then pulls (containerd resolves a tag with HEAD, then GETs by digest) costs the
+upstream one HEAD and one GET either way. A client whose Accept header rules out what the
+upstream has gets the manifest fetched, as on a GET (only a stored index can be negotiated).
+
+In read-only mode (``storage.maintenance.readonly``: a garbage collection or a backup is
+running, or the storage is mounted read-only) nothing is written: cached content is served as
+usual, a tag is still checked upstream (its cached digest served when it matches, the local
+tag left alone), and what is not cached is passed through from the upstream, verified against
+its digest as it goes, and not stored: pulls keep working as a plain proxy would serve them,
+only without coalescing, and the cache fills again once writes are allowed.
 """
 
 from __future__ import annotations
@@ -23,24 +38,48 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from cargohold import metrics
 from cargohold.auth.policy import glob_match
 from cargohold.config import MirrorConfig, MirrorsConfig, RedisConfig
 from cargohold.digest import Digest, check_tag, is_digest_reference
 from cargohold.errors import ErrorCode, RegistryError
-from cargohold.mirror.fetch import BlobFetches, Tail, error_of
+from cargohold.mirror.fetch import BlobFetches, Described, Tail, error_of, stored
 from cargohold.mirror.replicas import ReplicaLocks
 from cargohold.mirror.upkeep import Stats
-from cargohold.mirror.upstream import NotFound, Unreachable, Upstream, UpstreamError
+from cargohold.mirror.upstream import NotFound, Response, Unreachable, Upstream, UpstreamError
 from cargohold.registry.blobs import BlobStore
+from cargohold.registry.integrity import Identity
 from cargohold.registry.manifests import Manifest, ManifestStore, link_digest, parse_manifest
 from cargohold.storage import paths
 from cargohold.storage.driver import PathNotFoundError, StorageDriver
 
 log = logging.getLogger("cargohold.mirror")
+
+
+class Relay:
+    """A blob passed through from the upstream without storing it (read-only mode): the body
+    is the upstream's, to be hashed as it is sent."""
+
+    def __init__(self, response: Response, digest: Digest) -> None:
+        self.response = response
+        self.digest = digest
+        self.size = _content_length(response)
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        return cast("AsyncIterator[bytes]", self.response.chunks())
+
+    def close(self) -> None:
+        self.response.release()
+
+
+def _content_length(response: Response) -> int | None:
+    raw = response.headers.get("Content-Length")
+    return int(raw) if raw is not None and raw.isdigit() else None
+
 
 # After a check found the upstream down (or slow), requests for that tag take that outcome for
 # this long instead of each waiting out the timeouts again.
@@ -80,8 +119,11 @@ class Mirrors:
         blobs: BlobStore,
         manifests: ManifestStore,
         redis: RedisConfig | None = None,
+        readonly: bool = False,
+        verified: Callable[[Identity], None] | None = None,
     ) -> None:
         self.driver = driver
+        self.readonly = readonly  # storage.maintenance.readonly: serve, pass through, never store
         self.redis = redis
         self.blobs = blobs
         self.manifests = manifests
@@ -93,6 +135,7 @@ class Mirrors:
         )
         self._root = next((m for m in self.mirrors if not m.config.prefix), None)
         self._fetches: BlobFetches | None = None
+        self._verified = verified
         self.stats = Stats()
 
     @property
@@ -103,7 +146,7 @@ class Mirrors:
     def fetches(self) -> BlobFetches:
         if self._fetches is None:  # made on first use: a registry without mirrors has no files
             replicas = ReplicaLocks(self.redis) if self.redis is not None else None
-            self._fetches = BlobFetches(self.driver, replicas)
+            self._fetches = BlobFetches(self.driver, replicas, self._verified)
         return self._fetches
 
     def route(self, name: str) -> Route | None:
@@ -144,11 +187,20 @@ class Mirrors:
 
     async def manifest(self, name: str, reference: str) -> Manifest:
         m = await self._manifest(name, reference)
+        assert isinstance(m, Manifest)  # described only for a HEAD
         if not is_digest_reference(reference):
             self.stats.pulled(name, reference)  # for maxsize's least-recently-pulled order
         return m
 
-    async def _manifest(self, name: str, reference: str) -> Manifest:
+    async def describe(self, name: str, reference: str) -> Manifest | Described:
+        """What a ``HEAD`` answers: the stored manifest, or the upstream's description of one
+        that is not stored (asked with a HEAD; nothing fetched, nothing stored)."""
+        return await self._manifest(name, reference, head=True)
+
+    async def _manifest(
+        self, name: str, reference: str, head: bool = False
+    ) -> Manifest | Described:
+        """A :class:`Manifest`; with ``head``, a :class:`Described` instead of fetching."""
         route = self.allowed_route(name)
         assert route is not None
         if is_digest_reference(reference):
@@ -160,14 +212,68 @@ class Mirrors:
             if await self.manifests.exists(name, digest):
                 self._lookup(route, "manifest", True)
                 return await self.manifests.load(digest)
+            if head:
+                found = await self._head_upstream(route, digest)
+                if found is not None and found.digest == digest:
+                    return found
+            if self.readonly:  # fetched, verified, not stored
+                return await self._get_and_store(route, name, str(digest), digest)
             return await self._fetch_manifest(route, name, digest)
         check_tag(reference)
-        return await self._by_tag(route, name, reference)
+        if self.readonly:
+            return await self._readonly_tag(route, name, reference, head)
+        return await self._by_tag(route, name, reference, head)
 
-    async def _by_tag(self, route: Route, name: str, tag: str) -> Manifest:
+    async def _head_upstream(self, route: Route, reference: Digest | str) -> Described | None:
+        """The upstream's HEAD of a manifest; None when it named no digest or size."""
+        try:
+            raw, media_type, size = await route.mirror.upstream.head_manifest(
+                route.remote, str(reference)
+            )
+        except UpstreamError as exc:
+            if not isinstance(exc, NotFound):
+                log.warning("upstream %s: %s; %s is not cached", route.label, exc, reference)
+            raise error_of(exc, "manifest") from None
+        digest = Digest.try_parse(raw) if raw else None
+        if digest is None or size is None or not media_type:
+            return None
+        return Described(digest, media_type.split(";", 1)[0].strip(), size)
+
+    async def _readonly_tag(
+        self, route: Route, name: str, tag: str, head: bool
+    ) -> Manifest | Described:
+        """A tag in read-only mode: checked upstream every time (no outcome can be recorded),
+        the cached manifest served when the digests agree (or the upstream is down), else the
+        upstream's passed through; the local tag is not moved."""
+        local = await self._local_tag(name, tag)
+        try:
+            found = await route.mirror.upstream.head_manifest(route.remote, tag)
+        except NotFound:
+            raise RegistryError(
+                ErrorCode.MANIFEST_UNKNOWN, "the upstream has no such tag", {"tag": tag}
+            ) from None
+        except UpstreamError as exc:
+            if local is None:
+                raise error_of(exc, "manifest") from None
+            log.warning("upstream %s: %s; serving the cached %s:%s", route.label, exc, name, tag)
+            metrics.mirror_stale(route.label)
+            return await self.manifests.load(local)
+        digest = Digest.try_parse(found[0]) if found[0] else None
+        if digest is not None and await self.manifests.exists(name, digest):
+            self._lookup(route, "manifest", True)
+            return await self.manifests.load(digest)
+        if head and digest is not None and found[1] and found[2] is not None:
+            return Described(digest, found[1].split(";", 1)[0].strip(), found[2])
+        return await self._get_and_store(route, name, str(digest) if digest else tag, digest)
+
+    async def _by_tag(
+        self, route: Route, name: str, tag: str, head: bool = False
+    ) -> Manifest | Described:
         """A tag, checked upstream unless checked within ``tagfreshness``. The check (HEAD, and
         the manifest's GET when its digest is new) runs once per host at a time: requests that
-        arrive meanwhile wait for it and take its outcome instead of asking again."""
+        arrive meanwhile wait for it and take its outcome instead of asking again. With
+        ``head``, a digest that is not stored is :class:`Described`, not fetched (and
+        recorded as such, for the HEADs that waited: a GET still fetches)."""
         stem = self.fetches.tag_stem(name, tag)
         fresh = route.mirror.config.tagfreshness
         last = self.fetches.outcome(stem)
@@ -184,10 +290,16 @@ class Mirrors:
             if last[1] == "down":
                 raise error_of(Unreachable("checked just now"), "manifest")
         began = time.time()
-        async with self.fetches.exclusive(stem) as waited:
+        async with self.fetches.exclusive(stem):
             local = await self._local_tag(name, tag)
-            outcome = self.fetches.outcome(stem) if waited else None
-            if outcome is not None and outcome[0] >= began:  # checked while we waited
+            # A check that ended after this request began is as fresh as one of its own: taken
+            # whether this request waited for it or came just as it ended.
+            outcome = self.fetches.outcome(stem)
+            seen = self.fetches.described(stem) if head else None
+            if seen is not None and seen[0] >= began and seen[1].digest != local:
+                metrics.mirror_coalesced(route.label, "manifest")
+                return seen[1]
+            if outcome is not None and outcome[0] >= began and outcome[1] != "described":
                 metrics.mirror_coalesced(route.label, "manifest")
                 state = outcome[1]
                 if state == "missing":
@@ -202,7 +314,7 @@ class Mirrors:
                 if state == "down":
                     raise error_of(Unreachable("checked just now"), "manifest")
             try:
-                digest = await self._check_tag(route, tag)
+                found = await self._check_tag(route, tag)
             except NotFound:
                 self.fetches.record(stem, "missing")
                 raise RegistryError(
@@ -218,6 +330,15 @@ class Mirrors:
                 )
                 metrics.mirror_stale(route.label)
                 return await self.manifests.load(local)
+            digest = found.digest if isinstance(found, Described) else found
+            if (
+                head
+                and isinstance(found, Described)
+                and found.digest != local
+                and not await self.manifests.exists(name, found.digest)
+            ):
+                self.fetches.record(stem, "described", found)
+                return found
             m = await self._tagged(route, name, tag, digest, local)
             self.fetches.record(stem, "ok")
             return m
@@ -247,11 +368,15 @@ class Mirrors:
             return None
         return digest
 
-    async def _check_tag(self, route: Route, tag: str) -> Digest | None:
-        """The tag's digest upstream by ``HEAD`` (which Docker Hub does not count as a pull);
-        None when the upstream did not say (the manifest is then fetched by tag)."""
-        raw, _ = await route.mirror.upstream.head_manifest(route.remote, tag)
-        return Digest.try_parse(raw) if raw else None
+    async def _check_tag(self, route: Route, tag: str) -> Described | Digest | None:
+        """The tag's manifest upstream by ``HEAD`` (which Docker Hub does not count as a pull):
+        described, or only its digest when it sent no size or type, or None when it did not
+        even say the digest (the manifest is then fetched by tag)."""
+        raw, media_type, size = await route.mirror.upstream.head_manifest(route.remote, tag)
+        digest = Digest.try_parse(raw) if raw else None
+        if digest is None or size is None or not media_type:
+            return digest
+        return Described(digest, media_type.split(";", 1)[0].strip(), size)
 
     async def _fetch_manifest(
         self, route: Route, name: str, digest: Digest | None, tag: str | None = None
@@ -294,7 +419,8 @@ class Mirrors:
             raise RegistryError(
                 ErrorCode.UNAVAILABLE, "the upstream sent a manifest that does not verify"
             ) from None
-        await self._store(name, m)
+        if not self.readonly:  # read-only: passed through, not kept
+            await self._store(name, m)
         return m
 
     async def _store(self, name: str, m: Manifest) -> None:
@@ -315,15 +441,26 @@ class Mirrors:
 
     # -- blobs -----------------------------------------------------------------------------
 
-    async def open_blob(self, name: str, digest: Digest) -> Tail | None:
+    async def _stored(self, d: Digest) -> bool:
+        # Not through self.fetches: in read-only mode not even its directory is made.
+        return await stored(self.driver, d)
+
+    async def open_blob(self, name: str, digest: Digest) -> Tail | Relay | None:
         """None when the blob is stored and linked (serve it as usual); else a :class:`Tail`
-        following its fetch."""
+        following its fetch, or in read-only mode a :class:`Relay` of the upstream's body."""
         route = self.allowed_route(name)
         assert route is not None
-        stored = await self.fetches.stored(digest)
+        stored = await self._stored(digest)
         if stored and await self.blobs.is_linked(name, digest):
             self._lookup(route, "blob", True)
             return None
+        if self.readonly:  # no fetch file, no link, no blob: the upstream's bytes, relayed
+            self._lookup(route, "blob", False)
+            try:
+                response = await route.mirror.upstream.get_blob(route.remote, str(digest))
+                return Relay(response, digest)
+            except UpstreamError as exc:
+                raise error_of(exc, "blob") from None
         if stored:
             # In the store for another repository: the upstream must show it has it here.
             try:
@@ -351,7 +488,7 @@ class Mirrors:
         """The size of a blob that is not stored yet, from the upstream; None when it is."""
         route = self.allowed_route(name)
         assert route is not None
-        if await self.fetches.stored(digest) and await self.blobs.is_linked(name, digest):
+        if await self._stored(digest) and await self.blobs.is_linked(name, digest):
             return None
         try:
             size = await route.mirror.upstream.head_blob(route.remote, str(digest))

@@ -2,7 +2,13 @@
 
 - **Hit rates.** Each worker counts its mirrors' hits and misses (manifests and blobs) and writes
   its running totals to ``_cargohold/mirror/stats/<mirror>/<process>``; ``cargohold du`` adds
-  the files up, so the rate covers every worker and restart.
+  the files up, so the rate covers every worker and restart. So that a file per process ever
+  started does not pile up, files of processes that are gone (marked ``final`` by their last
+  flush, or not rewritten for :data:`STALE` although live processes rewrite theirs every
+  :data:`HEARTBEAT`) are folded into one live process's file and removed: worker 0 of each
+  replica offers (``adopter``), and the one whose file name sorts first does it, so two
+  replicas do not both count the same file. What is lost in a crash between writing the
+  folded counts and removing the folded files is that they count twice; it is a statistic.
 - **Last pulls.** Pulls of mirrored tags are written, at most once per flush interval, as the
   ``_pulls/<tag>`` files retention already uses (their mtime is the pull time).
 - **Bounded cache** (``maxsize``). Worker 0 measures each mirror (the bytes of the distinct blobs
@@ -12,8 +18,10 @@
   garbage collector, which frees the blobs nothing references any more with its usual grace
   period and fence. A pull in flight is safe: a blob being sent stays readable to the reader
   (an open file survives its unlink), and whatever a client asks after the eviction is fetched
-  from the upstream again. The same pass drops images not pulled within the mirror's ``ttl``
-  (registry:2's proxy ``ttl``; 0 keeps them).
+  from the upstream again; a blob of an evicted image that was still arriving lands in the
+  store unreferenced, so the collector runs again while fetches are running. The same pass
+  drops images not pulled within the mirror's ``ttl`` (registry:2's proxy ``ttl``; 0 keeps
+  them).
 - **Pre-fetch** (``prefetch``). Worker 0 lists each rule's repository upstream every
   ``prefetchinterval``, and pulls every tag matching one of its expressions through the mirror
   (manifest, index children and every blob), so the cache is full before the link goes down.
@@ -49,6 +57,8 @@ log = logging.getLogger("cargohold.mirror")
 
 FLUSH_SECONDS = 10.0
 COLLECT_PASSES = 10
+HEARTBEAT = 600.0  # a live process rewrites its statistics file at least this often...
+STALE = 6 * HEARTBEAT  # ...so one not rewritten for this long belongs to a process that died
 
 
 class Stats:
@@ -59,7 +69,10 @@ class Stats:
         self.counts: Counter[tuple[str, str]] = Counter()  # (mirror, "hit"|"miss")
         self.pulls: dict[tuple[str, str], float] = {}
         self._written: Counter[tuple[str, str]] = Counter()
+        self._written_at = 0.0
         self._flushing = asyncio.Lock()  # the flush loop and the UI's storage page both flush
+        self.adopter = False  # worker 0: may fold the files of processes that are gone
+        self.final = False  # set for the last flush of a stopping process
 
     def lookup(self, mirror: str, hit: bool) -> None:
         self.counts[(mirror, "hit" if hit else "miss")] += 1
@@ -68,11 +81,14 @@ class Stats:
         if len(self.pulls) < 100_000:
             self.pulls[(name, tag)] = time.time()
 
-    async def flush(self, driver: StorageDriver) -> None:
+    async def flush(self, driver: StorageDriver, labels: list[str] | None = None) -> None:
+        """Write what changed (and, every :data:`HEARTBEAT`, what did not: the file's mtime
+        tells the others this process is alive). ``labels``: the mirrors whose file an
+        adopter keeps even before its first lookup."""
         async with self._flushing:  # an older snapshot must not land after a newer one
-            await self._flush(driver)
+            await self._flush(driver, labels or [])
 
-    async def _flush(self, driver: StorageDriver) -> None:
+    async def _flush(self, driver: StorageDriver, labels: list[str]) -> None:
         pulls, self.pulls = self.pulls, {}
         for (name, tag), when in pulls.items():
             path = paths.pull_record(name, tag)
@@ -83,15 +99,68 @@ class Stats:
                     os.utime(local, (when, when))
             except Exception:
                 log.exception("cannot record the pull of %s:%s", name, tag)
-        if self.counts == self._written:
+        beat = time.monotonic() - self._written_at > HEARTBEAT
+        if self.counts == self._written and not beat and not self.final:
             return
         snapshot = Counter(self.counts)
-        for mirror in {m for m, _ in snapshot}:
-            doc = {"hits": snapshot[(mirror, "hit")], "misses": snapshot[(mirror, "miss")]}
+        for mirror in {m for m, _ in snapshot} | set(labels if self.adopter else ()):
+            doc = {
+                "hits": snapshot[(mirror, "hit")],
+                "misses": snapshot[(mirror, "miss")],
+                "adopter": self.adopter,
+                "final": self.final,
+            }
             await driver.put_content(
                 paths.mirror_stats(mirror, self.process), json.dumps(doc).encode()
             )
         self._written = snapshot
+        self._written_at = time.monotonic()
+
+    async def fold(self, driver: StorageDriver, labels: list[str]) -> int:
+        """Fold the statistics files of processes that are gone into this one's, when this
+        process is the adopter (see the module's doc); returns how many files went."""
+        if not self.adopter:
+            return 0
+        now = time.time()
+        folded = 0
+        for label in labels:
+            try:
+                files = await driver.list(paths.mirror_stats(label))
+            except PathNotFoundError:
+                continue
+            gone: list[tuple[str, dict[str, object]]] = []
+            adopters: list[str] = []
+            for path in files:
+                name = path.rsplit("/", 1)[1]
+                try:
+                    doc = json.loads(await driver.get_content(path))
+                    mtime = (await driver.stat(path)).mtime
+                except (PathNotFoundError, ValueError):
+                    continue
+                if not isinstance(doc, dict):
+                    continue
+                live = not doc.get("final") and now - mtime < STALE
+                if live and doc.get("adopter"):
+                    adopters.append(name)
+                elif not live and name != self.process:
+                    gone.append((path, doc))
+            if not gone or min(adopters, default=None) != self.process:
+                continue  # nothing to fold, or another replica's worker 0 does it
+            async with self._flushing:
+                for _, doc in gone:
+                    self.counts[(label, "hit")] += _count(doc, "hits")
+                    self.counts[(label, "miss")] += _count(doc, "misses")
+                await self._flush(driver, [label])  # the sum first, then the parts go
+            for path, _ in gone:
+                with contextlib.suppress(PathNotFoundError):
+                    await driver.delete(path)
+                folded += 1
+        return folded
+
+
+def _count(doc: dict[str, object], key: str) -> int:
+    value = doc.get(key, 0)
+    return value if isinstance(value, int) and value > 0 else 0
 
 
 async def hit_counts(driver: StorageDriver, label: str) -> tuple[int, int]:
@@ -301,7 +370,11 @@ async def _pull(mirrors: Mirrors, name: str, reference: str) -> None:
 
 
 async def run(mirrors: Mirrors, index: int, gc: GCConfig) -> None:
-    """The background work of one worker (``index`` 0 also evicts and pre-fetches)."""
+    """The background work of one worker (``index`` 0 also evicts and pre-fetches). None in
+    read-only mode: statistics, pull records, eviction and pre-fetching all write."""
+    if mirrors.readonly:
+        return
+    mirrors.stats.adopter = index == 0
     tasks = [asyncio.create_task(_flush_loop(mirrors, sweep=index == 0))]
     if index == 0:
         for mirror in mirrors.mirrors:
@@ -314,18 +387,32 @@ async def run(mirrors: Mirrors, index: int, gc: GCConfig) -> None:
     finally:
         for task in tasks:
             task.cancel()
+        mirrors.stats.final = True  # this process's file may be folded into another's now
         with contextlib.suppress(Exception):
-            await mirrors.stats.flush(mirrors.driver)
+            await mirrors.stats.flush(mirrors.driver, _labels(mirrors))
+
+
+def _labels(mirrors: Mirrors) -> list[str]:
+    return [m.label for m in mirrors.mirrors]
 
 
 async def _flush_loop(mirrors: Mirrors, sweep: bool) -> None:
     last_sweep = time.monotonic()
+    folded = False
     while True:
         await asyncio.sleep(FLUSH_SECONDS)
         try:
-            await mirrors.stats.flush(mirrors.driver)
+            await mirrors.stats.flush(mirrors.driver, _labels(mirrors))
         except Exception:
             log.exception("cannot write the mirrors' statistics")
+        if sweep and (not folded or time.monotonic() - last_sweep > SWEEP_AGE):
+            # Once soon after start (the files of the processes this start replaced), then
+            # with the hourly sweep of the fetch files.
+            folded = True
+            try:
+                await mirrors.stats.fold(mirrors.driver, _labels(mirrors))
+            except Exception:
+                log.exception("cannot fold the statistics of stopped processes")
         if sweep and time.monotonic() - last_sweep > SWEEP_AGE:
             last_sweep = time.monotonic()
             with contextlib.suppress(OSError):
@@ -339,7 +426,8 @@ async def _evict_loop(mirrors: Mirrors, mirror: Mirror, gc: GCConfig) -> None:
     if not config.maxsize:
         interval = max(interval, min(config.ttl / 10, 3600.0))
     pending = 0  # collections still to run for what was evicted (bounded: others' content
-    # may keep the collector "rescuing" forever)
+    # may keep the collector "rescuing" forever), also while blobs are still arriving: one of
+    # an evicted image lands unreferenced
     while True:
         await asyncio.sleep(interval)
         try:
@@ -347,7 +435,8 @@ async def _evict_loop(mirrors: Mirrors, mirror: Mirror, gc: GCConfig) -> None:
             if await evict(mirrors, mirror):
                 pending = COLLECT_PASSES
             if pending:
-                pending = pending - 1 if await collect(mirrors, gc) else 0
+                again = await collect(mirrors, gc) or mirrors.fetches.busy()
+                pending = pending - 1 if again else 0
         except Exception:
             log.exception("mirror %s: eviction failed", mirror.label)
 

@@ -269,9 +269,10 @@ class Upstream:
                 delay *= 2
         raise Unreachable(last)
 
-    async def head_manifest(self, repository: str, reference: str) -> tuple[str, str]:
-        """``(digest, media type)`` of a manifest by tag (a HEAD does not count against Docker
-        Hub's pull limit); the digest may be "" when the upstream does not send one."""
+    async def head_manifest(self, repository: str, reference: str) -> tuple[str, str, int | None]:
+        """``(digest, media type, size)`` of a manifest (a HEAD does not count against Docker
+        Hub's pull limit); the digest may be "" and the size None when the upstream does not
+        send them."""
         path = f"/v2/{repository}/manifests/{reference}"
         async with await self.request(
             "HEAD", path, repository, {"Accept": MANIFEST_ACCEPT}
@@ -279,6 +280,7 @@ class Upstream:
             return (
                 resp.headers.get("Docker-Content-Digest", ""),
                 resp.headers.get("Content-Type", ""),
+                _length(resp.headers),
             )
 
     async def get_manifest(self, repository: str, reference: str) -> tuple[bytes, str]:

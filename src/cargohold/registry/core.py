@@ -67,7 +67,13 @@ class Registry:
         self.manifests = ManifestStore(self.driver, self.blobs, config.validation, self.governance)
         self.verifier = BlobVerifier()  # blob files hashed once per process (integrity.py)
         self.mirrors = Mirrors(
-            config.mirrors, self.driver, self.blobs, self.manifests, config.redis
+            config.mirrors,
+            self.driver,
+            self.blobs,
+            self.manifests,
+            config.redis,
+            readonly=config.storage.readonly,
+            verified=self.verifier.trust,
         )
 
     @property
