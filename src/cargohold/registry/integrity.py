@@ -86,9 +86,7 @@ class BlobVerifier:
                     digest.algorithm,
                     job.result(),
                 )
-            self._verdicts[key] = ok
-            while len(self._verdicts) > self.entries:
-                self._verdicts.popitem(last=False)
+            self.remember(key, ok)
             result.set_result(ok)
 
         future.add_done_callback(finished)
