@@ -35,7 +35,12 @@ TIMEOUT = 120
 
 
 def start(
-    proxy: FaultProxy, make_registry: Factory, moto: MotoServer, blobdir: Path, size: str = "1GiB"
+    proxy: FaultProxy,
+    make_registry: Factory,
+    moto: MotoServer,
+    blobdir: Path,
+    size: str = "1GiB",
+    workers: int = 1,
 ) -> RegistryProcess:
     bucket = moto.new_bucket("blobcache")
     debug = f"127.0.0.1:{free_port()}"
@@ -49,7 +54,8 @@ def start(
         config={
             "storage": storage,
             "http": {"debug": {"addr": debug, "prometheus": {"enabled": True}}},
-        }
+        },
+        workers=workers,
     )
     reg.bucket = bucket  # type: ignore[attr-defined]
     reg.debug = debug  # type: ignore[attr-defined]
@@ -118,6 +124,26 @@ def test_a_blob_is_fetched_once_then_sent_from_the_local_file(
     assert gets_of(proxy, data) == 1  # nothing more from the bucket
     assert metric(reg, "registry_storage_cache_total", 'cache="blobdir",type="hit"') >= 11
     assert metric(reg, "cargohold_blob_cache_fills_total", 'result="stored"') == 1
+
+
+def test_workers_of_one_host_fill_a_blob_once(
+    proxy: FaultProxy, make_registry: Factory, moto: MotoServer, blobdir: Path
+) -> None:
+    """Two workers, one cache directory: one of them fills (its part file is O_EXCL); the
+    other streams from S3 meanwhile, then both send the file."""
+    reg = start(proxy, make_registry, moto, blobdir, workers=2)
+    data = os.urandom(6 << 20)
+    url = push(reg, unique_repo("bc/workers"), data)
+    with ThreadPoolExecutor(8) as pool:
+        bodies = list(pool.map(lambda _: requests.get(url, timeout=TIMEOUT), range(8)))
+    assert all(r.status_code == 200 and r.content == data for r in bodies)
+    assert metric(reg, "cargohold_blob_cache_fills_total", 'result="stored"') == 1
+    assert cached(blobdir) == [f"sha256-{sha256(data)[7:]}"]
+    fetched = gets_of(proxy, data)
+    assert 1 <= fetched <= 8
+    for _ in range(4):  # both workers, by now
+        assert requests.get(url, timeout=TIMEOUT).content == data
+    assert gets_of(proxy, data) == fetched
 
 
 def test_deleted_or_collected_blob_is_404_though_cached(
