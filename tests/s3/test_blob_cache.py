@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 from support.faultproxy import FaultProxy, blob_key, sha256
+from support.images import push_blob
 from support.servers import RegistryProcess, free_port, unique_repo
 from support.stores import MotoServer
 from support.waiting import eventually
@@ -41,12 +42,13 @@ def start(
     blobdir: Path,
     size: str = "1GiB",
     workers: int = 1,
+    redirect: bool = False,
 ) -> RegistryProcess:
     bucket = moto.new_bucket("blobcache")
     debug = f"127.0.0.1:{free_port()}"
     storage = {
         **proxy.storage_section(bucket),
-        "redirect": {"disable": True},
+        "redirect": {"disable": not redirect},
         "delete": {"enabled": True},
         "cache": {"blobdir": str(blobdir), "blobdirsize": size},
     }
@@ -63,20 +65,8 @@ def start(
 
 
 def push(reg: RegistryProcess, name: str, data: bytes) -> str:
-    """POST then PUT (registry:2 takes no single-request upload); the blob's URL."""
-    r = requests.post(f"{reg.url}/v2/{name}/blobs/uploads/", timeout=TIMEOUT)
-    assert r.status_code == 202, (r.status_code, r.text)
-    location = r.headers["Location"]
-    location = location if location.startswith("http") else reg.url + location
-    sep = "&" if "?" in location else "?"
-    r = requests.put(
-        f"{location}{sep}digest={sha256(data)}",
-        data=data,
-        headers={"Content-Type": "application/octet-stream"},
-        timeout=TIMEOUT,
-    )
-    assert r.status_code == 201, (r.status_code, r.text)
-    return f"{reg.url}/v2/{name}/blobs/{sha256(data)}"
+    """The blob's URL after a POST + PUT upload (registry:2 takes no single-request one)."""
+    return f"{reg.url}/v2/{name}/blobs/{push_blob(reg.url, name, data, timeout=TIMEOUT)}"
 
 
 def gets_of(proxy: FaultProxy, data: bytes) -> int:
@@ -222,6 +212,19 @@ def test_eviction_at_the_bound_leaves_a_slow_reader_its_bytes(
     assert metric(reg, "cargohold_blob_cache_bytes_total", 'type="evicted"') == len(first)
     again = requests.get(url_first, timeout=TIMEOUT)  # fetched again, and served whole
     assert again.status_code == 200 and again.content == first
+
+
+def test_redirected_gets_do_not_use_it(
+    proxy: FaultProxy, make_registry: Factory, moto: MotoServer, blobdir: Path
+) -> None:
+    reg = start(proxy, make_registry, moto, blobdir, redirect=True)
+    data = os.urandom(100_000)
+    url = push(reg, unique_repo("bc/redirect"), data)
+    for _ in range(2):
+        r = requests.get(url, allow_redirects=False, timeout=TIMEOUT)
+        assert r.status_code == 307 and r.headers["Location"].startswith(proxy.endpoint)
+    assert cached(blobdir) == []
+    assert gets_of(proxy, data) == 0
 
 
 def test_part_files_of_a_dead_process_are_removed_at_start(
