@@ -86,7 +86,9 @@ class BlobVerifier:
                     digest.algorithm,
                     job.result(),
                 )
-            self.remember(key, ok)
+            self._verdicts[key] = ok
+            while len(self._verdicts) > self.entries:
+                self._verdicts.popitem(last=False)
             result.set_result(ok)
 
         future.add_done_callback(finished)
