@@ -205,7 +205,7 @@ def test_eviction_at_the_bound_leaves_a_slow_reader_its_bytes(
         assert slow.status_code == 200
         head = slow.raw.read(64 << 10)
         assert requests.get(url_second, timeout=TIMEOUT).content == second  # fills: over 20 MiB
-        eventually(lambda: not first_file.exists())  # the least recently used went
+        eventually(lambda: not first_file.exists(), timeout=60)  # the least recently used went
         rest = slow.raw.read()
     assert head + rest == first
     assert cached(blobdir) == [f"sha256-{sha256(second)[7:]}"]

@@ -183,6 +183,10 @@ class LocalBlobCache:
         except OSError:  # a sweep of another worker took it for a dead one's; give it up
             os.close(fd)
             return None
+        if os.path.exists(self.path_of(digest)):  # another worker's fill landed meanwhile
+            os.unlink(part)
+            os.close(fd)
+            return None
         fill = Fill(self, digest, fd, part)
         self._fills[digest] = fill
         return fill
