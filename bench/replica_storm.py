@@ -4,6 +4,7 @@ registry:2 in the same topology, with S3 redirects off and on.
 
     python bench/replica_storm.py [--clients 200] [--layers 4] [--layer-mib 16] [--reps 1]
                                   [--replicas 3] [--workers 1] [--redirect off,on] [--redis]
+                                  [--blobcache]
                                   [--json OUT]
 
 For every run a fresh topology is started (all on loopback): one moto S3 server (``python -m
@@ -125,8 +126,15 @@ class Proc:
                 continue
 
 
-def replica_config(port: int, s3: str, bucket: str, redirect: bool, redis: str | None) -> str:
-    """The registry:2 config both servers get: S3 on moto, shared secret, blob descriptor cache."""
+# Each replica's local blob cache with --blobcache: room for the whole image.
+BLOBDIRSIZE = "4GiB"
+
+
+def replica_config(
+    port: int, s3: str, bucket: str, redirect: bool, redis: str | None, blobdir: str = ""
+) -> str:
+    """The registry:2 config both servers get: S3 on moto, shared secret, blob descriptor cache;
+    with ``blobdir`` cargohold's local blob cache (``--blobcache``; registry:2 ignores it)."""
     return (
         "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
         "storage:\n  s3:\n"
@@ -136,7 +144,8 @@ def replica_config(port: int, s3: str, bucket: str, redirect: bool, redis: str |
         "  delete:\n    enabled: true\n"
         f"  redirect:\n    disable: {'false' if redirect else 'true'}\n"
         f"  cache:\n    blobdescriptor: {'redis' if redis else 'inmemory'}\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n  secret: {SECRET}\n"
+        + (f"    blobdir: {blobdir}\n    blobdirsize: {BLOBDIRSIZE}\n" if blobdir else "")
+        + f"http:\n  addr: 127.0.0.1:{port}\n  secret: {SECRET}\n"
         + (f"redis:\n  addr: {redis}\n" if redis else "")
     )
 
@@ -181,7 +190,13 @@ class Topology:
 
 
 def start_topology(
-    kind: str, workdir: Path, replicas: int, workers: int, redirect: bool, redis: bool
+    kind: str,
+    workdir: Path,
+    replicas: int,
+    workers: int,
+    redirect: bool,
+    redis: bool,
+    blobcache: bool = False,
 ) -> Topology:
     top = Topology()
     try:
@@ -223,7 +238,14 @@ def start_topology(
             ports.append(port)
             cfg = workdir / f"replica{i}.yml"
             cfg.write_text(
-                replica_config(port, f"http://127.0.0.1:{s3_port}", bucket, redirect, redis_addr)
+                replica_config(
+                    port,
+                    f"http://127.0.0.1:{s3_port}",
+                    bucket,
+                    redirect,
+                    redis_addr,
+                    str(workdir / f"replica{i}-blobs") if blobcache else "",
+                )
             )
             env = dict(os.environ)
             env.pop("AWS_CA_BUNDLE", None)  # the reference panics with it set
@@ -461,6 +483,11 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=1, help="cargohold worker processes per replica")
     p.add_argument("--redirect", default="off,on", help="variants to run: off, on or off,on")
     p.add_argument("--redis", action="store_true", help="a redis-server as blob descriptor cache")
+    p.add_argument(
+        "--blobcache",
+        action="store_true",
+        help="give each replica storage.cache.blobdir (cargohold's local blob cache)",
+    )
     p.add_argument("--only", choices=("cargohold", "registry:2"), help="one server (no ratios)")
     p.add_argument("--timeout", type=float, default=600, help="bound on one storm (s)")
     p.add_argument("--json", default=None)
@@ -493,7 +520,13 @@ def main() -> int:
                 workdir = base / f"run{n}"
                 n += 1
                 top = start_topology(
-                    kind, workdir, args.replicas, args.workers, variant == "on", args.redis
+                    kind,
+                    workdir,
+                    args.replicas,
+                    args.workers,
+                    variant == "on",
+                    args.redis,
+                    args.blobcache,
                 )
                 try:
                     push(top.port, image, args.timeout)
@@ -528,7 +561,8 @@ def main() -> int:
     print(
         f"\n{args.clients} clients, {args.layers} x {args.layer_mib:g} MiB layers, "
         f"{args.replicas} replicas (cargohold --workers {args.workers}), "
-        f"redis {'on' if args.redis else 'off'}\n"
+        f"redis {'on' if args.redis else 'off'}, "
+        f"blob cache {'on' if args.blobcache else 'off'}\n"
     )
     print("| Redirect | Metric | cargohold | registry:2 | ratio | target |")
     print("|---|---|---:|---:|---:|---|")
@@ -558,6 +592,7 @@ def main() -> int:
         "replicas": args.replicas,
         "workers": args.workers,
         "redis": args.redis,
+        "blobcache": args.blobcache,
         "load_before": load_before,
         "load_after": load_after,
         "runs": runs,

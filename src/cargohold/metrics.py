@@ -113,6 +113,18 @@ class _Metrics:
             "Cache lookups by cache and result (hit, miss)",
             ["cache", "type"],
         )
+        self.blob_cache_bytes = Counter(
+            "cargohold_blob_cache_bytes",
+            "Local blob cache (storage.cache.blobdir) bytes: sent from it (hit), written by "
+            "fills (fill), removed at the size bound (evicted)",
+            ["type"],
+        )
+        self.blob_cache_fills = Counter(
+            "cargohold_blob_cache_fills",
+            "Local blob cache fills by result (stored, mismatch: failed verification, "
+            "abandoned: the stream or the disk failed)",
+            ["result"],
+        )
         self.storage_errors = Counter(
             "cargohold_storage_errors", "Storage operations that failed", ["operation"]
         )
@@ -230,6 +242,31 @@ def cache_occupancy(caches: dict[str, tuple[int, int]]) -> None:
         for name, (entries, bound) in caches.items():
             _m.cache_entries.labels(name).set(entries)
             _m.cache_limit.labels(name).set(bound)
+
+
+def blob_cache_hit(size: int) -> None:
+    """A GET answered from the local blob cache (its lookups count in registry_storage_cache
+    as cache="blobdir")."""
+    if _m is not None:
+        _m.cache.labels("blobdir", "hit").inc()
+        _m.blob_cache_bytes.labels("hit").inc(size)
+
+
+def blob_cache_miss() -> None:
+    if _m is not None:
+        _m.cache.labels("blobdir", "miss").inc()
+
+
+def blob_cache_fill(result: str, size: int) -> None:
+    if _m is not None:
+        _m.blob_cache_fills.labels(result).inc()
+        if size:
+            _m.blob_cache_bytes.labels("fill").inc(size)
+
+
+def blob_cache_evicted(size: int) -> None:
+    if _m is not None:
+        _m.blob_cache_bytes.labels("evicted").inc(size)
 
 
 def mirror_upstream_request(mirror: str, method: str, code: int) -> None:

@@ -38,3 +38,27 @@ def test_replica_storm_smoke(tmp_path: Path) -> None:
         assert report["summary"][variant]["wall_s"]["ratio"] > 0
     assert "| on | Wall time (s) |" in proc.stdout
     assert not list(tmp_path.glob("replica-storm-*")), "the run left its directory behind"
+
+
+def test_replica_storm_smoke_with_the_blob_cache(tmp_path: Path) -> None:
+    """``--blobcache``: the replicas get storage.cache.blobdir and the clients still verify
+    every byte (the cache's own tests are tests/s3/test_blob_cache.py)."""
+    if shutil.which("docker-registry") is None or haproxy_binary() is None:
+        pytest.skip("needs docker-registry and haproxy")
+    out = tmp_path / "storm.json"
+    args = ["--clients", "8", "--layers", "2", "--layer-mib", "0.25", "--redirect", "off"]
+    args += ["--blobcache", "--only", "cargohold"]
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), *args, "--json", str(out), "--tmpdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(out.read_text())
+    assert report["blobcache"] is True
+    (run,) = report["runs"]["off"]["cargohold"]
+    assert run["clients_verified"] == 8 and not run["errors"], run
+    assert "blob cache on" in proc.stdout
+    assert not list(tmp_path.glob("replica-storm-*")), "the run left its directory behind"

@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.helpers import ETag
 
+from cargohold import metrics
 from cargohold.api import auditing, mirror, notify, uploadstate
 from cargohold.api.common import (
     API_VERSION_HEADER,
@@ -25,6 +26,7 @@ from cargohold.api.common import (
 from cargohold.api.socketbody import request_body
 from cargohold.digest import Digest, check_name
 from cargohold.errors import ErrorCode, RegistryError
+from cargohold.registry.blobcache import Fill, LocalBlobCache
 from cargohold.registry.integrity import BlobVerifier, identity
 from cargohold.registry.uploads import check_upload_id
 from cargohold.storage.driver import StorageError
@@ -87,8 +89,39 @@ async def get_blob(request: web.Request, name: str, digest_s: str) -> web.Stream
         if reg.verifier.known(key) is False:
             raise _corrupt(digest)
         return _BlobFile(info.local_path, headers=headers, digest=digest, verifier=reg.verifier)
+    fill = None
+    cache = reg.blobcache
+    if cache is not None and request.method == "GET" and info.size > 0:
+        # Only now, after the link and the store's stat said the blob is there.
+        cached = await _cached_file(reg.verifier, cache, digest, info.size, range_header is None)
+        if cached is not None and simple_range:
+            metrics.blob_cache_hit(info.size)
+            del headers["Content-Length"]
+            return _BlobFile(cached, headers=headers, digest=digest, verifier=reg.verifier)
+        metrics.blob_cache_miss()
+        if range_header is None:
+            fill = cache.begin_fill(digest)
     # Other units must be ignored (RFC 9110 14.2) and several ranges may be: send it whole.
-    return await _stream_blob(request, digest, info.size, headers, honour_range=simple_range)
+    return await _stream_blob(
+        request, digest, info.size, headers, honour_range=simple_range, fill=fill
+    )
+
+
+async def _cached_file(
+    verifier: BlobVerifier, cache: LocalBlobCache, digest: Digest, size: int, wait: bool
+) -> str | None:
+    """The blob's file in the local cache: there already, or filled by another request of
+    this process while this one waited (whole-blob GETs only; a range streams at once)."""
+    found = cache.lookup(digest, size)
+    if found is None and wait and await cache.wait_for_fill(digest):
+        found = cache.lookup(digest, size)
+    if found is None:
+        return None
+    path, st = found
+    if verifier.known(identity(st)) is False:
+        cache.discard(path)  # it rotted: fill it anew from the store
+        return None
+    return path
 
 
 class _BlobFile(web.FileResponse):
@@ -171,8 +204,26 @@ async def _stream_blob(
     size: int,
     headers: dict[str, str],
     honour_range: bool = True,
+    fill: Fill | None = None,
 ) -> web.StreamResponse:
-    """Bodies from drivers without a local file: streamed, with single-range support."""
+    """Bodies from drivers without a local file: streamed, with single-range support. With
+    ``fill`` (a whole body) the bytes are also written to the local blob cache, which keeps
+    them only if they hashed to the digest (registry/blobcache.py)."""
+    try:
+        return await _stream_body(request, digest, size, headers, honour_range, fill)
+    finally:
+        if fill is not None:
+            fill.abort()  # a no-op once it was stored
+
+
+async def _stream_body(
+    request: web.Request,
+    digest: Digest,
+    size: int,
+    headers: dict[str, str],
+    honour_range: bool,
+    fill: Fill | None,
+) -> web.StreamResponse:
     start, end = 0, size - 1
     status = 200
     span = requested_range(request, size) if honour_range else None
@@ -180,6 +231,9 @@ async def _stream_blob(
         (start, end), status = span, 206
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     headers["Content-Length"] = str(end - start + 1 if size else 0)
+    if status != 200 and fill is not None:
+        fill.abort()
+        fill = None
     # Prepared here, so the API middleware cannot add these any more.
     response = web.StreamResponse(status=status, headers={**headers, **API_VERSION_HEADER})
     if request.method == "HEAD" or size == 0:
@@ -209,6 +263,8 @@ async def _stream_blob(
                 chunk = chunk[:remaining]
             if hasher is not None:
                 hasher.update(chunk)
+            if fill is not None:
+                fill.write(chunk)
             remaining -= len(chunk)
             if remaining == 0 and hasher is not None:
                 chunk, tail = chunk[:-1], chunk[-1:]
@@ -221,9 +277,13 @@ async def _stream_blob(
             request.transport.abort()
         raise ConnectionResetError(f"blob {digest}: storage failed mid-body: {exc}") from exc
     if remaining or (hasher is not None and hasher.hexdigest() != digest.hex):
+        if fill is not None:
+            fill.abort("mismatch" if not remaining else "abandoned")
         if request.transport is not None:
             request.transport.abort()
         raise ConnectionResetError(f"blob {digest} is corrupt or short")
+    if fill is not None:
+        fill.commit(registry_of(request).verifier)
     if tail:
         await response.write(tail)
     await response.write_eof()

@@ -102,6 +102,9 @@ class UploadPurging:
     dryrun: bool = False
 
 
+DEFAULT_BLOBDIRSIZE = 10 * 1024**3
+
+
 @dataclass
 class StorageConfig:
     driver: str = "filesystem"
@@ -114,6 +117,9 @@ class StorageConfig:
     purging: UploadPurging = field(default_factory=UploadPurging)
     gc: GCConfig = field(default_factory=GCConfig)
     cache_blobdescriptor: str = ""  # "" (no cache) | inmemory | redis (needs Config.redis)
+    # A replica's local blob cache for remote drivers (registry/blobcache.py); "": none.
+    cache_blobdir: str = ""
+    cache_blobdirsize: int = DEFAULT_BLOBDIRSIZE
 
     @property
     def rootdirectory(self) -> str:

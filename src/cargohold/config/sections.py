@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from cargohold.config.fields import Field, Section
 from cargohold.config.model import (
     ACCESS_ACTIONS,
+    DEFAULT_BLOBDIRSIZE,
     LOG_LEVELS,
     TLS12_CIPHER_SUITES,
     TLS13_CIPHER_SUITES,
@@ -232,6 +233,8 @@ STORAGE = Section(
         Field("cache.blobdescriptor", raw, None),
         Field("cache.layerinfo", raw, None),  # the older spelling, which registry:2 still reads
         Field("cache.blobdescriptorsize", integer, 0, keep=False),
+        Field("cache.blobdir", text, attr="cache_blobdir"),
+        Field("cache.blobdirsize", byte_size, DEFAULT_BLOBDIRSIZE, attr="cache_blobdirsize"),
         Field("maintenance.readonly.enabled", boolean, attr="readonly"),
         Field("maintenance.uploadpurging", _purging, attr="purging"),
         Field("maintenance.gc", _gc, attr="gc"),

@@ -13,6 +13,7 @@ from typing import Any
 from cargohold.config import Config
 from cargohold.errors import ErrorCode, RegistryError
 from cargohold.mirror.service import Mirrors
+from cargohold.registry import blobcache
 from cargohold.registry.blobs import BlobStore
 from cargohold.registry.catalog import list_repositories, page_local
 from cargohold.registry.governance import Governance
@@ -66,6 +67,7 @@ class Registry:
         self.uploads = UploadManager(self.driver, self.blobs)
         self.manifests = ManifestStore(self.driver, self.blobs, config.validation, self.governance)
         self.verifier = BlobVerifier()  # blob files hashed once per process (integrity.py)
+        self.blobcache = blobcache.from_config(config.storage)  # S3 blobs on local disk
         self.mirrors = Mirrors(
             config.mirrors,
             self.driver,
