@@ -107,9 +107,19 @@ def _walk_local(local_root: str, root: str, prune: frozenset[str]) -> list[FileI
     return out
 
 
+async def read_once(driver: StorageDriver, path: str) -> bytes:
+    """The content of ``path`` for a walk over the whole store, which reads each file once: on
+    a filesystem store read past the small-file cache, so the walk neither evicts what requests
+    read nor leaves its own copies alive after it (they pinned the GC worker's memory)."""
+    fs = local_driver(driver)
+    if fs is not None:
+        return fs.get_content_sync(path, keep=False)
+    return await driver.get_content(path)
+
+
 async def read_link(driver: StorageDriver, path: str) -> Digest | None:
     try:
-        raw = await driver.get_content(path)
+        raw = await read_once(driver, path)
     except PathNotFoundError:
         return None
     return Digest.try_parse(raw.decode("ascii", "replace").strip())
@@ -127,7 +137,7 @@ async def scan_repositories(
     for info in files:
         if since is not None and info.mtime < since:
             continue
-        p = paths.parse(info.path)
+        p = paths.parse_uncached(info.path)
         if not p.area:
             continue
         repo = repos.get(p.name)
@@ -162,7 +172,7 @@ def _read_tags_local(
 ) -> None:
     for repo, tag, path in tag_links:
         try:
-            raw = driver.get_content_sync(path)
+            raw = driver.get_content_sync(path, keep=False)
         except PathNotFoundError:
             repo.tags[tag] = None
             continue
@@ -174,7 +184,7 @@ async def scan_blobs(driver: StorageDriver) -> dict[Digest, BlobEntry]:
     files = await walk_files(driver, paths.BLOBS, frozenset())
     blobs: dict[Digest, BlobEntry] = {}
     for info in files:
-        p = paths.parse(info.path)
+        p = paths.parse_uncached(info.path)
         if p.kind is paths.Kind.BLOB_DATA and p.digest is not None:
             blobs[p.digest] = BlobEntry(info.size, info.mtime)
     return blobs

@@ -331,6 +331,15 @@ def parse(path: str) -> Parsed:
 memory.register_lru("paths", parse)
 
 
+def parse_uncached(path: str) -> Parsed:
+    """:func:`parse` without its cache, for the walks over the whole store (inventory, GC,
+    fsck, du). A walk sees each path once, so caching its answers only pushes out the request
+    paths that are read again and again, and it keeps the walk's last few thousand paths alive
+    long after it: in the soak those one-off strings, made at the peak of an online GC, pinned
+    the worker's memory arenas and it grew with every collection."""
+    return parse.__wrapped__(path)
+
+
 def _parse_repository(parts: list[str]) -> Parsed:
     i, count = 0, len(parts)
     while i < count and parts[i][:1] != "_":  # the name ends at the first "_" component
