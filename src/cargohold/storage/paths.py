@@ -56,6 +56,7 @@ from __future__ import annotations
 import enum
 import functools
 import re
+import sys
 from typing import NamedTuple
 
 from cargohold import memory
@@ -290,7 +291,7 @@ _LOWER_HEX = re.compile(r"[0-9a-f]+")
 def _digest(alg: str, hexpart: str) -> Digest | None:
     if ALGORITHMS.get(alg) != len(hexpart) or not _LOWER_HEX.fullmatch(hexpart):
         return None
-    return Digest(alg, hexpart)
+    return Digest(sys.intern(alg), hexpart)  # shared: a walk of the store makes one per file
 
 
 @functools.lru_cache(maxsize=memory.scaled(4096))
