@@ -10,16 +10,20 @@ worker's admin service does, and the caches are compared before and after.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from pathlib import Path
 
+import pytest
 import requests
 from support.images import ImageCache, push_image
 from support.servers import unique_repo
 
+from cargohold.config import load_config
 from cargohold.digest import Digest
-from cargohold.registry.gc import GarbageCollector, GCOptions
+from cargohold.registry import gcchild
+from cargohold.registry.gc import GarbageCollector, GCBusy, GCOptions
 from cargohold.storage import paths
 from cargohold.storage.filesystem import FilesystemDriver
 
@@ -35,19 +39,52 @@ def _age(root: Path, seconds: float) -> None:
             os.utime(os.path.join(directory, name), (when, when))
 
 
-def test_online_gc_leaves_the_path_and_small_file_caches_as_it_found_them(
-    make_registry, images: ImageCache, tmp_path: Path
-) -> None:
-    root = tmp_path / "store"
+def _store_with_garbage(make_registry, images: ImageCache, root: Path, seed: int):  # type: ignore[no-untyped-def]
+    """A store with a tagged image and a deleted one (its manifest and 2 layers garbage)."""
     reg = make_registry(root=root)
     repo = unique_repo("gcmem")
-    kept, gone = images.get(211), images.get(212, layer_count=2)
+    kept, gone = images.get(seed), images.get(seed + 1, layer_count=2)
     push_image(reg.url, repo, kept, tag="kept")
     push_image(reg.url, repo, gone, tag="gone")
     resp = requests.delete(f"{reg.url}/v2/{repo}/manifests/{gone.digest}", timeout=30)
     assert resp.status_code == 202, resp.text
     reg.stop()
     _age(root, 600)
+    return repo, kept, gone
+
+
+def test_a_collection_in_a_child_process_sweeps_and_reports_what_it_deleted(
+    make_registry, images: ImageCache, tmp_path: Path
+) -> None:
+    root = tmp_path / "store"
+    _repo, kept, gone = _store_with_garbage(make_registry, images, root, 221)
+    garbage = image_digests(gone) - image_digests(kept)
+    config = load_config(None, {}, default_root=str(root))
+    assert gcchild.usable(config)
+    options = GCOptions(online=True, delete_untagged=True, settle=0.0)
+
+    report = asyncio.run(gcchild.collect(config, options))
+
+    assert report.error is None and report.online
+    assert set(report.blobs_deleted) == garbage
+    assert report.manifests_deleted == []  # deleted by the API: only its blobs were left
+    assert {str(d) for d in gcchild.deleted_digests(report)} == garbage
+    assert not garbage & blob_digests(root)
+    assert image_digests(kept) <= blob_digests(root)
+    assert not (root / paths.GC_LEASE.lstrip("/")).exists(), "the child released its lease"
+
+    # a refusal in the child (another collection holds the lease) is raised in the caller
+    lease = root / paths.GC_LEASE.lstrip("/")
+    lease.write_text(json.dumps({"owner": "elsewhere", "expires": time.time() + 600}))
+    with pytest.raises(GCBusy, match="elsewhere"):
+        asyncio.run(gcchild.collect(config, options))
+
+
+def test_online_gc_leaves_the_path_and_small_file_caches_as_it_found_them(
+    make_registry, images: ImageCache, tmp_path: Path
+) -> None:
+    root = tmp_path / "store"
+    repo, kept, gone = _store_with_garbage(make_registry, images, root, 211)
     garbage = image_digests(gone) - image_digests(kept)
     assert garbage and garbage <= blob_digests(root)
 
