@@ -370,6 +370,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ]
     if overfull:
         tally.fail(f"caches beyond their bound: {overfull}")
+    # The online GC runs in a child process of a worker (registry/gcchild.py) that exits with
+    # its peak: judged are the processes that live through the run (supervisor, workers); the
+    # children are reported apart (how many, their largest RSS).
+    tree_max = max((r for _, r in samples), default=0)
+    lasting = set(per_process.get("after_warmup", {})) & set(per_process.get("end", {}))
+    transient = {pid: got for pid, got in process_samples.items() if pid not in lasting}
+    process_samples = {pid: got for pid, got in process_samples.items() if pid in lasting}
+    if transient and process_samples:
+        summed: dict[float, int] = {}
+        for got in process_samples.values():
+            for t, rss in got:
+                summed[t] = summed.get(t, 0) + rss
+        samples = sorted(summed.items())
+    child_max = max((r for got in transient.values() for _, r in got), default=0)
     slope = slope_mib_per_min(samples, warmup)
     late_slope = slope_mib_per_min(samples, args.duration / 2)
     after_warmup = next((r for t, r in samples if t >= warmup), None)
@@ -421,6 +435,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "rss_growth_after_warmup_pct": round(100 * growth, 1) if growth is not None else None,
         "rss_mib_by_process": per_process,
         "rss_judged_by_process": by_process,
+        "rss_mib_tree_max_with_gc_children": round(tree_max / 2**20, 1),
+        "gc_children": {"count": len(transient), "mib_max": round(child_max / 2**20, 1)},
         "memory_flat": flat,
         "memory_judged": judged,
         "cache_scale": args.cache_scale,
