@@ -131,7 +131,7 @@ class OnlineGC:
             finally:
                 self.running = None
                 self.last = report
-                memory.trim()  # the store inventory was this worker's largest allocation
+                memory.trim()  # retention's walk, the report; the inventory was the child's
                 if not report.finished:
                     report.finished = time.time()
                 await gcruns.record(self.registry.driver, report)  # the web UI's history
