@@ -39,7 +39,7 @@ def _age(root: Path, seconds: float) -> None:
             os.utime(os.path.join(directory, name), (when, when))
 
 
-def _store_with_garbage(make_registry, images: ImageCache, root: Path, seed: int):  # type: ignore[no-untyped-def]
+def _store_with_garbage(make_registry, images: ImageCache, root: Path, seed: int):
     """A store with a tagged image and a deleted one (its manifest and 2 layers garbage)."""
     reg = make_registry(root=root)
     repo = unique_repo("gcmem")
