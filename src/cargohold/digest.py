@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from dataclasses import dataclass
 from typing import Final
 
@@ -52,7 +53,7 @@ class Digest:
         length = ALGORITHMS.get(alg)
         if length is None or len(hexpart) != length or not _LOWER_HEX.match(hexpart):
             return None
-        return cls(alg, hexpart)
+        return cls(sys.intern(alg), hexpart)  # one "sha256" for all: stores hold many digests
 
     @classmethod
     def of(cls, data: bytes, algorithm: str = "sha256") -> Digest:

@@ -15,9 +15,11 @@ warm-up so that growth after that is a leak (1/64). Each cache registers here, s
 :func:`occupancy` can show how full they are (the ``cargohold_cache_entries`` gauges).
 
 :func:`trim` asks glibc to return the free memory it keeps (``malloc_trim``): cheap, and run by
-each worker now and then and after an online garbage collection, whose store inventory is the
-largest short-lived allocation a worker makes. Measured in the soak it gives back 1-3 MiB per
-worker each time; it is no cure for growth and does nothing on other C libraries.
+each worker now and then and after an online garbage collection (whose store inventory, the
+largest short-lived allocation, is built in a child process: :mod:`cargohold.registry.gcchild`;
+trimming cannot return memory that a few survivors pin in CPython's arenas). Measured in the
+soak it gives back 1-3 MiB per worker each time; it is no cure for growth and does nothing on
+other C libraries.
 
 :func:`limit_arenas` caps glibc's malloc arenas (``M_ARENA_MAX``) at :data:`ARENAS`. glibc
 gives threads arenas of their own (up to 8 per core), and each keeps its own free memory: as

@@ -41,6 +41,11 @@ def test_one_minute_soak_has_no_5xx_and_ends_fsck_clean(tmp_path):
     slope = result["rss_slope_mib_per_min"]
     print(f"soak: {result['requests']} requests, RSS slope {slope} MiB/min")
     assert result["memory_judged"] is False
+    # every process of the tree (supervisor, 2 workers) is sampled and judged on its own
+    by_process = result["rss_judged_by_process"]
+    assert len(by_process) == 3, by_process
+    for judged in by_process.values():
+        assert judged["mib_end"] > 0 and isinstance(judged["flat"], bool), judged
     # Both workers published their caches (cargohold.memory) with the scaled bounds, the load
     # used them, and none is beyond its bound.
     caches = result["caches"]

@@ -31,7 +31,7 @@ from cargohold import memory, metrics
 from cargohold.api.notify import EVENTS_KEY, EventHub
 from cargohold.config import Config, parse_addr
 from cargohold.notifications import Notifier
-from cargohold.registry import gcruns
+from cargohold.registry import gcchild, gcruns
 from cargohold.registry.gc import (
     Fence,
     GarbageCollector,
@@ -101,7 +101,12 @@ class OnlineGC:
                     decisions.dry_run = dry_run
                     options.untagged_repos = extra.untagged_repos
                     retention_json = decisions.to_json()
-                report = await collector.run(options)
+                if gcchild.usable(self.config):  # its peak is given back when it exits
+                    report = await gcchild.collect(self.config, options)
+                    if not dry_run:
+                        self._forget(gcchild.deleted_digests(report))
+                else:
+                    report = await collector.run(options)
                 report.retention = retention_json
                 if not dry_run and self.registry.quotas.active:
                     await self.registry.quotas.rebuild()  # what GC unlinked is freed
@@ -126,7 +131,7 @@ class OnlineGC:
             finally:
                 self.running = None
                 self.last = report
-                memory.trim()  # the store inventory was this worker's largest allocation
+                memory.trim()  # retention's walk, the report; the inventory was the child's
                 if not report.finished:
                     report.finished = time.time()
                 await gcruns.record(self.registry.driver, report)  # the web UI's history

@@ -273,7 +273,7 @@ async def _scan(driver: StorageDriver) -> _Store:
 
 def _classify(store: _Store, top: str, info: FileInfo) -> None:
     """One file of ``blobs/`` or ``repositories/``, by the layout's parser."""
-    parsed = paths.parse(info.path)
+    parsed = paths.parse_uncached(info.path)
     kind, d = parsed.kind, parsed.digest
     if kind is Kind.BLOB_DATA and d is not None:
         store.blobs[d] = info

@@ -385,7 +385,7 @@ class GarbageCollector:
                 if strict:
                     raise GCError(f"manifest {d} is {size} bytes; nothing was deleted")
                 return None
-            data = await self.driver.get_content(paths.blob_data(d))
+            data = await inventory.read_once(self.driver, paths.blob_data(d))
         except PathNotFoundError:
             self._refs[d] = None
             return None
@@ -645,7 +645,7 @@ class GarbageCollector:
         found: set[Digest] = set()
         root = paths.gc_claims(batch_id)
         for info in await inventory.walk_files(self.driver, root, frozenset()):
-            parsed = paths.parse(info.path)
+            parsed = paths.parse_uncached(info.path)
             if parsed.kind is paths.Kind.GC_CLAIM and parsed.digest is not None:
                 found.add(parsed.digest)
         return found
@@ -736,7 +736,7 @@ class GarbageCollector:
         except PathNotFoundError:
             claims = []
         for path in claims:
-            batch = paths.parse(path).batch
+            batch = paths.parse_uncached(path).batch
             if not batch:
                 continue
             try:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat as stat_mod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from cargohold.digest import Digest
@@ -24,6 +24,7 @@ from cargohold.storage.driver import FileInfo, PathNotFoundError, StorageDriver
 from cargohold.storage.filesystem import TMP_PREFIX, FilesystemDriver
 
 WalkFn = Callable[[str], Awaitable[list[FileInfo]]]
+Found = tuple[str, int, float]  # path, size, mtime
 
 
 @dataclass
@@ -82,7 +83,15 @@ async def walk_files(driver: StorageDriver, root: str, prune: frozenset[str]) ->
 
 
 def _walk_local(local_root: str, root: str, prune: frozenset[str]) -> list[FileInfo]:
-    out: list[FileInfo] = []
+    return [
+        FileInfo(path, size, mtime, False)
+        for path, size, mtime in _iter_local(local_root, root, prune)
+    ]
+
+
+def _iter_local(local_root: str, root: str, prune: frozenset[str]) -> Iterator[Found]:
+    """(path, size, mtime) of each file as the walk finds it: the scans below consume them one
+    by one, so a walk of the whole store never holds a record of every file at once."""
     stack = [(local_root, root)]
     while stack:
         directory, logical = stack.pop()
@@ -103,13 +112,33 @@ def _walk_local(local_root: str, root: str, prune: frozenset[str]) -> list[FileI
                 if name not in prune:
                     stack.append((entry.path, child))
             elif stat_mod.S_ISREG(st.st_mode):
-                out.append(FileInfo(child, st.st_size, st.st_mtime, False))
-    return out
+                yield child, st.st_size, st.st_mtime
+
+
+async def walk_found(driver: StorageDriver, root: str, prune: frozenset[str]) -> Iterable[Found]:
+    """What :func:`walk_files` finds, as (path, size, mtime); lazily on a filesystem store,
+    where it must then be consumed in a thread (``asyncio.to_thread``)."""
+    fs = local_driver(driver)
+    if fs is not None:
+        local = fs.local_path(root)
+        assert local is not None
+        return _iter_local(local, root, prune)
+    return ((f.path, f.size, f.mtime) for f in await walk_files(driver, root, prune))
+
+
+async def read_once(driver: StorageDriver, path: str) -> bytes:
+    """The content of ``path`` for a walk over the whole store, which reads each file once: on
+    a filesystem store read past the small-file cache, so the walk neither evicts what requests
+    read nor leaves its own copies alive after it (they pinned the GC worker's memory)."""
+    fs = local_driver(driver)
+    if fs is not None:
+        return fs.get_content_sync(path, keep=False)
+    return await driver.get_content(path)
 
 
 async def read_link(driver: StorageDriver, path: str) -> Digest | None:
     try:
-        raw = await driver.get_content(path)
+        raw = await read_once(driver, path)
     except PathNotFoundError:
         return None
     return Digest.try_parse(raw.decode("ascii", "replace").strip())
@@ -120,14 +149,29 @@ async def scan_repositories(
 ) -> dict[str, RepoInventory]:
     """Every repository's links. With ``since``, only links written at or after that time
     (the re-check of online GC), and tag links are read only for those."""
-    files = await walk_files(driver, paths.REPOSITORIES, frozenset({"_uploads"}))
+    found = await walk_found(driver, paths.REPOSITORIES, frozenset({"_uploads"}))
+    fs = local_driver(driver)
+    if fs is not None:
+        repos, tag_links = await asyncio.to_thread(_index_links, found, since)
+        await asyncio.to_thread(_read_tags_local, fs, tag_links)
+    else:
+        repos, tag_links = _index_links(found, since)
+        for repo, tag, path in tag_links:
+            repo.tags[tag] = await read_link(driver, path)
+    return repos
+
+
+def _index_links(
+    found: Iterable[Found], since: float | None
+) -> tuple[dict[str, RepoInventory], list[tuple[RepoInventory, str, str]]]:
+    """The repositories' links from a walk of ``repositories/``, and the tag links to read."""
     repos: dict[str, RepoInventory] = {}
     tag_links: list[tuple[RepoInventory, str, str]] = []
     K = paths.Kind
-    for info in files:
-        if since is not None and info.mtime < since:
+    for path, _size, mtime in found:
+        if since is not None and mtime < since:
             continue
-        p = paths.parse(info.path)
+        p = paths.parse_uncached(path)
         if not p.area:
             continue
         repo = repos.get(p.name)
@@ -136,25 +180,19 @@ async def scan_repositories(
         if p.area == "_manifests":
             repo.has_manifests = True
         if p.kind is K.REVISION_LINK and p.digest is not None:
-            repo.revisions[p.digest] = info.mtime
+            repo.revisions[p.digest] = mtime
         elif p.kind is K.TAG_CURRENT_LINK:
-            tag_links.append((repo, p.tag, info.path))
-            repo.tag_mtimes[p.tag] = info.mtime
+            tag_links.append((repo, p.tag, path))
+            repo.tag_mtimes[p.tag] = mtime
         elif p.kind is K.TAG_INDEX_LINK and p.digest is not None:
             repo.tag_index.setdefault(p.tag, set()).add(p.digest)
         elif p.kind is K.LAYER_LINK and p.digest is not None:
-            repo.layers[p.digest] = info.mtime
+            repo.layers[p.digest] = mtime
         elif p.kind is K.REFERRER_LINK and p.subject is not None and p.digest is not None:
             repo.referrers.setdefault(p.subject, set()).add(p.digest)
         elif p.kind is K.PULL_RECORD:
-            repo.pulls[p.tag] = info.mtime
-    fs = local_driver(driver)
-    if fs is not None:
-        await asyncio.to_thread(_read_tags_local, fs, tag_links)
-    else:
-        for repo, tag, path in tag_links:
-            repo.tags[tag] = await read_link(driver, path)
-    return repos
+            repo.pulls[p.tag] = mtime
+    return repos, tag_links
 
 
 def _read_tags_local(
@@ -162,7 +200,7 @@ def _read_tags_local(
 ) -> None:
     for repo, tag, path in tag_links:
         try:
-            raw = driver.get_content_sync(path)
+            raw = driver.get_content_sync(path, keep=False)
         except PathNotFoundError:
             repo.tags[tag] = None
             continue
@@ -171,12 +209,18 @@ def _read_tags_local(
 
 async def scan_blobs(driver: StorageDriver) -> dict[Digest, BlobEntry]:
     """``blobs/<alg>/<xx>/<hex>/data`` → size and mtime of the data file."""
-    files = await walk_files(driver, paths.BLOBS, frozenset())
+    found = await walk_found(driver, paths.BLOBS, frozenset())
+    if local_driver(driver) is not None:
+        return await asyncio.to_thread(_index_blobs, found)
+    return _index_blobs(found)
+
+
+def _index_blobs(found: Iterable[Found]) -> dict[Digest, BlobEntry]:
     blobs: dict[Digest, BlobEntry] = {}
-    for info in files:
-        p = paths.parse(info.path)
+    for path, size, mtime in found:
+        p = paths.parse_uncached(path)
         if p.kind is paths.Kind.BLOB_DATA and p.digest is not None:
-            blobs[p.digest] = BlobEntry(info.size, info.mtime)
+            blobs[p.digest] = BlobEntry(size, mtime)
     return blobs
 
 

@@ -111,7 +111,7 @@ async def disk_usage(driver: StorageDriver) -> UsageReport:
     report.gc_untagged_bytes = untagged.bytes_freed
     for name in repos:
         for info in await inventory.walk_files(driver, paths.uploads(name), frozenset()):
-            if paths.parse(info.path).kind is paths.Kind.UPLOAD_DATA:
+            if paths.parse_uncached(info.path).kind is paths.Kind.UPLOAD_DATA:
                 report.uploads += info.size
     return report
 

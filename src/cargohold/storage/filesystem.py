@@ -143,23 +143,28 @@ class FilesystemDriver(StorageDriver):
     async def get_content(self, path: str) -> bytes:
         return self.get_content_sync(path)
 
-    def get_content_sync(self, path: str) -> bytes:
+    def get_content_sync(self, path: str, keep: bool = True) -> bytes:
         """Small files (link files, ~71 bytes, read on every manifest request) are kept once
         settled and re-validated by one ``stat``: they are only ever replaced by rename, so a
-        new inode or mtime means new content (the same racy-mtime rule as listings)."""
+        new inode or mtime means new content (the same racy-mtime rule as listings).
+
+        Not ``keep``: a read that is not kept (nor moved up in the cache): the walks over the
+        whole store (garbage collection) read every tag link and manifest once, which would
+        only evict the files requests read and leave the walk's copies alive after it."""
         full = self._full(path)
         try:
             st = os.stat(full)
             version = (st.st_ino, st.st_mtime_ns, st.st_size)
             cached = self._small.get(full)
             if cached is not None and cached[0] == version:
-                self._small.move_to_end(full)
+                if keep:
+                    self._small.move_to_end(full)
                 return cached[1]
             with open(full, "rb") as f:
                 data = f.read()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise PathNotFoundError(path) from None
-        if len(data) <= SMALL_FILE and time.time_ns() - st.st_mtime_ns > LISTING_SETTLE_NS:
+        if keep and len(data) <= SMALL_FILE and time.time_ns() - st.st_mtime_ns > LISTING_SETTLE_NS:
             self._small[full] = (version, data)
             self._small.move_to_end(full)
             if len(self._small) > SMALL_FILE_ENTRIES:

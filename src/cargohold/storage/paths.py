@@ -56,6 +56,7 @@ from __future__ import annotations
 import enum
 import functools
 import re
+import sys
 from typing import NamedTuple
 
 from cargohold import memory
@@ -290,7 +291,7 @@ _LOWER_HEX = re.compile(r"[0-9a-f]+")
 def _digest(alg: str, hexpart: str) -> Digest | None:
     if ALGORITHMS.get(alg) != len(hexpart) or not _LOWER_HEX.fullmatch(hexpart):
         return None
-    return Digest(alg, hexpart)
+    return Digest(sys.intern(alg), hexpart)  # shared: a walk of the store makes one per file
 
 
 @functools.lru_cache(maxsize=memory.scaled(4096))
@@ -329,6 +330,15 @@ def parse(path: str) -> Parsed:
 
 
 memory.register_lru("paths", parse)
+
+
+def parse_uncached(path: str) -> Parsed:
+    """:func:`parse` without its cache, for the walks over the whole store (inventory, GC,
+    fsck, du). A walk sees each path once, so caching its answers only pushes out the request
+    paths that are read again and again, and it keeps the walk's last few thousand paths alive
+    long after it: in the soak those one-off strings, made at the peak of an online GC, pinned
+    the worker's memory arenas and it grew with every collection."""
+    return parse.__wrapped__(path)
 
 
 def _parse_repository(parts: list[str]) -> Parsed:
