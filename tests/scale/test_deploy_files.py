@@ -137,20 +137,31 @@ def test_kubernetes_manifests(tmp_path: Path) -> None:
     assert container["resources"]["requests"]["cpu"]  # HPA on CPU needs a request
 
     # The mounted config file is one cargohold accepts, with the secrets from the environment.
-    (volume,) = spec["template"]["spec"]["volumes"]
+    volumes = {v["name"]: v for v in spec["template"]["spec"]["volumes"]}
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert set(volumes) == set(mounts) == {"config", "blob-cache"}
+    volume, mount = volumes["config"], mounts["config"]
     config_map = objects[("ConfigMap", volume["configMap"]["name"])]
-    (mount,) = container["volumeMounts"]
+    # Each pod's local blob cache is an emptyDir under the mount, smaller than its limit.
+    plain = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    blobdir = plain["REGISTRY_STORAGE_CACHE_BLOBDIR"]
+    assert blobdir.startswith(mounts["blob-cache"]["mountPath"] + "/")
+    assert "emptyDir" in volumes["blob-cache"]
+    limit = volumes["blob-cache"]["emptyDir"]["sizeLimit"]
+    assert limit.endswith("Gi") and plain["REGISTRY_STORAGE_CACHE_BLOBDIRSIZE"].endswith("GiB")
+    assert int(plain["REGISTRY_STORAGE_CACHE_BLOBDIRSIZE"][:-3]) < int(limit[:-2])
     (filename, text) = next(iter(config_map["data"].items()))
     assert container["args"] == [f"{mount['mountPath']}/{filename}"]
     path = tmp_path / filename
     path.write_text(text)
-    secrets = {name: "x" for name in env}
+    secrets = {name: e.get("value", "x") for name, e in env.items()}  # secret refs: "x"
     config = load_config(str(path), secrets)
     assert config.storage.driver == "s3" and config.storage.cache_blobdescriptor == "redis"
     assert config.redis is not None
     redis_host = config.redis.addr.split(":")[0]
     assert ("Service", redis_host) in objects
     assert config.http.secret == "x"
+    assert config.storage.cache_blobdir == blobdir and config.storage.cache_blobdirsize > 0
 
     # Graceful shutdown: the preStop pause and the drain both fit in the grace period.
     pause = container["lifecycle"]["preStop"]["exec"]["command"]
