@@ -69,7 +69,7 @@ async def scan_repositories(driver: StorageDriver, marker: str = "_manifests") -
     """Repositories with a ``marker`` child, from one flat walk of ``repositories/``."""
     names: set[str] = set()
     for info in await driver.walk(paths.REPOSITORIES):
-        parsed = paths.parse(info.path)
+        parsed = paths.parse_uncached(info.path)  # a whole-store walk: keep the cache for requests
         if parsed.area == marker:
             names.add(parsed.name)
     return sorted(names, key=order_key)
@@ -179,7 +179,7 @@ class RepositoryIndex:
         return out
 
     async def _indexed(self) -> builtins.list[str]:
-        entries = [paths.parse(info.path) for info in await self.driver.walk(INDEX_ROOT)]
+        entries = [paths.parse_uncached(info.path) for info in await self.driver.walk(INDEX_ROOT)]
         return [p.name for p in entries if p.kind is paths.Kind.CATALOG_ENTRY]
 
     async def names(self) -> builtins.list[str]:
