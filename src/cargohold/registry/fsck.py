@@ -837,28 +837,22 @@ class Fsck:
     ) -> Problem | None:
         name = repo.name
         tag_dir = paths.tag_dir(name, tag)
+        incomplete = Problem(
+            "tag-incomplete",
+            tag_dir,
+            "the tag has no current/link",
+            repository=name,
+            tag=tag,
+            repair="tag removed",
+        )
         if current is None:
-            return Problem(
-                "tag-incomplete",
-                tag_dir,
-                "the tag has no current/link",
-                repository=name,
-                tag=tag,
-                repair="tag removed",
-            )
+            return incomplete
         try:
             raw = await self.driver.get_content(current)
         except PathNotFoundError:
             if reread and not await self.driver.exists(tag_dir):
                 return None  # deleted meanwhile
-            return Problem(
-                "tag-incomplete",
-                tag_dir,
-                "the tag has no current/link",
-                repository=name,
-                tag=tag,
-                repair="tag removed",
-            )
+            return incomplete
         d = Digest.try_parse(raw.decode("ascii", "replace").strip())
         if d is None:
             return Problem(
