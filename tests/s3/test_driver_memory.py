@@ -9,8 +9,7 @@ import asyncio
 import hashlib
 import itertools
 import os
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any
 
 import botocore.loaders
 import pytest
@@ -21,15 +20,7 @@ from cargohold.storage import s3
 from cargohold.storage.s3 import ENDPOINT_SERVICES, S3Driver, _Body
 from cargohold.storage.s3params import MIN_CHUNK_SIZE, parse_s3_params
 
-T = TypeVar("T")
 MiB = 1024 * 1024
-
-
-def run(coro: Awaitable[T]) -> T:
-    async def main() -> T:
-        return await coro
-
-    return asyncio.run(main())
 
 
 def make(moto: MotoServer, **extra: Any) -> S3Driver:
@@ -56,7 +47,7 @@ def test_the_session_keeps_only_what_an_s3_client_reads(moto: MotoServer) -> Non
         finally:
             await d.close()
 
-    client, url = run(go())
+    client, url = asyncio.run(go())
     assert requests.get(url, timeout=30).content == b"hello"
     services = {
         name
@@ -85,11 +76,11 @@ def test_a_body_reads_seeks_and_streams_without_copying() -> None:
         pieces = [piece async for piece in body]
         return b"".join(pieces), pieces
 
-    sent, pieces = run(drain())
+    sent, pieces = asyncio.run(drain())
     assert sent == data and all(p.obj is data for p in pieces)  # views of the buffer itself
-    assert run(drain())[0] == b""  # consumed: a retry seeks first
+    assert asyncio.run(drain())[0] == b""  # consumed: a retry seeks first
     body.seek(0)
-    assert run(drain())[0] == data
+    assert asyncio.run(drain())[0] == data
 
 
 @pytest.mark.parametrize("appendable", [False, True])
@@ -124,7 +115,7 @@ def test_writes_of_any_size_arrive_whole(moto: MotoServer, appendable: bool) -> 
         finally:
             await d.close()
 
-    got = run(go())
+    got = asyncio.run(go())
     assert hashlib.sha256(got).digest() == hashlib.sha256(blob).digest()
 
 
@@ -158,4 +149,4 @@ def test_a_writer_that_took_megabytes_trims_malloc(
         finally:
             await d.close()
 
-    assert run(go()) == [0, 1, 2]
+    assert asyncio.run(go()) == [0, 1, 2]
