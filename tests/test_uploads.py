@@ -69,6 +69,32 @@ def test_pool_never_makes_more_than_its_count_and_serves_waiters_in_order() -> N
     asyncio.run(main())
 
 
+def test_shrink_lets_go_of_buffers_unused_for_a_whole_round() -> None:
+    """The memory upkeep's rounds: buffers taken since the last round stay; free buffers that
+    sat out a whole round go (the pool makes them again); a buffer in use is never touched."""
+
+    async def main() -> None:
+        pool = BufferPool(2, 16)
+        a, b = await pool.acquire(), await pool.acquire()
+        pool.release(b)
+        assert pool.shrink() == 0 and pool.made == 2  # taken this round
+        assert pool.shrink() == 1  # b sat out a round; a is in use
+        assert pool.made == 1 and pool.idle == 0
+        pool.release(a)
+        assert pool.shrink() == 1 and pool.made == 0 and pool.idle == 0
+        c, d = await pool.acquire(), await pool.acquire()  # made again, up to the count
+        assert pool.made == 2 and len(c) == len(d) == 16
+        third = asyncio.create_task(pool.acquire())
+        await asyncio.sleep(0)
+        assert not third.done()  # still bounded by the count
+        pool.release(c)
+        assert (await third) is c
+        pool.release(c)
+        pool.release(d)
+
+    asyncio.run(main())
+
+
 def test_a_buffer_handed_to_a_cancelled_waiter_is_not_lost() -> None:
     async def main() -> None:
         pool = BufferPool(1, 16)

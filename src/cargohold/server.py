@@ -309,6 +309,9 @@ def serve(config: Config, workers: int = 1, worker_index: int | None = None) -> 
         host, port = parse_addr(config.http.addr)
         _worker_main(config, host, port, worker_index)
         return 0
+    # First, before anything can start a thread: an arena a thread takes before the cap stays.
+    # A single-process server is a worker itself; forked workers inherit it (and set it again).
+    memory.limit_arenas()
     setup_logging(config)
     ensure_secret(config)
     # fail fast on a bad storage, auth or TLS setup, before any process starts

@@ -216,6 +216,7 @@ class Operations:
         """Publish how full this worker's caches are and hand back to the system the free
         memory malloc keeps (cargohold.memory): a worker's memory is its caches, bounded."""
         while True:
+            self.registry.uploads.buffers.shrink()  # upload buffers unused for a whole round
             metrics.cache_occupancy(memory.occupancy())
             memory.trim()
             await asyncio.sleep(MEMORY_UPKEEP)

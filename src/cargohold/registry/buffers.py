@@ -42,9 +42,11 @@ class BufferPool:
         self.patience = patience
         self._made = 0
         self._free: list[bytearray] = []
+        self._taken = False  # since the last shrink()
         self._waiters: collections.deque[asyncio.Future[bytearray]] = collections.deque()
 
     async def acquire(self) -> bytearray:
+        self._taken = True
         if self._free:
             return self._free.pop()
         if self._made < self.count:
@@ -80,6 +82,18 @@ class BufferPool:
             self._made -= 1  # an extra buffer from an impatient wait: let it go
         else:
             self._free.append(buf)
+
+    def shrink(self) -> int:
+        """Let the free buffers go when none was taken since the last call (the memory upkeep
+        calls it every 30 s): a worker that receives no uploads holds none of these megabytes,
+        and the next upload makes them again. Returns how many went."""
+        if self._taken:
+            self._taken = False
+            return 0
+        dropped = len(self._free)
+        self._made -= dropped
+        self._free.clear()
+        return dropped
 
     @property
     def contended(self) -> bool:

@@ -56,6 +56,7 @@ from aiobotocore.session import get_session
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
+from cargohold import memory
 from cargohold.storage.driver import (
     FileInfo,
     FileWriter,
@@ -79,6 +80,10 @@ READ_RETRIES = 3
 # (1 + PARTS_IN_FLIGHT) * chunksize in memory (20 MiB with the default chunksize).
 PARTS_IN_FLIGHT = 1
 CONTENT_TYPE = "application/octet-stream"
+# A writer that received at least this much hands the memory its buffers took back to the
+# system when it ends (memory.trim): glibc keeps up to twice the largest recent buffer
+# (chunksize) otherwise, ~20 MiB per process after a push, until the next periodic trim.
+TRIM_AFTER = 1 << 20
 
 # Metadata of an append record (S3 lowercases user metadata names).
 META_APPEND = "cargohold-append"
@@ -88,6 +93,40 @@ META_RECORD = "cargohold-record"
 RECORD_VERSION = "1"
 
 _NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound", "NoSuchUpload"})
+
+
+# The services whose entries of botocore's endpoints.json a session of this driver reads: S3's,
+# and those of the clients botocore's credential providers make (assumed roles, SSO, console
+# login). See _session.
+ENDPOINT_SERVICES = frozenset({"s3", "sts", "sso", "sso-oidc", "signin"})
+
+
+def _session() -> Any:
+    """A botocore session for one S3 client, holding of botocore's data only what it reads.
+
+    A session parses ``endpoints.json`` (every AWS service in every partition) and S3's service
+    model once and keeps them for its life: ~6.5 MiB of dicts for the endpoints, of which an S3
+    client reads its own service's entry, and 3.2 MiB for the model, 1.3 MiB of it the API
+    reference's text (``documentation``, read only to write docstrings). The loader hands out
+    its cached copies, so trimming them here, before the client is made from them, frees the
+    rest for good: ~6 MiB per process.
+    """
+    session = get_session()
+    loader = session.get_component("data_loader")
+    endpoints = loader.load_data("endpoints")
+    for partition in endpoints.get("partitions", ()):
+        services = partition.get("services", {})
+        partition["services"] = {k: v for k, v in services.items() if k in ENDPOINT_SERVICES}
+    # The arguments create_client loads it with, so that this is the cached copy it gets.
+    model = loader.load_service_model("s3", "service-2", api_version=None)
+    model.pop("documentation", None)
+    for operation in model.get("operations", {}).values():
+        operation.pop("documentation", None)
+    for shape in model.get("shapes", {}).values():
+        shape.pop("documentation", None)
+        for member in shape.get("members", {}).values():
+            member.pop("documentation", None)
+    return session
 
 
 class S3Error(StorageError):
@@ -212,9 +251,7 @@ class S3Driver(StorageDriver):
                     if p.sessiontoken:
                         kwargs["aws_session_token"] = p.sessiontoken
                 stack = AsyncExitStack()
-                client = await stack.enter_async_context(
-                    get_session().create_client("s3", **kwargs)
-                )
+                client = await stack.enter_async_context(_session().create_client("s3", **kwargs))
                 self._stack = stack
                 self._client_obj = client
         return self._client_obj
@@ -416,8 +453,10 @@ class S3Driver(StorageDriver):
 
     # -- writing -----------------------------------------------------------------------------
 
-    async def put_content(self, path: str, data: bytes) -> None:
-        await self._call("put_object", path, Key=self._key(path), Body=data, **self._write_args())
+    async def put_content(self, path: str, data: bytes | bytearray) -> None:
+        await self._call(
+            "put_object", path, Key=self._key(path), Body=_Body(data), **self._write_args()
+        )
 
     async def writer(self, path: str, append: bool = False) -> FileWriter:
         key = self._key(path)
@@ -489,11 +528,13 @@ class S3Driver(StorageDriver):
             separators=(",", ":"),
         ).encode()
         header = doc + b"\n"
+        body = bytearray(header)
+        body += record.tail
         await self._call(
             "put_object",
             path,
             Key=key,
-            Body=header + record.tail,
+            Body=_Body(body),
             Metadata={
                 META_APPEND: RECORD_VERSION,
                 META_SIZE: str(record.size),
@@ -533,12 +574,12 @@ class S3Driver(StorageDriver):
         return str(resp["UploadId"])
 
     async def _upload_part(
-        self, path: str, key: str, upload_id: str, number: int, data: bytes
+        self, path: str, key: str, upload_id: str, number: int, data: bytes | bytearray
     ) -> _Part:
         if number > MAX_PARTS:
             raise S3Error(f"s3 {path}: more than {MAX_PARTS} parts; raise storage.s3.chunksize")
         resp = await self._call(
-            "upload_part", path, Key=key, UploadId=upload_id, PartNumber=number, Body=data
+            "upload_part", path, Key=key, UploadId=upload_id, PartNumber=number, Body=_Body(data)
         )
         return _Part(number, str(resp["ETag"]), len(data))
 
@@ -676,6 +717,47 @@ class S3Driver(StorageDriver):
             args["UploadIdMarker"] = resp.get("NextUploadIdMarker")
 
 
+class _Body:
+    """A request body that botocore and aiohttp both take without copying it.
+
+    Given bytes, botocore wraps them in a ``BytesIO``, which aiohttp copies whole (its
+    ``getbuffer`` unshares the bytes); given a bytearray, aiohttp copies it when slicing and
+    again when joining it to the headers. Either way each part in flight cost one or two more
+    chunk-sized copies (10 MiB each by default). This is what each side reads: file-like for
+    botocore (the payload signature reads it, a retry seeks back to 0, ``len`` is the
+    Content-Length), an async iterable of slices for aiohttp, which sends them in turn.
+    """
+
+    SLICE = 256 * 1024
+
+    def __init__(self, data: bytes | bytearray) -> None:
+        self._view = memoryview(data)
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = (0, self._pos, len(self._view))[whence]
+        self._pos = max(0, min(base + offset, len(self._view)))
+        return self._pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        end = len(self._view) if size is None or size < 0 else self._pos + size
+        data = self._view[self._pos : end].tobytes()
+        self._pos += len(data)
+        return data
+
+    async def __aiter__(self) -> AsyncIterator[memoryview]:
+        while self._pos < len(self._view):
+            piece = self._view[self._pos : self._pos + self.SLICE]
+            self._pos += len(piece)
+            yield piece
+
+
 class _Writer(FileWriter):
     """Buffers ``chunksize`` bytes, ships each full chunk as a part while the next one arrives.
 
@@ -693,7 +775,7 @@ class _Writer(FileWriter):
         self._upload_id = start.upload_id
         self._parts = list(start.parts)
         self._buf = bytearray(start.tail)
-        self._size = start.size
+        self._size = self._start = start.size
         self._inflight: list[asyncio.Task[_Part]] = []
         self._next_part = len(self._parts) + 1
         self._token: str | None = None
@@ -714,11 +796,13 @@ class _Writer(FileWriter):
         self._size += len(data)
         chunk = self._driver.params.chunksize
         while len(self._buf) >= chunk:
-            piece = bytes(self._buf[:chunk])
-            del self._buf[:chunk]
+            # The part is the buffer itself, cut at the chunk; what is left over (less than a
+            # write) starts the next one: the chunk is not copied (nor on its way: see _Body).
+            piece, self._buf = self._buf, self._buf[chunk:]
+            del piece[chunk:]
             await self._ship(piece)
 
-    async def _ship(self, data: bytes) -> None:
+    async def _ship(self, data: bytearray) -> None:
         if self._upload_id is None:
             self._upload_id = await self._driver._create_multipart(self._path, self._key)
         number = self._next_part
@@ -740,28 +824,30 @@ class _Writer(FileWriter):
             raise StorageError(f"commit of a closed writer: {self._path}")
         if self._appendable:
             if len(self._buf) >= MIN_CHUNK_SIZE:
-                await self._ship(bytes(self._buf))
-                self._buf.clear()
+                piece, self._buf = self._buf, bytearray()
+                await self._ship(piece)
             await self._drain()
             token = uuid.uuid4().hex
             record = _Record(self._upload_id, self._parts, bytes(self._buf), token)
             await self._driver._write_record(self._path, self._key, record)
             self._token = token
         elif self._upload_id is None:
-            await self._driver.put_content(self._path, bytes(self._buf))
+            await self._driver.put_content(self._path, self._buf)
         else:
             if self._buf:
-                await self._ship(bytes(self._buf))
-                self._buf.clear()
+                piece, self._buf = self._buf, bytearray()
+                await self._ship(piece)
             await self._drain()
             await self._driver._complete(self._path, self._key, self._upload_id, self._parts)
         self._done = True
+        self._release()
 
     async def cancel(self) -> None:
         await self._discard_inflight()
         self._done = True
         if self._upload_id is not None:
             await self._driver._abort(self._path, self._key, self._upload_id)
+        self._release()
         with contextlib.suppress(PathNotFoundError):
             await self._driver.delete(self._path)
 
@@ -773,8 +859,14 @@ class _Writer(FileWriter):
         if not self._appendable and self._upload_id is not None:
             with contextlib.suppress(StorageError):
                 await self._driver._abort(self._path, self._key, self._upload_id)
+        self._release()
         # An appendable writer closed without commit leaves the last record in force: the parts
         # it uploaded are not recorded and the next writer overwrites them.
+
+    def _release(self) -> None:
+        self._buf = bytearray()
+        if self._size - self._start >= TRIM_AFTER:
+            memory.trim()
 
     async def _discard_inflight(self) -> None:
         tasks, self._inflight = self._inflight, []

@@ -14,11 +14,14 @@ import math
 import mimetypes
 import time
 from datetime import UTC, datetime
+from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
 from aiohttp import web
+
+if TYPE_CHECKING:
+    import jinja2
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -96,7 +99,12 @@ def thousands(n: int) -> str:
     return f"{n:,}"
 
 
-def _environment() -> jinja2.Environment:
+@cache
+def environment() -> jinja2.Environment:
+    """The templates' environment, made at the first page: Jinja2 (~2 MiB once imported) stays
+    out of the workers of a registry whose UI nobody opens."""
+    import jinja2
+
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("cargohold.ui", "templates"),
         autoescape=True,
@@ -115,11 +123,8 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-ENV = _environment()
-
-
 def render(template: str, status: int = 200, **context: Any) -> web.Response:
-    html = ENV.get_template(template).render(**context)
+    html = environment().get_template(template).render(**context)
     return web.Response(
         text=html,
         status=status,
