@@ -143,3 +143,24 @@ def test_an_access_filtered_page_reads_only_until_it_is_full(
     page, nxt, listings = get_page(reg, store, f"n=100&last={visible[99]}", auth=bob)
     assert page == visible[100:200] and nxt == link(100, visible[199])
     assert listings == 1
+
+
+def test_the_web_ui_reads_the_index_only_as_far_as_a_page_shows(
+    store: FaultProxy, make_registry: Factory
+) -> None:
+    """Two workers start without listing a name (they once read all 100,000: 100 listings
+    each), and the UI's first pages by name cost one listing of the index each."""
+    store.reset_counts()
+    reg = make_registry(config={"storage": store.storage_section(BUCKET)}, workers=2)
+    assert index_listings(store) == 0
+    for page in (1, 2, 3):
+        if page > 1:  # the first counts with the start: the workers' reads may still be going
+            store.reset_counts()
+        r = requests.get(f"{reg.url}/ui/api/repositories?page={page}", timeout=300)
+        assert r.status_code == 200, r.text
+        assert index_listings(store) == 1, page
+        data = r.json()
+        assert [x["name"] for x in data["repositories"]] == NAMES[(page - 1) * 50 : page * 50]
+        assert data["paging"]["total"] is None  # more than this page: how many is not read
+    html = requests.get(f"{reg.url}/ui/", timeout=300).text
+    assert "1\u201350 of more than 50 repositories" in html
