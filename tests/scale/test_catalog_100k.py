@@ -122,28 +122,35 @@ def test_a_page_of_100000_repositories_costs_one_listing(
     assert page == NAMES[12_346:13_346] and listings == 2
 
 
-def test_an_access_filtered_page_reads_only_until_it_is_full(
-    store: FaultProxy, make_registry: Factory, tmp_path: Path
-) -> None:
-    """bob may pull ``ns07/**`` (1000 of the 100,000): his first page reads the index up to
-    his hundredth repository (8 listings: 7,000 names of ns00-ns06 come first), the next one a
-    single listing, never the whole index (100 listings)."""
+BOB = ("bob", "bob-password")
+
+
+def bobs_registry(store: FaultProxy, make_registry: Factory, tmp_path: Path) -> RegistryProcess:
+    """A registry on the 100,000 where bob may pull ``ns07/**`` (1000 of them)."""
     users = tmp_path / "htpasswd"
-    htpasswd.set_user(str(users), "bob", "bob-password", cost=4)
+    htpasswd.set_user(str(users), *BOB, cost=4)
     config = {
         "storage": store.storage_section(BUCKET),
         "ui": {"enabled": False},
         "auth": {"htpasswd": {"realm": "catalog", "path": str(users)}},
         "access": {"rules": [{"repositories": ["ns07/**"], "users": ["bob"], "actions": ["pull"]}]},
     }
-    reg = make_registry(config=config)
-    bob = ("bob", "bob-password")
+    return make_registry(config=config)
+
+
+def test_an_access_filtered_page_reads_only_until_it_is_full(
+    store: FaultProxy, make_registry: Factory, tmp_path: Path
+) -> None:
+    """bob may pull ``ns07/**`` (1000 of the 100,000): his first page reads the index up to
+    his hundredth repository (8 listings: 7,000 names of ns00-ns06 come first), the next one a
+    single listing, never the whole index (100 listings)."""
+    reg = bobs_registry(store, make_registry, tmp_path)
     visible = [n for n in NAMES if n.startswith("ns07/")]
     assert len(visible) == 1000
-    page, nxt, listings = get_page(reg, store, "n=100", auth=bob)
+    page, nxt, listings = get_page(reg, store, "n=100", auth=BOB)
     assert page == visible[:100] and nxt == link(100, visible[99])
     assert 8 <= listings <= 9, listings
-    page, nxt, listings = get_page(reg, store, f"n=100&last={visible[99]}", auth=bob)
+    page, nxt, listings = get_page(reg, store, f"n=100&last={visible[99]}", auth=BOB)
     assert page == visible[100:200] and nxt == link(100, visible[199])
     assert listings == 1
 
@@ -155,22 +162,13 @@ def test_an_access_filtered_page_stops_reading_after_a_bound(
     most FILTERED_SCAN (10,000) of them and answers short, with a ``Link`` that goes on from
     where it stopped without naming it. Following the Links yields each of his repositories
     once; a client that goes on from the last name shown instead still gets to the end."""
-    users = tmp_path / "htpasswd"
-    htpasswd.set_user(str(users), "bob", "bob-password", cost=4)
-    config = {
-        "storage": store.storage_section(BUCKET),
-        "ui": {"enabled": False},
-        "auth": {"htpasswd": {"realm": "catalog", "path": str(users)}},
-        "access": {"rules": [{"repositories": ["ns07/**"], "users": ["bob"], "actions": ["pull"]}]},
-    }
-    reg = make_registry(config=config)
-    bob = ("bob", "bob-password")
+    reg = bobs_registry(store, make_registry, tmp_path)
     visible = [n for n in NAMES if n.startswith("ns07/")]
     seen: list[str] = []
     query: str | None = "n=100"
     requests_made = 0
     while query is not None:
-        page, nxt, listings = get_page(reg, store, query, auth=bob)
+        page, nxt, listings = get_page(reg, store, query, auth=BOB)
         requests_made += 1
         assert listings <= FILTERED_SCAN // 1000 + 1, (query, listings)
         seen += page
@@ -190,7 +188,7 @@ def test_an_access_filtered_page_stops_reading_after_a_bound(
     # A client that ignores the Link and goes on from the last name (or sends a _resume this
     # secret did not seal) is read to the end: each request gets further than the one before.
     page, nxt, listings = get_page(
-        reg, store, f"n=100&last={visible[-1]}&_resume=bm90LWEtdG9rZW4", auth=bob
+        reg, store, f"n=100&last={visible[-1]}&_resume=bm90LWEtdG9rZW4", auth=BOB
     )
     assert (page, nxt) == ([], None) and listings > FILTERED_SCAN // 1000
 
