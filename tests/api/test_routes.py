@@ -14,8 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from cargohold import metrics
-from cargohold.api import routes
+from cargohold.api import httpmetrics, routes
 from cargohold.api.app import HANDLERS
 from cargohold.api.routes import CANCEL, CATALOG, DELETE, LOGIN, PULL, PUSH
 
@@ -163,7 +162,7 @@ async def _labels(paths: list[tuple[str, str]]) -> list[tuple[int, str]]:
     metrics label of its request."""
 
     async def label(request: web.Request) -> web.StreamResponse:
-        return web.Response(text=metrics.handler_name(request))
+        return web.Response(text=httpmetrics.handler_name(request))
 
     app = web.Application(middlewares=[routes.middleware])
     app.router.add_route("*", "/v2/{v2:.*}", label)

@@ -43,6 +43,7 @@ def start(
     size: str = "1GiB",
     workers: int = 1,
     redirect: bool = False,
+    env: dict[str, str] | None = None,
 ) -> RegistryProcess:
     bucket = moto.new_bucket("blobcache")
     debug = f"127.0.0.1:{free_port()}"
@@ -58,6 +59,7 @@ def start(
             "http": {"debug": {"addr": debug, "prometheus": {"enabled": True}}},
         },
         workers=workers,
+        env=env,
     )
     reg.bucket = bucket  # type: ignore[attr-defined]
     reg.debug = debug  # type: ignore[attr-defined]
@@ -212,6 +214,45 @@ def test_eviction_at_the_bound_leaves_a_slow_reader_its_bytes(
     assert metric(reg, "cargohold_blob_cache_bytes_total", 'type="evicted"') == len(first)
     again = requests.get(url_first, timeout=TIMEOUT)  # fetched again, and served whole
     assert again.status_code == 200 and again.content == first
+
+
+def test_a_file_evicted_between_lookup_and_open_is_a_miss(
+    proxy: FaultProxy, make_registry: Factory, moto: MotoServer, blobdir: Path, tmp_path: Path
+) -> None:
+    """The sweep may remove a cached file at any moment. One removed after a GET found it and
+    before it was opened is fetched from the bucket as a miss (it was an empty 404). The server
+    is held exactly there (``CARGOHOLD_PAUSE_AT``) while the test removes the file."""
+    fifo = tmp_path / "pause"
+    os.mkfifo(fifo)
+    reg = start(
+        proxy, make_registry, moto, blobdir, env={"CARGOHOLD_PAUSE_AT": f"blobcache-found:{fifo}"}
+    )
+    data = os.urandom(1 << 20)
+    url = push(reg, unique_repo("bc/vanish"), data)
+    assert requests.get(url, timeout=TIMEOUT).content == data  # a miss: fetched and filled
+    cached_file = blobdir / f"sha256-{sha256(data)[7:]}"
+    eventually(cached_file.exists, timeout=60)
+    assert gets_of(proxy, data) == 1
+
+    writer: list[int] = []
+
+    def held() -> bool:
+        """The FIFO opens for writing once the server waits on it (at the point)."""
+        try:
+            writer.append(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:  # ENXIO: nobody reads it yet
+            return False
+        return True
+
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(requests.get, url, timeout=TIMEOUT)  # a hit: found, then held
+        eventually(held, timeout=60)
+        cached_file.unlink()  # as the sweep would
+        os.close(writer[0])  # go on
+        resp = pending.result()
+    assert resp.status_code == 200 and resp.content == data
+    assert resp.headers["Docker-Content-Digest"] == sha256(data)
+    assert gets_of(proxy, data) == 2  # streamed from the bucket, as a miss
 
 
 def test_redirected_gets_do_not_use_it(

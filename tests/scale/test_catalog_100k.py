@@ -10,11 +10,13 @@ walk's order) puts after ``last``, with the ``Link`` to the next page.
 
 from __future__ import annotations
 
+import base64
 import bisect
+import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 import pytest
 import requests
@@ -24,6 +26,7 @@ from support.servers import RegistryProcess
 
 from cargohold.auth import htpasswd
 from cargohold.registry.catalog import order_key
+from cargohold.registry.core import FILTERED_SCAN
 from cargohold.registry.repoindex import STAMP_FORMAT
 from cargohold.storage import paths
 
@@ -119,27 +122,93 @@ def test_a_page_of_100000_repositories_costs_one_listing(
     assert page == NAMES[12_346:13_346] and listings == 2
 
 
-def test_an_access_filtered_page_reads_only_until_it_is_full(
-    store: FaultProxy, make_registry: Factory, tmp_path: Path
-) -> None:
-    """bob may pull ``ns07/**`` (1000 of the 100,000): his first page reads the index up to
-    his hundredth repository (8 listings: 7,000 names of ns00-ns06 come first), the next one a
-    single listing, never the whole index (100 listings)."""
+BOB = ("bob", "bob-password")
+
+
+def bobs_registry(store: FaultProxy, make_registry: Factory, tmp_path: Path) -> RegistryProcess:
+    """A registry on the 100,000 where bob may pull ``ns07/**`` (1000 of them)."""
     users = tmp_path / "htpasswd"
-    htpasswd.set_user(str(users), "bob", "bob-password", cost=4)
+    htpasswd.set_user(str(users), *BOB, cost=4)
     config = {
         "storage": store.storage_section(BUCKET),
         "ui": {"enabled": False},
         "auth": {"htpasswd": {"realm": "catalog", "path": str(users)}},
         "access": {"rules": [{"repositories": ["ns07/**"], "users": ["bob"], "actions": ["pull"]}]},
     }
-    reg = make_registry(config=config)
-    bob = ("bob", "bob-password")
+    return make_registry(config=config)
+
+
+def test_an_access_filtered_page_reads_only_until_it_is_full(
+    store: FaultProxy, make_registry: Factory, tmp_path: Path
+) -> None:
+    """bob may pull ``ns07/**`` (1000 of the 100,000): his first page reads the index up to
+    his hundredth repository (8 listings: 7,000 names of ns00-ns06 come first), the next one a
+    single listing, never the whole index (100 listings)."""
+    reg = bobs_registry(store, make_registry, tmp_path)
     visible = [n for n in NAMES if n.startswith("ns07/")]
     assert len(visible) == 1000
-    page, nxt, listings = get_page(reg, store, "n=100", auth=bob)
+    page, nxt, listings = get_page(reg, store, "n=100", auth=BOB)
     assert page == visible[:100] and nxt == link(100, visible[99])
     assert 8 <= listings <= 9, listings
-    page, nxt, listings = get_page(reg, store, f"n=100&last={visible[99]}", auth=bob)
+    page, nxt, listings = get_page(reg, store, f"n=100&last={visible[99]}", auth=BOB)
     assert page == visible[100:200] and nxt == link(100, visible[199])
     assert listings == 1
+
+
+def test_an_access_filtered_page_stops_reading_after_a_bound(
+    store: FaultProxy, make_registry: Factory, tmp_path: Path
+) -> None:
+    """After bob's last repository (``ns07/**``) come 92,000 he may not see: a page reads at
+    most FILTERED_SCAN (10,000) of them and answers short, with a ``Link`` that goes on from
+    where it stopped without naming it. Following the Links yields each of his repositories
+    once; a client that goes on from the last name shown instead still gets to the end."""
+    reg = bobs_registry(store, make_registry, tmp_path)
+    visible = [n for n in NAMES if n.startswith("ns07/")]
+    seen: list[str] = []
+    query: str | None = "n=100"
+    requests_made = 0
+    while query is not None:
+        page, nxt, listings = get_page(reg, store, query, auth=BOB)
+        requests_made += 1
+        assert listings <= FILTERED_SCAN // 1000 + 1, (query, listings)
+        seen += page
+        if nxt is None:
+            break
+        query = nxt[len("</v2/_catalog?") : nxt.index(">")]
+        params = parse_qs(query)
+        assert set(params) <= {"last", "n", "_resume"}, params
+        if "last" in params:
+            assert params["last"] == [seen[-1]]  # the last name shown, never a hidden one
+        if "_resume" in params:
+            raw = base64.urlsafe_b64decode(params["_resume"][0] + "==")
+            assert not re.search(rb"ns\d\d/", raw)  # sealed: no name in it
+        assert requests_made < 50
+    assert seen == visible
+    assert requests_made > 11  # the last page and the hidden tail took several requests
+    # A client that ignores the Link and goes on from the last name (or sends a _resume this
+    # secret did not seal) is read to the end: each request gets further than the one before.
+    page, nxt, listings = get_page(
+        reg, store, f"n=100&last={visible[-1]}&_resume=bm90LWEtdG9rZW4", auth=BOB
+    )
+    assert (page, nxt) == ([], None) and listings > FILTERED_SCAN // 1000
+
+
+def test_the_web_ui_reads_the_index_only_as_far_as_a_page_shows(
+    store: FaultProxy, make_registry: Factory
+) -> None:
+    """Two workers start without listing a name (they once read all 100,000: 100 listings
+    each), and the UI's first pages by name cost one listing of the index each."""
+    store.reset_counts()
+    reg = make_registry(config={"storage": store.storage_section(BUCKET)}, workers=2)
+    assert index_listings(store) == 0
+    for page in (1, 2, 3):
+        if page > 1:  # the first counts with the start: the workers' reads may still be going
+            store.reset_counts()
+        r = requests.get(f"{reg.url}/ui/api/repositories?page={page}", timeout=300)
+        assert r.status_code == 200, r.text
+        assert index_listings(store) == 1, page
+        data = r.json()
+        assert [x["name"] for x in data["repositories"]] == NAMES[(page - 1) * 50 : page * 50]
+        assert data["paging"]["total"] is None  # more than this page: how many is not read
+    html = requests.get(f"{reg.url}/ui/", timeout=300).text
+    assert "1\u201350 of more than 50 repositories" in html

@@ -38,6 +38,46 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _listening_sockets(port: int) -> set[str] | None:
+    """``socket:[inode]`` of every TCP socket listening on ``port``; None without /proc."""
+    found: set[str] = set()
+    tables = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        tables += 1
+        for line in lines:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                found.add(f"socket:[{inode}]")
+    return found if tables else None
+
+
+def listens(pgid: int, port: int) -> bool:
+    """Whether a process of group ``pgid`` (a server started with ``start_new_session``: its
+    workers too) holds a socket listening on ``port``; True where /proc cannot tell."""
+    wanted = _listening_sockets(port)
+    if wanted is None:
+        return True
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[2]) != pgid:  # pid (comm) state ppid pgrp
+                continue
+            for fd in os.scandir(f"{entry.path}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd.path) in wanted:
+                        return True
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+    return False
+
+
 def unique_repo(prefix: str = "test") -> str:
     """A repository name no other test (or xdist worker) uses: ``<prefix>/<12 hex>``."""
     return f"{prefix}/{uuid.uuid4().hex[:12]}"
@@ -258,9 +298,12 @@ class RegistryProcess:
                 )
             try:
                 resp = requests.get(f"{self.url}/v2/", timeout=2, verify=False)
-                if resp.status_code in (200, 401):
+                if resp.status_code in (200, 401) and listens(self.proc.pid, self.port):
                     return
-                last_error = f"GET /v2/ -> {resp.status_code}"
+                # Another process may have taken the port since free_port(): ours then exits
+                # with "address already in use" (start() tries another port), and until then
+                # the answer is that process's, not ours.
+                last_error = f"GET /v2/ -> {resp.status_code}, from another process"
             except requests.RequestException as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
             time.sleep(0.1)

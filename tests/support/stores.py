@@ -22,7 +22,7 @@ from typing import Any
 
 import requests
 
-from .servers import RegistryProcess, free_port, kill_process_group
+from .servers import RegistryProcess, free_port, kill_process_group, listens
 
 MOTO_ACCESS_KEY = "cargohold-test"
 MOTO_SECRET_KEY = "cargohold-test-secret"
@@ -60,7 +60,8 @@ class _Process:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited early:\n{self.log_tail()}")
             with contextlib.suppress(Exception):
-                if self.ready():
+                # ours, not a process that took the port since free_port() (servers.listens)
+                if self.ready() and listens(self.proc.pid, self.port):
                     return self
             time.sleep(0.1)
         self.stop()

@@ -28,6 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from cargohold import memory, metrics
+from cargohold.api import httpmetrics
 from cargohold.api.notify import EVENTS_KEY, EventHub
 from cargohold.config import Config, parse_addr
 from cargohold.notifications import Notifier
@@ -187,7 +188,7 @@ class Operations:
 
     def install(self, app: web.Application) -> None:
         app[EVENTS_KEY] = self.hub
-        metrics.install(app)
+        httpmetrics.install(app)
 
     async def start(self) -> None:
         if self.notifier is not None:

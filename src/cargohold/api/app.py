@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from aiohttp import web
 
 from cargohold import metrics
-from cargohold.api import blobs, health, manifests, mirror, refusals, routes
+from cargohold.api import blobs, health, httpmetrics, manifests, mirror, refusals, routes
 from cargohold.api.common import API_VERSION_HEADER, REGISTRY_KEY
 from cargohold.api.limits import host_middleware
 from cargohold.api.socketbody import close_if_spent
@@ -139,7 +139,7 @@ async def api_middleware(
         response = _error_response(request, _from_http_exception(exc))
     except StorageError as exc:
         log.error("storage error on %s %s: %s", request.method, request.path, exc)
-        metrics.storage_error(metrics.handler_name(request))
+        metrics.storage_error(httpmetrics.handler_name(request))
         if exc.transient:  # the store is failing now; worth retrying later: 503, not 500
             failure = RegistryError(ErrorCode.UNAVAILABLE, "storage unavailable, retry later")
         else:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import os
 from typing import IO, Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.helpers import ETag
+from aiohttp.web_fileresponse import _FileResponseResult
 
-from cargohold import metrics
+from cargohold import faults, metrics
 from cargohold.api import auditing, mirror, notify, uploadstate
 from cargohold.api.common import (
     API_VERSION_HEADER,
@@ -94,10 +96,15 @@ async def get_blob(request: web.Request, name: str, digest_s: str) -> web.Stream
     if cache is not None and request.method == "GET" and info.size > 0:
         # Only now, after the link and the store's stat said the blob is there.
         cached = await _cached_file(reg.verifier, cache, digest, info.size, range_header is None)
-        if cached is not None and simple_range:
+        if cached is not None and not simple_range:
+            cached[1].close()
+        elif cached is not None:
             metrics.blob_cache_hit(info.size)
             del headers["Content-Length"]
-            return _BlobFile(cached, headers=headers, digest=digest, verifier=reg.verifier)
+            path, opened = cached
+            return _BlobFile(
+                path, headers=headers, digest=digest, verifier=reg.verifier, opened=opened
+            )
         metrics.blob_cache_miss()
         if range_header is None:
             fill = cache.begin_fill(digest)
@@ -109,19 +116,29 @@ async def get_blob(request: web.Request, name: str, digest_s: str) -> web.Stream
 
 async def _cached_file(
     verifier: BlobVerifier, cache: LocalBlobCache, digest: Digest, size: int, wait: bool
-) -> str | None:
-    """The blob's file in the local cache: there already, or filled by another request of
-    this process while this one waited (whole-blob GETs only; a range streams at once)."""
+) -> tuple[str, io.BufferedReader] | None:
+    """The blob's file in the local cache, open: there already, or filled by another request
+    of this process while this one waited (whole-blob GETs only; a range streams at once).
+
+    Opened here, not by the response: the size bound's sweep may remove the file at any moment,
+    and once it is open it stays readable to the end; one removed before that is a miss."""
     found = cache.lookup(digest, size)
     if found is None and wait and await cache.wait_for_fill(digest):
         found = cache.lookup(digest, size)
     if found is None:
         return None
-    path, st = found
-    if verifier.known(identity(st)) is False:
+    faults.pause_point("blobcache-found")  # the tests remove the file here
+    path = found[0]
+    try:
+        opened = open(path, "rb")  # noqa: SIM115 (the response closes it)
+    except FileNotFoundError:
+        return None  # evicted since the lookup: streamed from the store (and filled again)
+    st = os.fstat(opened.fileno())
+    if st.st_size != size or verifier.known(identity(st)) is False:
+        opened.close()
         cache.discard(path)  # it rotted: fill it anew from the store
         return None
-    return path
+    return path, opened
 
 
 class _BlobFile(web.FileResponse):
@@ -137,11 +154,30 @@ class _BlobFile(web.FileResponse):
         pass
 
     def __init__(
-        self, path: str, *, headers: dict[str, str], digest: Digest, verifier: BlobVerifier
+        self,
+        path: str,
+        *,
+        headers: dict[str, str],
+        digest: Digest,
+        verifier: BlobVerifier,
+        opened: io.BufferedReader | None = None,
     ) -> None:
         super().__init__(path, headers=headers)
         self._digest = digest
         self._verifier = verifier
+        self._opened = opened
+
+    def _make_response(
+        self, request: web.BaseRequest, accept_encoding: str
+    ) -> tuple[_FileResponseResult, io.BufferedReader | None, os.stat_result, str | None]:
+        """A file the handler opened (the blob cache's) is sent as it is, even if it was
+        removed since; aiohttp's own conditionals (mtime-based ETag, If-Modified-Since) do not
+        apply to a cache file's times, as they do not to a blob streamed from the store: the
+        blob's ETag is its digest, answered by the handler."""
+        opened, self._opened = self._opened, None
+        if opened is None:
+            return super()._make_response(request, accept_encoding)
+        return _FileResponseResult.SEND_FILE, opened, os.fstat(opened.fileno()), None
 
     async def _sendfile(
         self, request: web.BaseRequest, fobj: IO[Any], offset: int, count: int

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -11,11 +12,12 @@ from aiohttp import web
 
 from cargohold import mediatypes as mt
 from cargohold import memory
-from cargohold.api import auditing, notify
+from cargohold.api import auditing, catalogcursor, notify, uploadstate
 from cargohold.api.common import CATALOG_FILTER_KEY, empty, location, parse_n, registry_of
 from cargohold.digest import Digest, is_digest_reference
 from cargohold.errors import ErrorCode, RegistryError
 from cargohold.registry.catalog import order_key
+from cargohold.registry.core import FILTERED_SCAN
 from cargohold.registry.manifests import MAX_MANIFEST_SIZE, Manifest, referrer_artifact_type
 
 CATALOG_DEFAULT_N = 100
@@ -247,14 +249,48 @@ async def catalog(request: web.Request) -> web.StreamResponse:
     n = _page_size(request, CATALOG_DEFAULT_N, CATALOG_MAX_N)
     assert n is not None
     allowed = request.get(CATALOG_FILTER_KEY)
+    last = request.query.get("last") or None
+    if allowed is not None:
+        filtered = await _filtered_catalog(request, last, n, allowed)
+        if filtered is not None:
+            return filtered
     # One more than the page, read only as far as that, tells whether a next page exists.
-    page = await reg.repositories_page(request.query.get("last") or None, n + 1, allowed)
+    page = await reg.repositories_page(last, n + 1, allowed)
     if page is not None:
         return _listing(request, "repositories", page, n)
     visible = await reg.repositories()
     if allowed is not None:  # auth with an access policy: only what the caller may pull
         visible = allowed(visible)
     return _listing(request, "repositories", _after_last(request, visible, order_key), n)
+
+
+async def _filtered_catalog(
+    request: web.Request, last: str | None, n: int, allowed: Callable[[list[str]], list[str]]
+) -> web.Response | None:
+    """A page of what the caller may see that reads at most about FILTERED_SCAN names: a short
+    page whose ``Link`` resumes where the reading stopped (:mod:`cargohold.api.catalogcursor`).
+    None without a paging reader (in-memory)."""
+    secret = uploadstate.secret_of(request)
+    token = request.query.get(catalogcursor.PARAM)
+    resume = catalogcursor.unseal(secret, token) if token else None
+    start = last
+    if resume is not None and (last is None or order_key(resume) > order_key(last)):
+        start = resume
+    page = await registry_of(request).filtered_page(
+        start, n + 1, allowed, FILTERED_SCAN, stop_empty=resume is not None
+    )
+    if page is None:
+        return None
+    if page.stopped_at is None or len(page.names) > n:
+        return _listing(request, "repositories", page.names, n)
+    response = web.json_response({"repositories": page.names})
+    query: list[tuple[str, str | int]] = []
+    shown = page.names[-1] if page.names else last
+    if shown:
+        query.append(("last", shown))
+    query += [("n", n), (catalogcursor.PARAM, catalogcursor.seal(secret, page.stopped_at))]
+    response.headers["Link"] = f'<{request.path}?{urlencode(query)}>; rel="next"'
+    return response
 
 
 async def referrers(request: web.Request, name: str, digest_s: str) -> web.StreamResponse:

@@ -43,10 +43,10 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from cargohold import metrics
-from cargohold.auth.policy import glob_match
 from cargohold.config import MirrorConfig, MirrorsConfig, RedisConfig
 from cargohold.digest import Digest, check_tag, is_digest_reference
 from cargohold.errors import ErrorCode, RegistryError
+from cargohold.globs import glob_match
 from cargohold.mirror.fetch import BlobFetches, Described, Tail, error_of, stored
 from cargohold.mirror.replicas import ReplicaLocks
 from cargohold.mirror.upkeep import Stats

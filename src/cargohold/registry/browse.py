@@ -11,9 +11,14 @@ store reads instead of a browser crawling the API:
   and layers, an index's children), by digest. Manifests are immutable, so summaries are kept
   by digest (bounded) and never invalidated; they are parsed from the blob directly, so browsing
   10,000 repositories does not evict the hot manifests of the pull path from its cache.
+- :meth:`Snapshot.first_names`: the first names in catalog order, read from the repository
+  index (or the directory walk) only as far as a page sorted by name needs: the first page of
+  100,000 repositories on S3 is one listing, and a worker reads nothing at start.
 - :class:`Snapshot`: the repository names and a per-repository summary (tag count, size,
-  last push) of *all* repositories, which sorting by size or push time across 10,000
-  repositories needs. It is per worker, served stale-while-revalidate: older than
+  last push) of *all* repositories, which a search, sorting by name descending, or sorting by
+  size or push time across 10,000 repositories needs; each is read on the first request that
+  needs it (names: one listing per 1,000 repositories; summaries: every repository's tags), not
+  before. It is per worker, served stale-while-revalidate: older than
   :data:`SNAPSHOT_TTL` seconds, the next request gets the old one and starts a rebuild in the
   background, so no page ever waits for more than its own rows, and a push made through another
   worker or replica moves a repository in the sort order within ``SNAPSHOT_TTL`` plus one
@@ -34,7 +39,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +56,7 @@ from cargohold.storage.filesystem import TMP_PREFIX, FilesystemDriver
 log = logging.getLogger("cargohold.ui")
 
 SNAPSHOT_TTL = 15.0
+FIRST_NAMES_MAX = 5_000  # deeper than this, a page by name reads every name (and learns the total)
 SUMMARY_CACHE = 200_000  # manifest summaries kept (a few hundred bytes each)
 _CONCURRENCY = 16  # store requests in flight for one page, on drivers that are not local
 
@@ -352,21 +358,35 @@ class Snapshot:
         except Exception as exc:
             log.warning("web UI: could not refresh the repository summaries: %s", exc)
 
-    async def warm(self) -> None:
-        """Read the names once at start, so the first visitor's first page is quick (one
-        directory walk, or one listing per 1,000 repositories with a repository index)."""
-        if self.names is None:
-            await self._build_names()
+    async def first_names(
+        self, count: int, visible: Callable[[list[str]], list[str]] | None = None
+    ) -> tuple[list[str], int | None]:
+        """The first ``count`` repositories (of those ``visible`` keeps) in catalog order, and
+        how many there are in all when that is known (None: more than ``count``).
+
+        Names still fresh in the snapshot answer at once, with the total. Otherwise they are read
+        from the store only as far as ``count`` + 1 (one listing of the repository index, or a
+        walk that stops), so neither a worker's start nor the first page reads every name."""
+        names = self.names
+        if names is not None and time.monotonic() - self.names_at <= self.ttl:
+            everything = visible(names) if visible is not None else names
+            return everything[:count], len(everything)
+        if count <= FIRST_NAMES_MAX:
+            page = await self.browser.registry.repositories_page(None, count + 1, visible)
+            if page is not None:
+                return (page[:count], None) if len(page) > count else (page, len(page))
+        everything = await self.repository_names()
+        if visible is not None:
+            everything = visible(everything)
+        return everything[:count], len(everything)
 
     async def repository_names(self) -> list[str]:
+        """Every name (for a search, or an order other than by name ascending): read on the
+        first request that needs them, then stale-while-revalidate."""
         if self.names is None:
             await self._build_names()
         elif time.monotonic() - self.names_at > self.ttl:
             self._refresh_later(everything=bool(self.summaries_at))
-        if not self.summaries_at and (self._task is None or self._task.done()):
-            # Sorting by push or size needs every summary: start on them at the first page,
-            # in the background, so they are likely ready when someone clicks a column.
-            self._refresh_later(everything=True)
         assert self.names is not None
         return self.names
 

@@ -8,6 +8,7 @@ entry point (HTTP today, tools tomorrow) obeys them alike.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from cargohold.config import Config
@@ -28,6 +29,16 @@ from cargohold.storage.filesystem import FilesystemDriver
 from cargohold.storage.inmemory import InMemoryDriver
 
 FILTERED_STEP = 1000  # repositories read per step of an access-filtered catalog page
+FILTERED_SCAN = 10_000  # repositories an access-filtered catalog page reads at most (see below)
+
+
+@dataclass(frozen=True, slots=True)
+class FilteredPage:
+    """A page of the repositories a caller may see; ``stopped_at``: the scan reached its bound
+    there before the page was full, so more may follow it (a name the caller may not see)."""
+
+    names: list[str]
+    stopped_at: str | None = None
 
 
 def make_driver(name: str, params: dict[str, Any], redirect_expiry: float = 0.0) -> StorageDriver:
@@ -117,6 +128,46 @@ class Registry:
         the walk is then read in steps of :data:`FILTERED_STEP` until the page is full or
         nothing is left, so a user who may pull a few repositories of 100,000 costs more than
         one listing only where their repositories are sparse."""
+        if visible is None:
+            fetch = self._page_reader()
+            return None if fetch is None else await fetch(last, limit)
+        page = await self.filtered_page(last, limit, visible)
+        return None if page is None else page.names
+
+    async def filtered_page(
+        self,
+        last: str | None,
+        limit: int,
+        visible: Callable[[list[str]], list[str]],
+        scan_limit: int | None = None,
+        stop_empty: bool = False,
+    ) -> FilteredPage | None:
+        """:meth:`repositories_page` with an access policy, reading at most about
+        ``scan_limit`` repositories (None: to the end if need be) before it stops with a short
+        page and :attr:`FilteredPage.stopped_at`. It stops so only with at least one name to
+        show, or when ``stop_empty`` (the caller resumes from ``stopped_at`` itself): a client
+        that continues after the last name shown then always gets further."""
+        fetch = self._page_reader()
+        if fetch is None:
+            return None
+        found: list[str] = []
+        step = max(limit, FILTERED_STEP)
+        scanned = 0
+        while len(found) < limit:
+            batch = await fetch(last, step)
+            found += visible(batch)
+            if len(batch) < step:
+                break
+            last = batch[-1]
+            scanned += len(batch)
+            bounded = scan_limit is not None and scanned >= scan_limit
+            if bounded and len(found) < limit and (found or stop_empty):
+                return FilteredPage(found, last)
+        return FilteredPage(found[:limit])
+
+    def _page_reader(self) -> Callable[[str | None, int], Awaitable[list[str]]] | None:
+        """Reads up to n repositories after a name, as far as that needs; None: no such reader
+        (in-memory)."""
         index, base = self.layers.index, self.layers.base
         fetch: Callable[[str | None, int], Awaitable[list[str]]]
         if index is not None:
@@ -128,17 +179,7 @@ class Registry:
 
         else:
             return None
-        if visible is None:
-            return await fetch(last, limit)
-        found: list[str] = []
-        step = max(limit, FILTERED_STEP)
-        while len(found) < limit:
-            batch = await fetch(last, step)
-            found += visible(batch)
-            if len(batch) < step:
-                break
-            last = batch[-1]
-        return found[:limit]
+        return fetch
 
     async def purge_uploads(self) -> int:
         purging = self.config.storage.purging

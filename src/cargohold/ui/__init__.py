@@ -22,10 +22,6 @@ Routes (under ``http.prefix``; the table is ``routes.UI``, the handlers are list
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from typing import Final
-
 from aiohttp import web
 
 from cargohold.api.health import HTML_HOME_KEY
@@ -38,9 +34,6 @@ from cargohold.ui.render import StaticFiles
 from cargohold.ui.session import SessionSigner
 
 __all__ = ["install_ui"]
-
-log = logging.getLogger("cargohold.ui")
-_WARM_KEY: Final = web.AppKey("cargohold.ui.warm", asyncio.Task[None])
 
 
 def install_ui(app: web.Application, registry: Registry, config: Config, secret: str) -> None:
@@ -57,18 +50,8 @@ def install_ui(app: web.Application, registry: Registry, config: Config, secret:
         base=base,
         auth=app.get(AUTH_KEY),
     )
+    # Nothing is read at start: a page reads as far as it shows (registry.browse).
     app[views.UI_KEY] = state
-
-    async def warm(app: web.Application) -> None:
-        async def names() -> None:
-            try:
-                await state.browser.snapshot.warm()
-            except Exception as exc:  # a store that is down at start: the first page retries
-                log.warning("web UI: could not read the repository names at start: %s", exc)
-
-        app[_WARM_KEY] = asyncio.create_task(names())
-
-    app.on_startup.append(warm)
     app[HTML_HOME_KEY] = base + "/"
     app.router.add_get(base, _to_root)  # the pages: routes.UI, dispatched by api/app.py
 

@@ -333,7 +333,21 @@ def _choice(request: web.Request, key: str, allowed: tuple[str, ...], default: s
     return value if value in allowed else default
 
 
-def paging(total: int, page: int, per_page: int) -> dict[str, Any]:
+def paging(total: int | None, page: int, per_page: int, shown: int = 0) -> dict[str, Any]:
+    """Page numbers; ``total`` None: more follow this page (of ``shown`` rows), how many is
+    not known (a page by name reads the names only as far as it shows)."""
+    if total is None:
+        start = (page - 1) * per_page
+        return {
+            "page": page,
+            "pages": None,
+            "per_page": per_page,
+            "total": None,
+            "first": start + 1,
+            "last": start + shown,
+            "near": list(range(max(1, page - 2), page + 2)),
+            "start": start,
+        }
     pages = max(1, -(-total // per_page))
     page = min(page, pages)
     start = (page - 1) * per_page
@@ -361,6 +375,12 @@ async def repositories_data(request: web.Request, visitor: Visitor) -> dict[str,
     order = _choice(request, "order", ("asc", "desc"), default_order)
     per_page = _int_param(request, "n", REPOS_PER_PAGE, 1, MAX_PER_PAGE)
     page_no = _int_param(request, "page", 1, 1, 10**9)
+    visible = visitor.visible if visitor.state.auth is not None else None
+    if sort == "name" and order == "asc" and not q:
+        # Only as many names as this page shows: one listing of the repository index.
+        first, total = await browser.snapshot.first_names(page_no * per_page, visible)
+        pg = paging(total, page_no, per_page, len(first) - (page_no - 1) * per_page)
+        return await _repository_rows(browser, first, pg, per_page, total, q, sort, order)
     everything = visitor.visible(await browser.snapshot.repository_names())
     names = [n for n in everything if q.lower() in n.lower()] if q else everything
     if sort == "name":
@@ -375,6 +395,20 @@ async def repositories_data(request: web.Request, visitor: Visitor) -> dict[str,
 
         ordered = sorted(names, key=key)
     pg = paging(len(ordered), page_no, per_page)
+    return await _repository_rows(browser, ordered, pg, per_page, len(everything), q, sort, order)
+
+
+async def _repository_rows(
+    browser: Browser,
+    ordered: list[str],
+    pg: dict[str, Any],
+    per_page: int,
+    registry_total: int | None,
+    q: str,
+    sort: str,
+    order: str,
+) -> dict[str, Any]:
+    """The page's rows, their summaries read fresh (``registry_total`` None: not known)."""
     shown = ordered[pg["start"] : pg["start"] + per_page]
     fresh = await browser.summaries(shown)
     rows = [fresh.get(n) or RepoSummary(n, 0, 0, 0.0) for n in shown]
@@ -384,7 +418,7 @@ async def repositories_data(request: web.Request, visitor: Visitor) -> dict[str,
         "sort": sort,
         "order": order,
         "paging": {k: v for k, v in pg.items() if k != "start"},
-        "registry_total": len(everything),
+        "registry_total": registry_total,
     }
 
 
