@@ -41,9 +41,7 @@ import http.client
 import json
 import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -55,7 +53,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from client import OCI_MANIFEST, Http, Image, ServerError
-from harness import PAGE_SIZE, _die_with_parent, free_port, install_signal_handlers, process_tree
+from harness import PAGE_SIZE, free_port, install_signal_handlers, process_tree
+from procs import Proc
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
@@ -75,55 +74,6 @@ PROFILED_SERVE = (
     "finally:\n"
     "    profile.dump_stats(sys.argv[2])\n"
 )
-
-
-class Proc:
-    """One process group started in its own session; killed with the harness if need be."""
-
-    def __init__(
-        self, name: str, argv: list[str], workdir: Path, env: dict[str, str] | None = None
-    ) -> None:
-        self.name, self.workdir = name, workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.log = workdir / f"{name}.log"
-        with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(
-                argv,
-                cwd=workdir,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env if env is not None else dict(os.environ),
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
-
-    def wait_ready(self, port: int, path: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        last = "no answer"
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"{self.name} exited:\n{self.log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except Exception as e:  # not up yet
-                last = str(e)
-            time.sleep(0.1)
-        raise SystemExit(f"{self.name} not ready after {timeout}s: {last}")
-
-    def stop(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                self.proc.wait(10)
-                return
-            except subprocess.TimeoutExpired:
-                continue
 
 
 # Each replica's local blob cache with --blobcache: room for the whole image.
