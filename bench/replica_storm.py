@@ -139,6 +139,32 @@ class Topology:
             proc.stop()
 
 
+BUCKET = "storm"
+
+
+def start_moto(top: Topology, workdir: Path) -> int:
+    """A fresh moto S3 server with an empty bucket ``BUCKET``; returns its port."""
+    s3_port = free_port()
+    moto = Proc(
+        "moto",
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)],
+        workdir,
+    )
+    top.procs.append(moto)
+    moto.wait_ready(s3_port, "/moto-api/")
+    req = urllib.request.Request(f"http://127.0.0.1:{s3_port}/{BUCKET}", method="PUT")
+    urllib.request.urlopen(req, timeout=30).close()
+    return s3_port
+
+
+def start_haproxy(top: Topology, workdir: Path, config: str) -> None:
+    hcfg = workdir / "haproxy.cfg"
+    hcfg.write_text(config)
+    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    top.procs.append(Proc("haproxy", [haproxy, "-db", "-f", str(hcfg)], workdir))
+    top.procs[-1].wait_ready(top.port, "/v2/")
+
+
 def start_topology(
     kind: str,
     workdir: Path,
@@ -150,17 +176,7 @@ def start_topology(
 ) -> Topology:
     top = Topology()
     try:
-        s3_port = free_port()
-        moto = Proc(
-            "moto",
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)],
-            workdir,
-        )
-        top.procs.append(moto)
-        moto.wait_ready(s3_port, "/moto-api/")
-        bucket = "storm"
-        req = urllib.request.Request(f"http://127.0.0.1:{s3_port}/{bucket}", method="PUT")
-        urllib.request.urlopen(req, timeout=30).close()
+        s3_port = start_moto(top, workdir)
         redis_addr = None
         if redis:
             redis_port = free_port()
@@ -191,7 +207,7 @@ def start_topology(
                 replica_config(
                     port,
                     f"http://127.0.0.1:{s3_port}",
-                    bucket,
+                    BUCKET,
                     redirect,
                     redis_addr,
                     str(workdir / f"replica{i}-blobs") if blobcache else "",
@@ -215,11 +231,101 @@ def start_topology(
         for proc, port in zip(top.replicas, ports, strict=True):
             proc.wait_ready(port, "/v2/")
         top.port = free_port()
-        hcfg = workdir / "haproxy.cfg"
-        hcfg.write_text(haproxy_config(top.port, ports))
-        haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
-        top.procs.append(Proc("haproxy", [haproxy, "-db", "-f", str(hcfg)], workdir))
-        top.procs[-1].wait_ready(top.port, "/v2/")
+        start_haproxy(top, workdir, haproxy_config(top.port, ports))
+    except BaseException:
+        top.stop()
+        raise
+    return top
+
+
+# --- the null replica: haproxy answers what a replica would ---------------------------------
+
+# How long the null variant's presigned URLs stay valid: they are made once, before the run,
+# and must outlive the slowest run (the replicas sign theirs per request, for 20 minutes).
+NULL_PRESIGN_SECONDS = 24 * 3600
+
+
+def blob_key(digest: str) -> str:
+    """The object key registry:2 (and cargohold) keep a blob's bytes under, rootdirectory
+    empty: what a replica's presigned URL points at."""
+    algorithm, hexdigest = digest.split(":", 1)
+    return f"docker/registry/v2/blobs/{algorithm}/{hexdigest[:2]}/{hexdigest}/data"
+
+
+def _hap(value: str, log_format: bool = True) -> str:
+    """``value`` as one double-quoted haproxy word: quotes and backslashes escaped, and ``%``
+    doubled where the word is a log-format string (a ``return`` header's value is one)."""
+    value = value.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + (value.replace("%", "%%") if log_format else value) + '"'
+
+
+def null_haproxy_config(
+    port: int, manifest_file: Path, manifest_digest: str, locations: dict[str, str]
+) -> str:
+    """haproxy alone answering the storm's requests as a replica would: ``GET /v2/``, the
+    manifest by tag (its exact bytes, content type and ``Docker-Content-Digest``), and each
+    blob GET with a 307 to its presigned S3 URL; anything else 404s with a registry error."""
+    api = "hdr Docker-Distribution-Api-Version registry/2.0"
+    blobs = "\n".join(
+        f"    http-request return status 307 hdr Location {_hap(url)} {api}"
+        f" if {{ method GET }} {{ path /v2/{REPO}/blobs/{digest} }}"
+        for digest, url in locations.items()
+    )
+    not_found = '{"errors":[{"code":"NOT_FOUND","message":"not served by the null replica"}]}'
+    return f"""global
+    maxconn 4000
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 600s
+    timeout server 600s
+    option http-server-close
+
+frontend registry
+    bind 127.0.0.1:{port}
+    http-request return status 200 content-type application/json string "{{}}" {api} if {{ method GET HEAD }} {{ path /v2/ }}
+    http-request return status 200 content-type {_hap(OCI_MANIFEST, False)} file {_hap(str(manifest_file), False)} hdr Docker-Content-Digest {_hap(manifest_digest)} {api} if {{ method GET HEAD }} {{ path /v2/{REPO}/manifests/latest }}
+{blobs}
+    http-request return status 404 content-type application/json string {_hap(not_found)} {api}
+"""  # noqa: E501
+
+
+def start_null(workdir: Path, image: Image) -> Topology:
+    """moto + haproxy, no replica: the image's blobs are put into the bucket under the keys a
+    replica would have written, their GET URLs presigned once with the replicas' credentials,
+    region and endpoint (path-style, SigV4, as ``storage.s3`` with ``forcepathstyle`` and
+    ``v4auth``), and haproxy answers the manifest and the 307s itself (see
+    :func:`null_haproxy_config`)."""
+    import botocore.session  # only the null variant needs it (moto's dependency)
+    from botocore.config import Config
+
+    top = Topology()
+    try:
+        s3_port = start_moto(top, workdir)
+        s3 = botocore.session.get_session().create_client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{s3_port}",
+            region_name=REGION,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+        )
+        locations = {}
+        for digest, data in image.blobs:
+            s3.put_object(Bucket=BUCKET, Key=blob_key(digest), Body=data)
+            locations[digest] = s3.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": BUCKET, "Key": blob_key(digest)},
+                ExpiresIn=NULL_PRESIGN_SECONDS,
+            )
+        s3.close()
+        manifest = workdir / "manifest.json"
+        manifest.write_bytes(image.manifest)
+        top.port = free_port()
+        start_haproxy(
+            top, workdir, null_haproxy_config(top.port, manifest, image.digest, locations)
+        )
     except BaseException:
         top.stop()
         raise
@@ -308,6 +414,9 @@ class Puller:
         self.redirected: dict[tuple[str, int], Http] = {}
         self.redirects = 0
         self.verified = 0
+        # TCP connections opened during the pull (the one to haproxy is opened before the
+        # release): the same for every server when each keeps its connections alive alike.
+        self.connects = 0
 
     def close(self) -> None:
         self.http.close()
@@ -316,6 +425,7 @@ class Puller:
 
     def _get_blob(self, conn: Http, path: str, hasher: Any, hops: int = 0) -> int:
         c = conn._conn
+        self.connects += c.sock is None  # http.client connects on demand
         c.request("GET", path)
         raw = c.getresponse()
         if raw.status in (301, 302, 303, 307, 308) and hops < 3:
@@ -345,6 +455,7 @@ class Puller:
         return total
 
     def pull(self) -> None:
+        self.connects += self.http._conn.sock is None
         resp = self.http.request(
             "GET", f"/v2/{REPO}/manifests/latest", headers={"Accept": OCI_MANIFEST}
         )
@@ -384,6 +495,7 @@ def storm(top: Topology, image: Image, clients: int, timeout: float) -> dict[str
     sampler = MemorySampler(roots)
     sampler.sample()
     rest = statistics.mean(sampler.rss) / MiB
+    rest_each = list(sampler.peaks)  # one sample so far: each replica's RSS at rest
     sampler.start()
     barrier.wait()
     began = time.perf_counter()
@@ -405,6 +517,7 @@ def storm(top: Topology, image: Image, clients: int, timeout: float) -> dict[str
         "rss_mean_mib": round(statistics.mean(sampler.rss) / MiB, 1),
         "pss_peak_mib": round(max(sampler.pss) / MiB, 1),
         "rss_peak_each_mib": [round(p / MiB, 1) for p in sampler.peaks],
+        "rss_rest_each_mib": [round(r / MiB, 1) for r in rest_each],
         "rss_rest_mib": round(rest, 1),
         "replica_cpu_s": round(cpu, 2),
         # Where the rest of the machine went: S3 (moto serves every byte either way: through
@@ -413,6 +526,7 @@ def storm(top: Topology, image: Image, clients: int, timeout: float) -> dict[str
         "client_cpu_s": round(client_cpu, 2),
         "clients_verified": sum(p.verified == blobs for p in pullers),
         "redirects": sum(p.redirects for p in pullers),
+        "client_connects": sum(p.connects for p in pullers),
         "hung": hung,
         "errors": errors[:5],
     }
@@ -438,7 +552,15 @@ def main() -> int:
         action="store_true",
         help="give each replica storage.cache.blobdir (cargohold's local blob cache)",
     )
-    p.add_argument("--only", choices=("cargohold", "registry:2"), help="one server (no ratios)")
+    p.add_argument(
+        "--null",
+        action="store_true",
+        help="a third server with redirect on: no replica, haproxy answers the manifest and "
+        "the 307s itself (the floor for any registry in this topology); A,B,C,C,B,A",
+    )
+    p.add_argument(
+        "--only", choices=("cargohold", "registry:2", "null"), help="one server (no ratios)"
+    )
     p.add_argument("--timeout", type=float, default=600, help="bound on one storm (s)")
     p.add_argument("--json", default=None)
     p.add_argument("--tmpdir", default=None)
@@ -455,35 +577,41 @@ def main() -> int:
     image = Image.build([size] * args.layers)
     base = Path(tempfile.mkdtemp(prefix="replica-storm-", dir=args.tmpdir))
     load_before = os.getloadavg()
+    servers = ["cargohold", "registry:2"] + (["null"] if args.null or args.only == "null" else [])
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {
-        v: {"cargohold": [], "registry:2": []} for v in variants
+        v: {which: [] for which in servers if which != "null" or v == "on"} for v in variants
     }
     failed = False
     try:
-        order = ["cargohold", "registry:2", "registry:2", "cargohold"] * args.reps
+        order = (servers + servers[::-1]) * args.reps  # A,B,B,A or A,B,C,C,B,A
         n = 0
         for variant in variants:
-            for which in order[: args.reps * 2]:
-                if args.only and which != args.only:
-                    continue
-                kind = "cargohold" if which == "cargohold" else "reference"
+            for which in order[: args.reps * len(servers)]:
+                if (args.only and which != args.only) or which not in runs[variant]:
+                    continue  # the null replica exists only with redirect on
                 workdir = base / f"run{n}"
                 n += 1
-                top = start_topology(
-                    kind,
-                    workdir,
-                    args.replicas,
-                    args.workers,
-                    variant == "on",
-                    args.redis,
-                    args.blobcache,
-                )
+                load = [round(x, 2) for x in os.getloadavg()]
+                if which == "null":
+                    top = start_null(workdir, image)  # the image is put into S3 directly
+                else:
+                    top = start_topology(
+                        "cargohold" if which == "cargohold" else "reference",
+                        workdir,
+                        args.replicas,
+                        args.workers,
+                        variant == "on",
+                        args.redis,
+                        args.blobcache,
+                    )
                 try:
-                    push(top.port, image, args.timeout)
+                    if which != "null":
+                        push(top.port, image, args.timeout)
                     run = storm(top, image, args.clients, args.timeout)
                 finally:
                     top.stop()
                     shutil.rmtree(workdir, ignore_errors=True)
+                run["load_before"] = load
                 run["load"] = [round(x, 2) for x in os.getloadavg()]
                 runs[variant][which].append(run)
                 failed |= run["clients_verified"] != args.clients
@@ -493,7 +621,7 @@ def main() -> int:
     load_after = os.getloadavg()
 
     def med(variant: str, which: str, key: str) -> float:
-        values = [r[key] for r in runs[variant][which]]
+        values = [r[key] for r in runs[variant].get(which, [])]
         return float(statistics.median(values)) if values else 0.0
 
     rows = [
@@ -514,8 +642,12 @@ def main() -> int:
         f"redis {'on' if args.redis else 'off'}, "
         f"blob cache {'on' if args.blobcache else 'off'}\n"
     )
-    print("| Redirect | Metric | cargohold | registry:2 | ratio | target |")
-    print("|---|---|---:|---:|---:|---|")
+    null = "null" in servers
+    print(
+        "| Redirect | Metric | cargohold | registry:2 | ratio | target |"
+        + (" null | null / registry:2 |" if null else "")
+    )
+    print("|---|---|---:|---:|---:|---|" + ("---:|---:|" if null else ""))
     for variant in variants:
         for label, key in rows:
             ours, theirs = med(variant, "cargohold", key), med(variant, "registry:2", key)
@@ -525,10 +657,17 @@ def main() -> int:
             if target is not None and ratio is not None:
                 verdict = f"<= {target}x {'PASS' if ratio <= target else 'FAIL'}"
             shown = f"{ratio:.2f}x" if ratio is not None else "-"
-            print(f"| {variant} | {label} | {ours:g} | {theirs:g} | {shown} | {verdict} |")
-            summary.setdefault(variant, {})[key] = {
-                "cargohold": ours, "registry:2": theirs, "ratio": ratio, "target": target,
-            }  # fmt: skip
+            line = f"| {variant} | {label} | {ours:g} | {theirs:g} | {shown} | {verdict} |"
+            entry = {"cargohold": ours, "registry:2": theirs, "ratio": ratio, "target": target}
+            if null and "null" in runs[variant]:
+                floor = med(variant, "null", key)
+                floor_ratio = floor / theirs if theirs else None
+                line += f" {floor:g} | {f'{floor_ratio:.2f}x' if floor_ratio is not None else '-'} |"
+                entry |= {"null": floor, "null_ratio": floor_ratio}
+            elif null:
+                line += " - | - |"
+            print(line)
+            summary.setdefault(variant, {})[key] = entry
     print(
         f"\nload average before {', '.join(f'{x:.2f}' for x in load_before)}; "
         f"after {', '.join(f'{x:.2f}' for x in load_after)}"
@@ -543,6 +682,7 @@ def main() -> int:
         "workers": args.workers,
         "redis": args.redis,
         "blobcache": args.blobcache,
+        "servers": servers,
         "load_before": load_before,
         "load_after": load_after,
         "runs": runs,
