@@ -326,6 +326,14 @@ def start_null(workdir: Path, image: Image) -> Topology:
         start_haproxy(
             top, workdir, null_haproxy_config(top.port, manifest, image.digest, locations)
         )
+        # haproxy must hand out each URL byte for byte (its config quoting and log-format
+        # escaping in between), and a path it was not told of must not look like a blob.
+        with Http("127.0.0.1", top.port, 30) as http:
+            for digest, url in locations.items():
+                resp = http.request("GET", f"/v2/{REPO}/blobs/{digest}", expect=(307,))
+                if resp.header("Location") != url:
+                    raise SystemExit(f"null: haproxy's Location {resp.header('Location')!r}")
+            http.request("GET", f"/v2/{REPO}/blobs/sha256:{'0' * 64}", expect=(404,))
     except BaseException:
         top.stop()
         raise
@@ -662,7 +670,8 @@ def main() -> int:
             if null and "null" in runs[variant]:
                 floor = med(variant, "null", key)
                 floor_ratio = floor / theirs if theirs else None
-                line += f" {floor:g} | {f'{floor_ratio:.2f}x' if floor_ratio is not None else '-'} |"
+                shown = f"{floor_ratio:.2f}x" if floor_ratio is not None else "-"
+                line += f" {floor:g} | {shown} |"
                 entry |= {"null": floor, "null_ratio": floor_ratio}
             elif null:
                 line += " - | - |"
