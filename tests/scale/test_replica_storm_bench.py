@@ -1,5 +1,7 @@
 """``bench/replica_storm.py`` runs end to end at toy size (a smoke test, not a measurement): both
-servers, both redirect variants, every client's blobs verified, redirects followed when on."""
+servers, both redirect variants, every client's blobs verified, redirects followed when on; and
+the null replica (``--null``: haproxy alone answers the manifest and the 307s) pulled through by
+the same clients in the same way."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ def test_replica_storm_smoke(tmp_path: Path) -> None:
     if shutil.which("docker-registry") is None or haproxy_binary() is None:
         pytest.skip("needs docker-registry and haproxy")
     out = tmp_path / "storm.json"
-    args = ["--clients", "5", "--layers", "2", "--layer-mib", "0.25", "--reps", "1"]
+    args = ["--clients", "5", "--layers", "2", "--layer-mib", "0.25", "--reps", "1", "--null"]
     proc = subprocess.run(
         [sys.executable, str(BENCH), *args, "--json", str(out), "--tmpdir", str(tmp_path)],
         capture_output=True,
@@ -36,7 +38,18 @@ def test_replica_storm_smoke(tmp_path: Path) -> None:
             assert run["redirects"] == redirects, (variant, server, run)
             assert run["rss_peak_mib"] > 0 and run["wall_s"] > 0, run
         assert report["summary"][variant]["wall_s"]["ratio"] > 0
-    assert "| on | Wall time (s) |" in proc.stdout
+    assert "null" not in report["runs"]["off"]  # without redirects a replica serves the bytes
+    (null,) = report["runs"]["on"]["null"]
+    assert null["clients_verified"] == 5 and not null["errors"] and not null["hung"], null
+    assert null["redirects"] == 5 * 3, null
+    # No replica: nothing to cost; moto served every blob byte to the clients.
+    assert null["replica_cpu_s"] == 0 and null["rss_peak_mib"] == 0, null
+    assert null["rss_peak_each_mib"] == [], null
+    # The same client path: every server made the clients open the same connections.
+    connects = {s: r[0]["client_connects"] for s, r in report["runs"]["on"].items()}
+    assert len(set(connects.values())) == 1 and connects["null"] >= 5, connects
+    assert report["summary"]["on"]["wall_s"]["null_ratio"] > 0
+    assert "| on | Wall time (s) |" in proc.stdout and "null / registry:2" in proc.stdout
     assert not list(tmp_path.glob("replica-storm-*")), "the run left its directory behind"
 
 
