@@ -40,8 +40,10 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -52,6 +54,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import botocore.session
+from botocore.config import Config
 from client import OCI_MANIFEST, Http, Image, ServerError
 from harness import PAGE_SIZE, free_port, install_signal_handlers, process_tree
 from procs import Proc
@@ -80,16 +84,38 @@ PROFILED_SERVE = (
 BLOBDIRSIZE = "4GiB"
 
 
+@dataclass(frozen=True)
+class S3Target:
+    """The bucket of one run and how to reach it."""
+
+    endpoint: str
+    bucket: str
+    access_key: str = ACCESS_KEY
+    secret_key: str = SECRET_KEY
+
+    def client(self) -> Any:
+        """A botocore S3 client signing as the replicas do (path style, SigV4)."""
+        return botocore.session.get_session().create_client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+        )
+
+
 def replica_config(
-    port: int, s3: str, bucket: str, redirect: bool, redis: str | None, blobdir: str = ""
+    port: int, s3: S3Target, redirect: bool, redis: str | None, blobdir: str = ""
 ) -> str:
     """The registry:2 config both servers get: S3 on moto, shared secret, blob descriptor cache;
     with ``blobdir`` cargohold's local blob cache (``--blobcache``; registry:2 ignores it)."""
     return (
         "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
         "storage:\n  s3:\n"
-        f"    region: {REGION}\n    regionendpoint: {s3}\n    forcepathstyle: true\n"
-        f"    bucket: {bucket}\n    accesskey: {ACCESS_KEY}\n    secretkey: {SECRET_KEY}\n"
+        f"    region: {REGION}\n    regionendpoint: {s3.endpoint}\n    forcepathstyle: true\n"
+        f"    bucket: {s3.bucket}\n    accesskey: {s3.access_key}\n"
+        f"    secretkey: {s3.secret_key}\n"
         "    secure: false\n    v4auth: true\n"
         "  delete:\n    enabled: true\n"
         f"  redirect:\n    disable: {'false' if redirect else 'true'}\n"
@@ -133,6 +159,10 @@ class Topology:
     procs: list[Proc] = field(default_factory=list)
     replicas: list[Proc] = field(default_factory=list)
     port: int = 0
+    s3: S3Target | None = None
+    # Processes this run uses but does not own (a Ceph cluster shared by the runs): name ->
+    # pid, for the CPU accounting only.
+    shared: dict[str, int] = field(default_factory=dict)
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
@@ -140,6 +170,83 @@ class Topology:
 
 
 BUCKET = "storm"
+S3_PROCESSES = ("moto", "rgw", "osd", "mon")  # whose CPU is the S3 server's
+
+
+class Rgw:
+    """A one-node Ceph cluster with a RADOS Gateway (``scripts/ceph-rgw.sh``), started once
+    for the whole bench (it takes seconds and ~230 MB); every run gets a fresh bucket of its
+    own, emptied and removed after the run (the object store is in RAM)."""
+
+    SCRIPT = REPO_ROOT / "scripts" / "ceph-rgw.sh"
+
+    def __init__(self) -> None:
+        # A short path of its own: the daemons' admin sockets live under it (at most 107
+        # bytes for a unix socket's path), wherever --tmpdir puts the runs.
+        self.home = Path(tempfile.mkdtemp(prefix="storm-rgw-", dir="/tmp"))
+        self.dir = self.home / "c"
+        done = subprocess.run(
+            ["bash", str(self.SCRIPT), "start", str(self.dir)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if done.returncode != 0:
+            if (self.dir / "run").is_dir():
+                self.stop()  # the daemons it started before it gave up
+            raise SystemExit(f"ceph-rgw.sh start failed:\n{done.stdout}\n{done.stderr}")
+        env = dict(
+            line.split("=", 1)
+            for line in (self.dir / "env").read_text().splitlines()
+            if "=" in line
+        )
+        self.endpoint = env["RGW_ENDPOINT"]
+        self.access_key, self.secret_key = env["RGW_ACCESS_KEY"], env["RGW_SECRET_KEY"]
+
+    def pids(self) -> dict[str, int]:
+        return {
+            name: int((self.dir / "run" / f"{name}.pid").read_text())
+            for name in ("rgw", "osd", "mon")
+        }
+
+    def bucket(self, name: str) -> S3Target:
+        target = S3Target(self.endpoint, name, self.access_key, self.secret_key)
+        s3 = target.client()
+        s3.create_bucket(Bucket=name)
+        s3.close()
+        return target
+
+    def remove(self, target: S3Target) -> None:
+        s3 = target.client()
+        try:
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=target.bucket):
+                keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+                if keys:
+                    s3.delete_objects(Bucket=target.bucket, Delete={"Objects": keys})
+            uploads = s3.list_multipart_uploads(Bucket=target.bucket).get("Uploads", [])
+            for up in uploads:
+                s3.abort_multipart_upload(
+                    Bucket=target.bucket, Key=up["Key"], UploadId=up["UploadId"]
+                )
+            s3.delete_bucket(Bucket=target.bucket)
+        finally:
+            s3.close()
+
+    def stop(self) -> None:
+        subprocess.run(["bash", str(self.SCRIPT), "stop", str(self.dir)], timeout=120, check=False)
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+def start_s3(top: Topology, workdir: Path, rgw: Rgw | None) -> S3Target:
+    """The run's bucket: on a fresh moto, or a fresh bucket on the shared RGW."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    if rgw is not None:
+        top.s3 = rgw.bucket(f"storm-{workdir.name}")
+        top.shared = rgw.pids()
+    else:
+        top.s3 = S3Target(f"http://127.0.0.1:{start_moto(top, workdir)}", BUCKET)
+    return top.s3
 
 
 def start_moto(top: Topology, workdir: Path) -> int:
@@ -173,10 +280,11 @@ def start_topology(
     redirect: bool,
     redis: bool,
     blobcache: bool = False,
+    rgw: Rgw | None = None,
 ) -> Topology:
     top = Topology()
     try:
-        s3_port = start_moto(top, workdir)
+        s3 = start_s3(top, workdir, rgw)
         redis_addr = None
         if redis:
             redis_port = free_port()
@@ -206,8 +314,7 @@ def start_topology(
             cfg.write_text(
                 replica_config(
                     port,
-                    f"http://127.0.0.1:{s3_port}",
-                    BUCKET,
+                    s3,
                     redirect,
                     redis_addr,
                     str(workdir / f"replica{i}-blobs") if blobcache else "",
@@ -291,32 +398,22 @@ frontend registry
 """  # noqa: E501
 
 
-def start_null(workdir: Path, image: Image) -> Topology:
+def start_null(workdir: Path, image: Image, rgw: Rgw | None = None) -> Topology:
     """moto + haproxy, no replica: the image's blobs are put into the bucket under the keys a
     replica would have written, their GET URLs presigned once with the replicas' credentials,
     region and endpoint (path-style, SigV4, as ``storage.s3`` with ``forcepathstyle`` and
     ``v4auth``), and haproxy answers the manifest and the 307s itself (see
     :func:`null_haproxy_config`)."""
-    import botocore.session  # only the null variant needs it (moto's dependency)
-    from botocore.config import Config
-
     top = Topology()
     try:
-        s3_port = start_moto(top, workdir)
-        s3 = botocore.session.get_session().create_client(
-            "s3",
-            endpoint_url=f"http://127.0.0.1:{s3_port}",
-            region_name=REGION,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
-            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
-        )
+        target = start_s3(top, workdir, rgw)
+        s3 = target.client()
         locations = {}
         for digest, data in image.blobs:
-            s3.put_object(Bucket=BUCKET, Key=blob_key(digest), Body=data)
+            s3.put_object(Bucket=target.bucket, Key=blob_key(digest), Body=data)
             locations[digest] = s3.generate_presigned_url(
                 "get_object",
-                Params={"Bucket": BUCKET, "Key": blob_key(digest)},
+                Params={"Bucket": target.bucket, "Key": blob_key(digest)},
                 ExpiresIn=NULL_PRESIGN_SECONDS,
             )
         s3.close()
@@ -477,6 +574,22 @@ class Puller:
             self.verified += 1
 
 
+MOTO_REQUEST = re.compile(rb'"([A-Z]+) (\S+) HTTP/[0-9.]+" (\d{3})')
+
+
+def moto_requests(log: Path, offset: int) -> dict[str, int]:
+    """The requests moto logged after ``offset`` (werkzeug writes one line each), by method
+    and status, the presigned ones (the clients' redirected GETs) apart from the replicas'."""
+    counts: dict[str, int] = {}
+    with open(log, "rb") as f:
+        f.seek(offset)
+        for m in MOTO_REQUEST.finditer(f.read()):
+            who = "presigned" if b"X-Amz-Signature=" in m.group(2) else "replicas"
+            key = f"{who} {m.group(1).decode()} {m.group(3).decode()}"
+            counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def storm(top: Topology, image: Image, clients: int, timeout: float) -> dict[str, Any]:
     want = Wanted(image.digest, [(d, len(b)) for d, b in image.blobs])
     pullers = [Puller(top.port, want, timeout) for _ in range(clients)]
@@ -496,7 +609,9 @@ def storm(top: Topology, image: Image, clients: int, timeout: float) -> dict[str
     for t in threads:
         t.start()
     roots = [r.proc.pid for r in top.replicas]
-    others = {p.name: p.proc.pid for p in top.procs if p not in top.replicas}
+    others = {p.name: p.proc.pid for p in top.procs if p not in top.replicas} | top.shared
+    moto = next((p for p in top.procs if p.name == "moto"), None)
+    moto_offset = moto.log.stat().st_size if moto is not None else 0
     cpu_before = cpu_seconds(_tree_pids(roots))
     others_before = {name: cpu_seconds([pid]) for name, pid in others.items()}
     client_before = time.process_time()
@@ -516,6 +631,15 @@ def storm(top: Topology, image: Image, clients: int, timeout: float) -> dict[str
     client_cpu = time.process_time() - client_before
     others_cpu = {name: cpu_seconds([pid]) - others_before[name] for name, pid in others.items()}
     hung = sum(t.is_alive() for t in threads)
+    s3_requests: dict[str, int] = {}
+    if moto is not None:  # moto logs a request after answering it: wait for the last lines
+        redirected, settle = sum(p.redirects for p in pullers), time.monotonic() + 5
+        while True:
+            s3_requests = moto_requests(moto.log, moto_offset)
+            logged = sum(n for k, n in s3_requests.items() if k.startswith("presigned GET"))
+            if logged >= redirected or time.monotonic() > settle:
+                break
+            time.sleep(0.05)
     for p in pullers:
         p.close()
     blobs = len(want.blobs)
@@ -531,10 +655,13 @@ def storm(top: Topology, image: Image, clients: int, timeout: float) -> dict[str
         # Where the rest of the machine went: S3 (moto serves every byte either way: through
         # the replicas, or straight to the clients when redirected), haproxy, the clients.
         **{f"{name}_cpu_s": round(v, 2) for name, v in others_cpu.items()},
+        "s3_cpu_s": round(sum(v for k, v in others_cpu.items() if k in S3_PROCESSES), 2),
         "client_cpu_s": round(client_cpu, 2),
         "clients_verified": sum(p.verified == blobs for p in pullers),
         "redirects": sum(p.redirects for p in pullers),
         "client_connects": sum(p.connects for p in pullers),
+        # What the S3 server was asked during the storm (moto only; its log is per run).
+        **({"s3_requests": s3_requests} if moto is not None else {}),
         "hung": hung,
         "errors": errors[:5],
     }
@@ -569,11 +696,20 @@ def main() -> int:
     p.add_argument(
         "--only", choices=("cargohold", "registry:2", "null"), help="one server (no ratios)"
     )
+    p.add_argument(
+        "--s3",
+        choices=("moto", "rgw"),
+        default="moto",
+        help="the S3 server: a fresh moto per run, or one Ceph RGW (scripts/ceph-rgw.sh) for "
+        "the whole bench with a fresh bucket per run",
+    )
     p.add_argument("--timeout", type=float, default=600, help="bound on one storm (s)")
     p.add_argument("--json", default=None)
     p.add_argument("--tmpdir", default=None)
     args = p.parse_args()
-    for tool in ("docker-registry", "haproxy", *(("redis-server",) if args.redis else ())):
+    tools = ["docker-registry", "haproxy", *(["redis-server"] if args.redis else [])]
+    tools += ["ceph-mon", "ceph-osd", "radosgw", "radosgw-admin"] if args.s3 == "rgw" else []
+    for tool in tools:
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             print(f"{tool} is not installed", file=sys.stderr)
             return 1
@@ -590,7 +726,9 @@ def main() -> int:
         v: {which: [] for which in servers if which != "null" or v == "on"} for v in variants
     }
     failed = False
+    rgw: Rgw | None = None
     try:
+        rgw = Rgw() if args.s3 == "rgw" else None
         order = (servers + servers[::-1]) * args.reps  # A,B,B,A or A,B,C,C,B,A
         n = 0
         for variant in variants:
@@ -601,7 +739,7 @@ def main() -> int:
                 n += 1
                 load = [round(x, 2) for x in os.getloadavg()]
                 if which == "null":
-                    top = start_null(workdir, image)  # the image is put into S3 directly
+                    top = start_null(workdir, image, rgw)  # the image is put into S3 directly
                 else:
                     top = start_topology(
                         "cargohold" if which == "cargohold" else "reference",
@@ -611,6 +749,7 @@ def main() -> int:
                         variant == "on",
                         args.redis,
                         args.blobcache,
+                        rgw,
                     )
                 try:
                     if which != "null":
@@ -618,6 +757,8 @@ def main() -> int:
                     run = storm(top, image, args.clients, args.timeout)
                 finally:
                     top.stop()
+                    if rgw is not None and top.s3 is not None:
+                        rgw.remove(top.s3)
                     shutil.rmtree(workdir, ignore_errors=True)
                 run["load_before"] = load
                 run["load"] = [round(x, 2) for x in os.getloadavg()]
@@ -625,6 +766,8 @@ def main() -> int:
                 failed |= run["clients_verified"] != args.clients
                 print(f"redirect {variant:>3} {which:>10}: {json.dumps(run)}", flush=True)
     finally:
+        if rgw is not None:
+            rgw.stop()
         shutil.rmtree(base, ignore_errors=True)
     load_after = os.getloadavg()
 
@@ -639,7 +782,7 @@ def main() -> int:
         ("Replicas' peak PSS (MiB)", "pss_peak_mib"),
         ("Replicas' RSS at rest (MiB)", "rss_rest_mib"),
         ("Replicas' CPU (s)", "replica_cpu_s"),
-        ("moto's CPU (s)", "moto_cpu_s"),
+        ("S3's CPU (s)", "s3_cpu_s"),
         ("haproxy's CPU (s)", "haproxy_cpu_s"),
         ("Clients' CPU (s)", "client_cpu_s"),
     ]
@@ -648,7 +791,7 @@ def main() -> int:
         f"\n{args.clients} clients, {args.layers} x {args.layer_mib:g} MiB layers, "
         f"{args.replicas} replicas (cargohold --workers {args.workers}), "
         f"redis {'on' if args.redis else 'off'}, "
-        f"blob cache {'on' if args.blobcache else 'off'}\n"
+        f"blob cache {'on' if args.blobcache else 'off'}, S3 {args.s3}\n"
     )
     null = "null" in servers
     print(
@@ -691,6 +834,7 @@ def main() -> int:
         "workers": args.workers,
         "redis": args.redis,
         "blobcache": args.blobcache,
+        "s3": args.s3,
         "servers": servers,
         "load_before": load_before,
         "load_after": load_after,

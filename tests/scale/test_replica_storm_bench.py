@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.ceph import rgw_available
 from support.stores import haproxy_binary
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "replica_storm.py"
@@ -75,3 +76,31 @@ def test_replica_storm_smoke_with_the_blob_cache(tmp_path: Path) -> None:
     assert run["clients_verified"] == 8 and not run["errors"], run
     assert "blob cache on" in proc.stdout
     assert not list(tmp_path.glob("replica-storm-*")), "the run left its directory behind"
+
+
+def test_replica_storm_smoke_on_rgw(tmp_path: Path) -> None:
+    """``--s3 rgw``: the same storm with Ceph's RADOS Gateway as the S3 server (one cluster for
+    the bench, a bucket per run): redirects to RGW's presigned URLs followed and verified for
+    all three servers, the gateway's CPU counted, the cluster gone afterwards."""
+    if shutil.which("docker-registry") is None or haproxy_binary() is None or not rgw_available():
+        pytest.skip("needs docker-registry, haproxy and Ceph (ceph-mon, ceph-osd, radosgw)")
+    out = tmp_path / "storm.json"
+    args = ["--clients", "4", "--layers", "2", "--layer-mib", "0.25", "--redirect", "on"]
+    args += ["--null", "--s3", "rgw"]
+    before = set(Path("/tmp").glob("storm-rgw-*"))
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), *args, "--json", str(out), "--tmpdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(out.read_text())
+    assert report["s3"] == "rgw"
+    for server in ("cargohold", "registry:2", "null"):
+        (run,) = report["runs"]["on"][server]
+        assert run["clients_verified"] == 4 and not run["errors"], (server, run)
+        assert run["redirects"] == 4 * 3, (server, run)
+        assert "rgw_cpu_s" in run and "moto_cpu_s" not in run, (server, run)
+    assert set(Path("/tmp").glob("storm-rgw-*")) <= before, "the Ceph cluster was left behind"
