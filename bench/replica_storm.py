@@ -620,6 +620,10 @@ def storm(top: Topology, image: Image, clients: int, timeout: float) -> dict[str
     rest = statistics.mean(sampler.rss) / MiB
     rest_each = list(sampler.peaks)  # one sample so far: each replica's RSS at rest
     sampler.start()
+    # The S3 server's memory too: moto holds each object whole and copies it per GET, so how
+    # many GETs it serves at once decides its RSS (and, through it, how fast it serves).
+    s3_sampler = MemorySampler([pid for name, pid in others.items() if name in S3_PROCESSES])
+    s3_sampler.start()
     barrier.wait()
     began = time.perf_counter()
     deadline = time.monotonic() + timeout
@@ -627,6 +631,7 @@ def storm(top: Topology, image: Image, clients: int, timeout: float) -> dict[str
         t.join(max(0.1, deadline - time.monotonic()))
     wall = time.perf_counter() - began
     sampler.finish()
+    s3_sampler.finish()
     cpu = cpu_seconds(_tree_pids(roots)) - cpu_before
     client_cpu = time.process_time() - client_before
     others_cpu = {name: cpu_seconds([pid]) - others_before[name] for name, pid in others.items()}
@@ -649,6 +654,7 @@ def storm(top: Topology, image: Image, clients: int, timeout: float) -> dict[str
         "rss_mean_mib": round(statistics.mean(sampler.rss) / MiB, 1),
         "pss_peak_mib": round(max(sampler.pss) / MiB, 1),
         "rss_peak_each_mib": [round(p / MiB, 1) for p in sampler.peaks],
+        "s3_rss_peak_mib": round(max(s3_sampler.rss) / MiB, 1),
         "rss_rest_each_mib": [round(r / MiB, 1) for r in rest_each],
         "rss_rest_mib": round(rest, 1),
         "replica_cpu_s": round(cpu, 2),
@@ -783,6 +789,7 @@ def main() -> int:
         ("Replicas' RSS at rest (MiB)", "rss_rest_mib"),
         ("Replicas' CPU (s)", "replica_cpu_s"),
         ("S3's CPU (s)", "s3_cpu_s"),
+        ("S3's peak RSS (MiB)", "s3_rss_peak_mib"),
         ("haproxy's CPU (s)", "haproxy_cpu_s"),
         ("Clients' CPU (s)", "client_cpu_s"),
     ]
