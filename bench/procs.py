@@ -20,7 +20,7 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-from harness import _die_with_parent
+from harness import PAGE_SIZE, _die_with_parent
 
 
 class Proc:
@@ -102,3 +102,17 @@ class Proc:
                 return
             except subprocess.TimeoutExpired:
                 continue
+
+
+def read_rss_pss(pid: int) -> tuple[int, int]:
+    """A process's RSS and PSS in bytes, from /proc (PSS splits shared pages among their
+    sharers, so the PSS of several processes adds up to what they cost together)."""
+    with open(f"/proc/{pid}/statm", "rb") as f:
+        rss = int(f.read().split()[1]) * PAGE_SIZE
+    pss = 0
+    with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+        for line in f:
+            if line.startswith(b"Pss:"):
+                pss = int(line.split()[1]) * 1024
+                break
+    return rss, pss

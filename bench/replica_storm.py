@@ -57,8 +57,8 @@ from urllib.parse import urlsplit
 import botocore.session
 from botocore.config import Config
 from client import OCI_MANIFEST, Http, Image, ServerError
-from harness import PAGE_SIZE, free_port, install_signal_handlers, process_tree
-from procs import Proc
+from harness import free_port, install_signal_handlers, process_tree
+from procs import Proc, read_rss_pss
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
@@ -126,11 +126,7 @@ def replica_config(
     )
 
 
-def haproxy_config(port: int, backends: list[int]) -> str:
-    servers = "\n".join(
-        f"    server r{i} 127.0.0.1:{p} check inter 1s" for i, p in enumerate(backends)
-    )
-    return f"""global
+HAPROXY_HEAD = """global
     maxconn 4000
 
 defaults
@@ -139,7 +135,14 @@ defaults
     timeout client 600s
     timeout server 600s
     option http-server-close
+"""
 
+
+def haproxy_config(port: int, backends: list[int]) -> str:
+    servers = "\n".join(
+        f"    server r{i} 127.0.0.1:{p} check inter 1s" for i, p in enumerate(backends)
+    )
+    return f"""{HAPROXY_HEAD}
 frontend registry
     bind 127.0.0.1:{port}
     default_backend replicas
@@ -379,16 +382,7 @@ def null_haproxy_config(
         for digest, url in locations.items()
     )
     not_found = '{"errors":[{"code":"NOT_FOUND","message":"not served by the null replica"}]}'
-    return f"""global
-    maxconn 4000
-
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 600s
-    timeout server 600s
-    option http-server-close
-
+    return f"""{HAPROXY_HEAD}
 frontend registry
     bind 127.0.0.1:{port}
     http-request return status 200 content-type application/json string "{{}}" {api} if {{ method GET HEAD }} {{ path /v2/ }}
@@ -444,18 +438,6 @@ def _tree_pids(roots: list[int]) -> list[int]:
     return [pid for root in roots for pid in process_tree(root)]
 
 
-def _read_rss_pss(pid: int) -> tuple[int, int]:
-    with open(f"/proc/{pid}/statm", "rb") as f:
-        rss = int(f.read().split()[1]) * PAGE_SIZE
-    pss = 0
-    with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
-        for line in f:
-            if line.startswith(b"Pss:"):
-                pss = int(line.split()[1]) * 1024
-                break
-    return rss, pss
-
-
 def cpu_seconds(pids: list[int]) -> float:
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0
@@ -484,7 +466,7 @@ class MemorySampler(threading.Thread):
             mine = 0
             for pid in process_tree(root):
                 with contextlib.suppress(OSError, IndexError, ValueError):
-                    r, p = _read_rss_pss(pid)
+                    r, p = read_rss_pss(pid)
                     rss, pss, mine = rss + r, pss + p, mine + r
             self.peaks[i] = max(self.peaks[i], mine)
         self.rss.append(rss)

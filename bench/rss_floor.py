@@ -27,7 +27,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness import PAGE_SIZE
+from procs import read_rss_pss
 
 MiB = 1 << 20
 
@@ -73,13 +73,7 @@ def measure(code: str) -> tuple[float, float]:
         line = proc.stdout.readline()
         if line.strip() != "ready":
             raise SystemExit(f"the probe did not start: {line!r}, exit {proc.wait()}")
-        with open(f"/proc/{proc.pid}/statm", "rb") as f:
-            rss = int(f.read().split()[1]) * PAGE_SIZE
-        pss = 0
-        with open(f"/proc/{proc.pid}/smaps_rollup", "rb") as f:
-            for raw in f:
-                if raw.startswith(b"Pss:"):
-                    pss = int(raw.split()[1]) * 1024
+        rss, pss = read_rss_pss(proc.pid)
         proc.stdin.close()
         proc.wait(30)
     finally:

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.ceph import rgw_available
@@ -18,11 +19,9 @@ from support.stores import haproxy_binary
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "replica_storm.py"
 
 
-def test_replica_storm_smoke(tmp_path: Path) -> None:
-    if shutil.which("docker-registry") is None or haproxy_binary() is None:
-        pytest.skip("needs docker-registry and haproxy")
+def run_bench(tmp_path: Path, args: list[str]) -> tuple[subprocess.CompletedProcess[str], Any]:
+    """The bench at toy size in its own process; it must exit 0 (every client verified)."""
     out = tmp_path / "storm.json"
-    args = ["--clients", "5", "--layers", "2", "--layer-mib", "0.25", "--reps", "1", "--null"]
     proc = subprocess.run(
         [sys.executable, str(BENCH), *args, "--json", str(out), "--tmpdir", str(tmp_path)],
         capture_output=True,
@@ -31,7 +30,14 @@ def test_replica_storm_smoke(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    report = json.loads(out.read_text())
+    return proc, json.loads(out.read_text())
+
+
+def test_replica_storm_smoke(tmp_path: Path) -> None:
+    if shutil.which("docker-registry") is None or haproxy_binary() is None:
+        pytest.skip("needs docker-registry and haproxy")
+    args = ["--clients", "5", "--layers", "2", "--layer-mib", "0.25", "--reps", "1", "--null"]
+    proc, report = run_bench(tmp_path, args)
     for variant, redirects in (("off", 0), ("on", 5 * 3)):  # config + 2 layers per client
         for server in ("cargohold", "registry:2"):
             (run,) = report["runs"][variant][server]
@@ -59,18 +65,9 @@ def test_replica_storm_smoke_with_the_blob_cache(tmp_path: Path) -> None:
     every byte (the cache's own tests are tests/s3/test_blob_cache.py)."""
     if shutil.which("docker-registry") is None or haproxy_binary() is None:
         pytest.skip("needs docker-registry and haproxy")
-    out = tmp_path / "storm.json"
     args = ["--clients", "8", "--layers", "2", "--layer-mib", "0.25", "--redirect", "off"]
     args += ["--blobcache", "--only", "cargohold"]
-    proc = subprocess.run(
-        [sys.executable, str(BENCH), *args, "--json", str(out), "--tmpdir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    report = json.loads(out.read_text())
+    proc, report = run_bench(tmp_path, args)
     assert report["blobcache"] is True
     (run,) = report["runs"]["off"]["cargohold"]
     assert run["clients_verified"] == 8 and not run["errors"], run
@@ -84,19 +81,10 @@ def test_replica_storm_smoke_on_rgw(tmp_path: Path) -> None:
     all three servers, the gateway's CPU counted, the cluster gone afterwards."""
     if shutil.which("docker-registry") is None or haproxy_binary() is None or not rgw_available():
         pytest.skip("needs docker-registry, haproxy and Ceph (ceph-mon, ceph-osd, radosgw)")
-    out = tmp_path / "storm.json"
     args = ["--clients", "4", "--layers", "2", "--layer-mib", "0.25", "--redirect", "on"]
     args += ["--null", "--s3", "rgw"]
     before = set(Path("/tmp").glob("storm-rgw-*"))
-    proc = subprocess.run(
-        [sys.executable, str(BENCH), *args, "--json", str(out), "--tmpdir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    report = json.loads(out.read_text())
+    _, report = run_bench(tmp_path, args)
     assert report["s3"] == "rgw"
     for server in ("cargohold", "registry:2", "null"):
         (run,) = report["runs"]["on"][server]
