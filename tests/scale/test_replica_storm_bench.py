@@ -92,3 +92,23 @@ def test_replica_storm_smoke_on_rgw(tmp_path: Path) -> None:
         assert run["redirects"] == 4 * 3, (server, run)
         assert "rgw_cpu_s" in run and "moto_cpu_s" not in run, (server, run)
     assert set(Path("/tmp").glob("storm-rgw-*")) <= before, "the Ceph cluster was left behind"
+
+
+def test_rss_floor_measures_each_level(tmp_path: Path) -> None:
+    """``bench/rss_floor.py``: fresh interpreters, each level holding more than the last (the
+    S3 client's service model and endpoint tables on top of aiohttp on top of the interpreter)."""
+    out = tmp_path / "floor.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH.parent / "rss_floor.py"), "--reps", "1", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    floor = json.loads(out.read_text())
+    levels = ["python3", "+ aiohttp", "+ aiobotocore S3 client", "+ one presigned URL"]
+    assert list(floor) == levels
+    rss = [floor[level]["rss_mib"] for level in levels]
+    assert 0 < rss[0] < rss[1] < min(rss[2], rss[3]), rss  # 2 and 3 differ by noise only
+    assert all(0 < floor[level]["pss_mib"] <= floor[level]["rss_mib"] for level in levels)
