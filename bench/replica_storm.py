@@ -4,7 +4,7 @@ registry:2 in the same topology, with S3 redirects off and on.
 
     python bench/replica_storm.py [--clients 200] [--layers 4] [--layer-mib 16] [--reps 1]
                                   [--replicas 3] [--workers 1] [--redirect off,on] [--redis]
-                                  [--blobcache]
+                                  [--blobcache] [--null] [--s3 moto|rgw]
                                   [--json OUT]
 
 For every run a fresh topology is started (all on loopback): one moto S3 server (``python -m
@@ -18,12 +18,18 @@ and every blob through haproxy. With redirect on, blob GETs answer 307 to a pres
 and the client follows it, so moto itself serves the bytes: what the replicas then cost is what
 the issue measures. Every client checks the manifest's digest and every blob's sha256 and size.
 
+``--null`` adds a third server with redirect on, the null replica: no replica process at all,
+haproxy itself answers the manifest and each blob GET's 307 to a URL presigned once at setup
+(:func:`start_null`), so what is left is the cost of the storm without any registry in it.
+``--s3 rgw`` puts a Ceph RADOS Gateway (``scripts/ceph-rgw.sh``, one cluster for the whole
+bench, a bucket per run) where moto was, to see whether the answers depend on the S3 server.
+
 Measured per run: the wall time from release to the last client done, and the replicas' total
 RSS (every replica's process tree, summed) sampled from /proc every 100 ms during the storm: peak
 and mean (PSS beside it), plus the replicas' CPU seconds. Runs go A,B,B,A per variant (A =
-cargohold); medians are compared as cargohold / registry:2 ratios against the targets (wall
-<= 0.7x, memory <= 0.5x). Exit status 0 when every client of every run verified every blob,
-1 otherwise.
+cargohold; A,B,C,C,B,A with the null replica); medians are compared as cargohold / registry:2
+ratios against the targets (wall <= 0.7x, memory <= 0.5x). Exit status 0 when every client of
+every run verified every blob, 1 otherwise.
 
 The clients are threads of this process with blocking sockets: each reads bodies with
 ``readinto`` into its own 1 MiB buffer and hashes them in place (``hashlib`` releases the GIL for
@@ -679,7 +685,7 @@ def main() -> int:
         "--null",
         action="store_true",
         help="a third server with redirect on: no replica, haproxy answers the manifest and "
-        "the 307s itself (the floor for any registry in this topology); A,B,C,C,B,A",
+        "the 307s itself (the storm without any registry in it); A,B,C,C,B,A",
     )
     p.add_argument(
         "--only", choices=("cargohold", "registry:2", "null"), help="one server (no ratios)"
