@@ -44,7 +44,6 @@ import os
 import re
 import resource
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -55,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from procs import Proc
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -75,48 +75,6 @@ def config(root: Path, port: int, extra: str = "", level: str = "error") -> str:
     )
 
 
-class Proc:
-    def __init__(self, name: str, argv: list[str], workdir: Path, port: int, env: dict[str, str]):
-        self.name, self.port, self.workdir = name, port, workdir
-        self.log = workdir / "server.log"
-        with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(
-                argv,
-                cwd=workdir,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env={**os.environ, **env},
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"{name} exited:\n{self.log.read_text()[-3000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), 0.5):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise SystemExit(f"{name} did not start")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                self.proc.wait(10)
-                return
-            except subprocess.TimeoutExpired:
-                continue
-
-
 def start(kind: str, workdir: Path, extra: str = "", level: str = "error") -> Proc:
     workdir.mkdir(parents=True)
     root = workdir / "storage"
@@ -130,7 +88,13 @@ def start(kind: str, workdir: Path, extra: str = "", level: str = "error") -> Pr
     else:
         argv = ["docker-registry", "serve", str(cfg)]
         env = {}
-    return Proc(kind, argv, workdir, port, env)
+    proc = Proc(kind, argv, workdir, {**os.environ, **env}, log="server.log", port=port)
+    try:
+        proc.wait_port(port)
+    except BaseException:
+        proc.stop()
+        raise
+    return proc
 
 
 async def push_image(url: str, repo: str, size: int) -> tuple[str, str]:

@@ -229,6 +229,11 @@ class ManifestStore:
         self._cache: OrderedDict[Digest, Manifest] = OrderedDict()  # LRU: see _remember
         self._cache_bytes = 0
         memory.register("manifests", self, lambda s: (len(s._cache), CACHE_ENTRIES))
+        # Loads under way: concurrent misses of one manifest (a pull storm's clients all ask
+        # at once, before the first answer is cached) share one read of the store. Manifests
+        # are content-addressed, so a shared answer is right for every caller that gets one;
+        # a caller whose shared read failed reads again itself.
+        self._loading: dict[Digest, asyncio.Future[Manifest]] = {}
         # Writes and deletes of one repository's manifests take turns within a process, so a
         # delete can never interleave with a push of the same manifest and strand its tags.
         self._repo_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
@@ -290,6 +295,23 @@ class ManifestStore:
         if cached is not None:
             self._cache.move_to_end(digest)
             return cached
+        task = self._loading.get(digest)
+        if task is not None:
+            with contextlib.suppress(RegistryError):
+                return await asyncio.shield(task)
+            return await self._read(digest)
+        task = asyncio.ensure_future(self._read(digest))
+        self._loading[digest] = task
+        task.add_done_callback(lambda done: self._loaded(digest, done))
+        return await asyncio.shield(task)
+
+    def _loaded(self, digest: Digest, task: asyncio.Future[Manifest]) -> None:
+        if self._loading.get(digest) is task:
+            del self._loading[digest]
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter may have gone (cancelled requests)
+
+    async def _read(self, digest: Digest) -> Manifest:
         try:
             data = await self.blobs.get(digest)
         except PathNotFoundError:

@@ -27,6 +27,8 @@ skipped for a moment (see :mod:`cargohold.storage.rediscache`), and every reques
 from __future__ import annotations
 
 import abc
+import asyncio
+import contextlib
 import hashlib
 import time
 from collections import OrderedDict
@@ -34,7 +36,7 @@ from collections.abc import Iterable
 
 from cargohold import memory
 from cargohold.storage import paths
-from cargohold.storage.driver import FileInfo, FileWriter, StorageDriver
+from cargohold.storage.driver import FileInfo, FileWriter, PathNotFoundError, StorageDriver
 from cargohold.storage.wrapper import DriverWrapper
 
 TOMBSTONE = "\x00"
@@ -189,12 +191,21 @@ class CachingDriver(DriverWrapper):
         self.backend = backend
         self.prefix = f"cargohold:{namespace(inner.identity)}:"
         self.ttl = TTL.get(backend.kind, TTL["redis"])
+        # Store stats under way, by key: concurrent misses of one file (a pull storm's clients
+        # all ask for the same few blobs at once, before any answer is cached) share one
+        # request. Only "it exists, this size" is shared: a caller that joined a request
+        # answering "absent" asks again itself, since the file may have been written since that
+        # request left (by another replica). A delete or move through this layer (or another
+        # process's, reported to :meth:`invalidate`) empties the table, so no caller arriving
+        # after it joins a request that may predate it.
+        self._inflight: dict[str, asyncio.Future[FileInfo]] = {}
 
     def _key(self, path: str) -> str:
         return self.prefix + path
 
     async def invalidate(self, stale: Iterable[str]) -> None:
         """Drop the entries of files changed behind this layer (by another process)."""
+        self._inflight.clear()
         for path in stale:
             await self.backend.invalidate(self._key(path))
 
@@ -208,10 +219,40 @@ class CachingDriver(DriverWrapper):
             info = _decode(path, cached)
             if info is not None:
                 return info
+        task = self._inflight.get(key)
+        if task is not None:
+            with contextlib.suppress(PathNotFoundError):
+                return await asyncio.shield(task)
+            return await self.inner.stat(path)  # "absent" may be older than this request
+        task = asyncio.ensure_future(self._stat_and_fill(path, key, self.ttl[kind]))
+        self._inflight[key] = task
+        task.add_done_callback(lambda done: self._settled(key, done))
+        return await asyncio.shield(task)  # one caller cancelled leaves the others their answer
+
+    async def exists(self, path: str) -> bool:
+        """A cached file's existence from the cache (the revision link every manifest request
+        checks: on S3 a HEAD each time otherwise); anything else as the store answers it."""
+        kind = classify(path)
+        if kind is None or kind == KIND_TAG or kind not in self.ttl:
+            return await self.inner.exists(path)
+        try:
+            await self.stat(path)
+        except PathNotFoundError:
+            return False
+        return True
+
+    async def _stat_and_fill(self, path: str, key: str, ttl: float | None) -> FileInfo:
         info = await self.inner.stat(path)
-        if not info.is_dir:
-            await self.backend.fill(key, _encode(info), self.ttl[kind])
+        # Not filled when a delete emptied the table meanwhile: the answer may predate it.
+        if not info.is_dir and self._inflight.get(key) is asyncio.current_task():
+            await self.backend.fill(key, _encode(info), ttl)
         return info
+
+    def _settled(self, key: str, task: asyncio.Future[FileInfo]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter may have gone (cancelled requests)
 
     async def get_content(self, path: str) -> bytes:
         kind = classify(path)
@@ -249,6 +290,7 @@ class CachingDriver(DriverWrapper):
 
     async def move(self, source: str, dest: str) -> None:
         await self.inner.move(source, dest)
+        self._inflight.clear()
         if classify(source) is not None:
             await self.backend.invalidate(self._key(source))
         if classify(dest) is not None:
@@ -262,6 +304,7 @@ class CachingDriver(DriverWrapper):
             await self._dropped(path)
 
     async def _dropped(self, path: str) -> None:
+        self._inflight.clear()
         if classify(path) is not None:
             await self.backend.invalidate(self._key(path))
             return
