@@ -11,8 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
-
-from tests.support.waiting import eventually
+from support.pausing import held
 
 from .helpers import assert_error, blob_url, push_blob, rand_bytes, repo
 
@@ -25,24 +24,10 @@ def _data_file(root: Path, digest: str) -> Path:
 
 def _get_while_held(fifo: Path, url: str, act: Callable[[], None]) -> requests.Response:
     """GET ``url``; once the server is held at its pause point, ``act()``, then let it go on."""
-    writer: list[int] = []
-
-    def held() -> bool:
-        """The FIFO opens for writing once the server waits on it (at the point)."""
-        try:
-            writer.append(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        except OSError:  # ENXIO: nobody reads it yet
-            return False
-        return True
-
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(requests.get, url, timeout=TIMEOUT)
-        try:
-            eventually(held, timeout=TIMEOUT)
+        with held(fifo):
             act()
-        finally:
-            for fd in writer:
-                os.close(fd)  # go on
         return pending.result()
 
 
