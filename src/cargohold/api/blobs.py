@@ -174,12 +174,12 @@ class _BlobFile(web.FileResponse):
         headers: dict[str, str],
         digest: Digest,
         verifier: BlobVerifier,
-        opened: io.BufferedReader | None = None,
+        opened: io.BufferedReader,
     ) -> None:
         super().__init__(path, headers=headers)
         self._digest = digest
         self._verifier = verifier
-        self._opened = opened
+        self._opened: io.BufferedReader | None = opened
 
     def _make_response(
         self, request: web.BaseRequest, accept_encoding: str
@@ -190,7 +190,7 @@ class _BlobFile(web.FileResponse):
         streamed from the store (nor in registry:2): the blob's ETag is its digest, answered by
         the handler."""
         opened, self._opened = self._opened, None
-        if opened is None:
+        if opened is None:  # prepared twice: aiohttp's own open, as FileResponse does
             return super()._make_response(request, accept_encoding)
         return _FileResponseResult.SEND_FILE, opened, os.fstat(opened.fileno()), None
 
