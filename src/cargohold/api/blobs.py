@@ -75,6 +75,11 @@ async def get_blob(request: web.Request, name: str, digest_s: str) -> web.Stream
         if url is not None:
             return web.Response(status=307, headers={"Location": url, "Content-Length": "0"})
     headers = _blob_headers(digest, info.size)
+    # The conditionals against the digest ETag, as registry:2 (http.ServeContent with no
+    # modification time: If-Modified-Since and If-Unmodified-Since do not apply).
+    if_match = request.headers.getall("If-Match", [])
+    if if_match and not {headers["ETag"], "*"} & _etags(if_match, weak=False):
+        return web.Response(status=412, headers={"ETag": headers["ETag"], "Content-Length": "0"})
     if headers["ETag"] in _etags(request.headers.getall("If-None-Match", [])):
         del headers["Content-Length"]
         return web.Response(status=304, headers=headers)
@@ -245,8 +250,11 @@ def _corrupt(digest: Digest) -> RegistryError:
     )
 
 
-def _etags(values: list[str]) -> set[str]:
-    return {tag.strip().removeprefix("W/") for value in values for tag in value.split(",")}
+def _etags(values: list[str], weak: bool = True) -> set[str]:
+    """The entity tags of conditional headers; ``weak``: W/ tags compare as strong ones
+    (If-None-Match's weak comparison), else they match nothing (If-Match's strong one)."""
+    tags = {tag.strip() for value in values for tag in value.split(",")}
+    return {tag.removeprefix("W/") for tag in tags} if weak else tags
 
 
 async def _stream_blob(
