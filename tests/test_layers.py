@@ -1,4 +1,5 @@
-"""Import arrows point one way: api (and ui, auth, admin, server) -> registry -> storage.
+"""Import arrows point one way: api (and ui, auth, admin, server) -> mirror -> registry ->
+storage.
 
 Read from the source with ``ast`` (nothing is imported), following every ``import`` in a
 module, function-local and ``TYPE_CHECKING`` ones included, transitively: an arrow that goes
@@ -120,16 +121,18 @@ def test_the_walk_sees_the_arrows_that_exist() -> None:
     assert "cargohold.storage.driver" in _reach("cargohold.registry.manifests")
     assert "cargohold.api.routes" in _imports("cargohold.api.httpmetrics")
     assert "cargohold.metrics" in _imports("cargohold.registry.manifests")
+    assert "cargohold.registry.blobs" in _reach("cargohold.mirror.service")
 
 
 @pytest.mark.parametrize(
     ("layer", "forbidden"),
     [
         (("cargohold.registry", "cargohold.mirror"), ABOVE_DOMAIN),
+        (("cargohold.registry",), ("cargohold.mirror",)),
         (("cargohold.storage",), DOMAIN_AND_ABOVE),
         (SHARED, DOMAIN_AND_ABOVE),
     ],
-    ids=["domain", "storage", "shared"],
+    ids=["domain", "registry-below-mirror", "storage", "shared"],
 )
 def test_no_import_points_up(layer: tuple[str, ...], forbidden: tuple[str, ...]) -> None:
     assert _wrong_way(layer, forbidden) == []

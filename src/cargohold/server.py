@@ -45,6 +45,7 @@ from cargohold.clientaddr import trusted_networks
 from cargohold.config import Config, parse_addr
 from cargohold.drain import Drain
 from cargohold.mirror import upkeep as mirror_upkeep
+from cargohold.mirror.mirrored import MirroredRegistry
 from cargohold.registry.core import Registry
 from cargohold.reload import Reloader
 from cargohold.tls import ServerTLS
@@ -192,7 +193,7 @@ def ensure_secret(config: Config) -> None:
 
 
 async def run_worker(config: Config, sock: socket.socket, index: int) -> None:
-    registry = Registry(config)
+    registry = MirroredRegistry(config)
     app = create_app(registry, config.http.headers)
     drain = Drain()
     app.middlewares.insert(0, drain.middleware)
@@ -315,7 +316,7 @@ def serve(config: Config, workers: int = 1, worker_index: int | None = None) -> 
     setup_logging(config)
     ensure_secret(config)
     # fail fast on a bad storage, auth or TLS setup, before any process starts
-    create_app(Registry(config))
+    create_app(MirroredRegistry(config))
     if config.http.tls is not None:
         ServerTLS(config.http.tls)
     host, port = parse_addr(config.http.addr)

@@ -109,6 +109,43 @@ def test_blob_if_none_match_with_advertised_etag(registry, blob):
     assert r.content == b""
 
 
+CONDITIONALS = {
+    "if-match-digest": (lambda d: {"If-Match": f'"{d}"'}, 200),
+    "if-match-any": (lambda d: {"If-Match": "*"}, 200),
+    "if-modified-since-later": (
+        lambda d: {"If-Modified-Since": "Fri, 01 Jan 2100 00:00:00 GMT"},
+        200,
+    ),
+    "if-unmodified-since-earlier": (
+        lambda d: {"If-Unmodified-Since": "Thu, 01 Jan 1981 00:00:00 GMT"},
+        200,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONDITIONALS))
+def test_blob_conditionals_as_registry2(registry, reference_registry, case):
+    """Against the digest ETag, never the file's times (registry:2 serves blobs with no
+    modification time); they were aiohttp's mtime-based ones: 412 for If-Match with the
+    digest, 304 for a later If-Modified-Since."""
+    make, status = CONDITIONALS[case]
+    for server in (registry, reference_registry):
+        name = repo()
+        data = rand_bytes(5000, seed=31)
+        digest = push_blob(server.url, name, data)
+        r = requests.get(blob_url(server.url, name, digest), headers=make(digest), timeout=30)
+        assert (server.name, r.status_code) == (server.name, status)
+        assert r.content == data
+
+
+def test_blob_if_match_another_etag_fails(registry, blob):
+    """412 (registry:2 also answers 412, with a Content-Length and no body)."""
+    name, _data, digest = blob
+    for tag in ('"sha256:other"', f'W/"{digest}"'):  # If-Match compares strongly
+        r = requests.get(blob_url(registry.url, name, digest), headers={"If-Match": tag})
+        assert r.status_code == 412 and r.content == b""
+
+
 def test_unknown_blob(registry):
     name = repo()
     push_blob(registry.url, name, b"something so that the repository exists")

@@ -638,11 +638,11 @@ def test_a_registry_without_token_auth_does_not_load_cryptography(tmp_path: Path
         "from cargohold.cli import build_parser\n"
         "from cargohold.config import load_config\n"
         "from cargohold.api.app import create_app\n"
-        "from cargohold.registry.core import Registry\n"
+        "from cargohold.mirror.mirrored import MirroredRegistry\n"
         "import cargohold.server\n"
         "build_parser()\n"
         "cfg = load_config(None, {}, default_root=sys.argv[1])\n"
-        "create_app(Registry(cfg))\n"
+        "create_app(MirroredRegistry(cfg))\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('cryptography', 'jwt'))\n"
         "print(' '.join(bad))\n"
     )

@@ -14,8 +14,8 @@ import pytest
 from cargohold.config import load_config
 from cargohold.errors import RegistryError
 from cargohold.mirror.fetch import BlobFetches, _acquire, _lock_at, _release
+from cargohold.mirror.mirrored import MirroredRegistry
 from cargohold.mirror.upstream import _retry_after, parse_challenge
-from cargohold.registry.core import Registry
 from cargohold.storage.filesystem import FilesystemDriver
 
 
@@ -114,7 +114,7 @@ def test_routes(tmp_path: Path) -> None:
         "  - {prefix: hub, remoteurl: 'https://a', repositories: ['library/*']}\n"
         "  - {prefix: ghcr/io, remoteurl: 'https://b'}\n"
     )
-    mirrors = Registry(load_config(str(config_path), {})).mirrors
+    mirrors = MirroredRegistry(load_config(str(config_path), {})).mirrors
     hub = mirrors.route("hub/library/alpine")
     assert hub is not None and (hub.label, hub.remote) == ("hub", "library/alpine")
     ghcr = mirrors.route("ghcr/io/org/app")

@@ -21,6 +21,7 @@ import pytest
 import requests
 from support.faultproxy import FaultProxy, blob_key, sha256
 from support.images import push_blob
+from support.pausing import held
 from support.servers import RegistryProcess, free_port, unique_repo
 from support.stores import MotoServer
 from support.waiting import eventually
@@ -234,21 +235,10 @@ def test_a_file_evicted_between_lookup_and_open_is_a_miss(
     eventually(cached_file.exists, timeout=60)
     assert gets_of(proxy, data) == 1
 
-    writer: list[int] = []
-
-    def held() -> bool:
-        """The FIFO opens for writing once the server waits on it (at the point)."""
-        try:
-            writer.append(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        except OSError:  # ENXIO: nobody reads it yet
-            return False
-        return True
-
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(requests.get, url, timeout=TIMEOUT)  # a hit: found, then held
-        eventually(held, timeout=60)
-        cached_file.unlink()  # as the sweep would
-        os.close(writer[0])  # go on
+        with held(fifo):
+            cached_file.unlink()  # as the sweep would
         resp = pending.result()
     assert resp.status_code == 200 and resp.content == data
     assert resp.headers["Docker-Content-Digest"] == sha256(data)

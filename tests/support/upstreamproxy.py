@@ -9,7 +9,11 @@ assert exactly how many upstream requests a mirror made. A test can also make it
   client got bytes before the upstream finished, without any timing);
 - ``down``: answer every request by closing the connection;
 - ``fail_next``: answer the next requests of a path with given statuses (429, 503...);
-- ``stall``: hold the requests of a path until :meth:`release` (a hung upstream).
+- ``stall``: hold the requests of a path until :meth:`release` (a hung upstream);
+- ``stall_body``: send the status, the headers and half the body of a path, then hold the rest
+  until :meth:`release` (an upstream that hangs mid-body);
+- ``cut_body``: send the status, the headers and half the body of a path, then close the
+  connection (a connection reset mid-body).
 
 Runs an aiohttp server on its own event loop in a thread of the test process.
 """
@@ -41,6 +45,8 @@ class UpstreamProxy:
         # path part -> statuses to answer (one per request, in order) before forwarding again
         self.fail_next: dict[str, list[tuple[int, dict[str, str]]]] = {}
         self.stall: set[str] = set()  # path parts answered only after release() (or 60 s)
+        self.stall_body: set[str] = set()  # path parts whose body stops halfway until release()
+        self.cut_body: set[str] = set()  # path parts whose connection closes halfway the body
         self._released = threading.Event()
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -144,6 +150,8 @@ class UpstreamProxy:
             await response.prepare(request)
             if request.method == "HEAD":
                 return response
+            if any(p in path for p in self.stall_body | self.cut_body):
+                return await self._half_body(request, response, await upstream.read(), path)
             corrupt = any(p in path for p in self.corrupt)
             gate = next((e for p, e in self.gates.items() if p in path), None)
             sent = 0
@@ -156,6 +164,20 @@ class UpstreamProxy:
                 sent += len(chunk)
             await response.write_eof()
             return response
+
+    async def _half_body(
+        self, request: web.Request, response: web.StreamResponse, body: bytes, path: str
+    ) -> web.StreamResponse:
+        """Half of ``body`` (headers, Content-Length included, are out), then a stall or a cut."""
+        await response.write(body[: max(len(body) // 2, 1)])
+        if any(p in path for p in self.cut_body):
+            assert request.transport is not None
+            request.transport.abort()
+            raise ConnectionResetError("the test cut the body")
+        await asyncio.get_running_loop().run_in_executor(None, self._released.wait, 60)
+        await response.write(body[max(len(body) // 2, 1) :])
+        await response.write_eof()
+        return response
 
 
 def counted(proxy: UpstreamProxy) -> dict[tuple[str, str], int]:

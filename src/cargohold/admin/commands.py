@@ -124,9 +124,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _registry(config: Config) -> Any:
-    from cargohold.registry.core import Registry
+    from cargohold.mirror.mirrored import MirroredRegistry
 
-    return Registry(config)
+    return MirroredRegistry(config)
 
 
 async def _close(registry: Any) -> None:

@@ -20,7 +20,7 @@ from cargohold.api.socketbody import close_if_spent
 from cargohold.auth.middleware import install_auth
 from cargohold.digest import check_name
 from cargohold.errors import ErrorCode, RegistryError
-from cargohold.registry.core import Registry
+from cargohold.mirror.mirrored import MirroredRegistry
 from cargohold.storage.driver import StorageError
 from cargohold.ui import views as ui
 
@@ -155,7 +155,7 @@ async def api_middleware(
 
 
 def create_app(
-    registry: Registry, extra_headers: dict[str, list[str]] | None = None
+    registry: MirroredRegistry, extra_headers: dict[str, list[str]] | None = None
 ) -> web.Application:
     # routes.middleware first: everything after it reads its match (metrics go right after it)
     app = web.Application(

@@ -75,6 +75,11 @@ async def get_blob(request: web.Request, name: str, digest_s: str) -> web.Stream
         if url is not None:
             return web.Response(status=307, headers={"Location": url, "Content-Length": "0"})
     headers = _blob_headers(digest, info.size)
+    # The conditionals against the digest ETag, as registry:2 (http.ServeContent with no
+    # modification time: If-Modified-Since and If-Unmodified-Since do not apply).
+    if_match = request.headers.getall("If-Match", [])
+    if if_match and not {headers["ETag"], "*"} & _etags(if_match, weak=False):
+        return web.Response(status=412, headers={"ETag": headers["ETag"], "Content-Length": "0"})
     if headers["ETag"] in _etags(request.headers.getall("If-None-Match", [])):
         del headers["Content-Length"]
         return web.Response(status=304, headers=headers)
@@ -84,13 +89,13 @@ async def get_blob(request: web.Request, name: str, digest_s: str) -> web.Stream
         # FileResponse does the single byte range and zero-copy sendfile; it sets its own
         # Content-Length.
         del headers["Content-Length"]
-        try:
-            key = identity(os.stat(info.local_path))
-        except FileNotFoundError:
-            raise RegistryError(ErrorCode.BLOB_UNKNOWN, detail={"digest": str(digest)}) from None
-        if reg.verifier.known(key) is False:
+        opened = _open_blob_file(info.local_path, digest)
+        if reg.verifier.known(identity(os.fstat(opened.fileno()))) is False:
+            opened.close()
             raise _corrupt(digest)
-        return _BlobFile(info.local_path, headers=headers, digest=digest, verifier=reg.verifier)
+        return _BlobFile(
+            info.local_path, headers=headers, digest=digest, verifier=reg.verifier, opened=opened
+        )
     fill = None
     cache = reg.blobcache
     if cache is not None and request.method == "GET" and info.size > 0:
@@ -112,6 +117,20 @@ async def get_blob(request: web.Request, name: str, digest_s: str) -> web.Stream
     return await _stream_blob(
         request, digest, info.size, headers, honour_range=simple_range, fill=fill
     )
+
+
+def _open_blob_file(path: str, digest: Digest) -> io.BufferedReader:
+    """The stored blob's data file, opened by the handler rather than later by the response:
+    garbage collection or a delete may remove it at any moment after the lookup. Once open it
+    stays readable to the end (the client gets the whole blob it asked for); one gone before
+    that is the spec's BLOB_UNKNOWN, not aiohttp's empty 404."""
+    faults.pause_point("blob-found")  # the tests remove the file here
+    try:
+        opened = open(path, "rb")  # noqa: SIM115 (the response closes it)
+    except FileNotFoundError:
+        raise RegistryError(ErrorCode.BLOB_UNKNOWN, detail={"digest": str(digest)}) from None
+    faults.pause_point("blob-opened")
+    return opened
 
 
 async def _cached_file(
@@ -160,22 +179,23 @@ class _BlobFile(web.FileResponse):
         headers: dict[str, str],
         digest: Digest,
         verifier: BlobVerifier,
-        opened: io.BufferedReader | None = None,
+        opened: io.BufferedReader,
     ) -> None:
         super().__init__(path, headers=headers)
         self._digest = digest
         self._verifier = verifier
-        self._opened = opened
+        self._opened: io.BufferedReader | None = opened
 
     def _make_response(
         self, request: web.BaseRequest, accept_encoding: str
     ) -> tuple[_FileResponseResult, io.BufferedReader | None, os.stat_result, str | None]:
-        """A file the handler opened (the blob cache's) is sent as it is, even if it was
-        removed since; aiohttp's own conditionals (mtime-based ETag, If-Modified-Since) do not
-        apply to a cache file's times, as they do not to a blob streamed from the store: the
-        blob's ETag is its digest, answered by the handler."""
+        """A file the handler opened (every blob's: the store's or the cache's) is sent as it
+        is, even if it was removed since; aiohttp's own conditionals (mtime-based ETag,
+        If-Modified-Since) do not apply to a blob file's times, as they do not to a blob
+        streamed from the store (nor in registry:2): the blob's ETag is its digest, answered by
+        the handler."""
         opened, self._opened = self._opened, None
-        if opened is None:
+        if opened is None:  # prepared twice: aiohttp's own open, as FileResponse does
             return super()._make_response(request, accept_encoding)
         return _FileResponseResult.SEND_FILE, opened, os.fstat(opened.fileno()), None
 
@@ -230,8 +250,11 @@ def _corrupt(digest: Digest) -> RegistryError:
     )
 
 
-def _etags(values: list[str]) -> set[str]:
-    return {tag.strip().removeprefix("W/") for value in values for tag in value.split(",")}
+def _etags(values: list[str], weak: bool = True) -> set[str]:
+    """The entity tags of conditional headers; ``weak``: W/ tags compare as strong ones
+    (If-None-Match's weak comparison), else they match nothing (If-Match's strong one)."""
+    tags = {tag.strip() for value in values for tag in value.split(",")}
+    return {tag.removeprefix("W/") for tag in tags} if weak else tags
 
 
 async def _stream_blob(

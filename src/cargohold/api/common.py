@@ -9,16 +9,16 @@ from typing import Final
 from aiohttp import web
 
 from cargohold.errors import ErrorCode, RegistryError
-from cargohold.registry.core import Registry
+from cargohold.mirror.mirrored import MirroredRegistry
 
 API_VERSION_HEADER: Final = {"Docker-Distribution-API-Version": "registry/2.0"}
-REGISTRY_KEY: Final = web.AppKey("registry", Registry)
+REGISTRY_KEY: Final = web.AppKey("registry", MirroredRegistry)
 # Set by the auth middleware on _catalog requests: repositories -> those the caller may pull.
 CATALOG_FILTER_KEY: Final = web.RequestKey[Callable[[list[str]], list[str]]]("catalog_filter")
 _RANGE_RE = re.compile(r"^([0-9]+)-([0-9]+)\Z")
 
 
-def registry_of(request: web.Request) -> Registry:
+def registry_of(request: web.Request) -> MirroredRegistry:
     return request.app[REGISTRY_KEY]
 
 

@@ -255,16 +255,28 @@ class Mirrors:
         except UpstreamError as exc:
             if local is None:
                 raise error_of(exc, "manifest") from None
-            log.warning("upstream %s: %s; serving the cached %s:%s", route.label, exc, name, tag)
-            metrics.mirror_stale(route.label)
-            return await self.manifests.load(local)
+            return await self._cached_instead(route, name, tag, local, exc)
         digest = Digest.try_parse(found[0]) if found[0] else None
         if digest is not None and await self.manifests.exists(name, digest):
             self._lookup(route, "manifest", True)
             return await self.manifests.load(digest)
         if head and digest is not None and found[1] and found[2] is not None:
             return Described(digest, found[1].split(";", 1)[0].strip(), found[2])
-        return await self._get_and_store(route, name, str(digest) if digest else tag, digest)
+        try:
+            return await self._get_and_store(route, name, str(digest) if digest else tag, digest)
+        except RegistryError as exc:
+            if exc.code is not ErrorCode.UNAVAILABLE or local is None:
+                raise
+            return await self._cached_instead(route, name, tag, local, exc)
+
+    async def _cached_instead(
+        self, route: Route, name: str, tag: str, local: Digest, exc: Exception
+    ) -> Manifest:
+        """The cached manifest of a tag whose upstream failed (down, or a body that stalled,
+        was cut or did not verify): stale, served, logged and counted as such."""
+        log.warning("upstream %s: %s; serving the cached %s:%s", route.label, exc, name, tag)
+        metrics.mirror_stale(route.label)
+        return await self.manifests.load(local)
 
     async def _by_tag(
         self, route: Route, name: str, tag: str, head: bool = False
@@ -325,11 +337,7 @@ class Mirrors:
                 if local is None:
                     log.warning("upstream %s: %s; %s:%s is not cached", route.label, exc, name, tag)
                     raise error_of(exc, "manifest") from None
-                log.warning(
-                    "upstream %s: %s; serving the cached %s:%s", route.label, exc, name, tag
-                )
-                metrics.mirror_stale(route.label)
-                return await self.manifests.load(local)
+                return await self._cached_instead(route, name, tag, local, exc)
             digest = found.digest if isinstance(found, Described) else found
             if (
                 head
@@ -339,7 +347,15 @@ class Mirrors:
             ):
                 self.fetches.record(stem, "described", found)
                 return found
-            m = await self._tagged(route, name, tag, digest, local)
+            try:
+                m = await self._tagged(route, name, tag, digest, local)
+            except RegistryError as exc:
+                # The tag moved upstream but its new manifest could not be had (its body
+                # stalled or was cut, or did not verify): the cached one, as when it is down.
+                if exc.code is not ErrorCode.UNAVAILABLE or local is None:
+                    raise
+                self.fetches.record(stem, "down")
+                return await self._cached_instead(route, name, tag, local, exc)
             self.fetches.record(stem, "ok")
             return m
 

@@ -95,7 +95,13 @@ class Response:
         self.headers = resp.headers
 
     async def read(self) -> bytes:
-        data = await self._resp.read()
+        """The whole body. One that times out, is cut or ends short is :class:`Unreachable`,
+        like a failure before the headers: the caller serves its cache or the spec's 503."""
+        try:
+            data = await self._resp.read()
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            url = self._resp.url.with_query(None)
+            raise Unreachable(f"{self._resp.method} {url}: body: {type(exc).__name__}") from exc
         metrics.mirror_upstream_bytes(self._label, len(data))
         return data
 

@@ -13,7 +13,6 @@ from typing import Any
 
 from cargohold.config import Config
 from cargohold.errors import ErrorCode, RegistryError
-from cargohold.mirror.service import Mirrors
 from cargohold.registry import blobcache
 from cargohold.registry.blobs import BlobStore
 from cargohold.registry.catalog import list_repositories, page_local
@@ -79,15 +78,6 @@ class Registry:
         self.manifests = ManifestStore(self.driver, self.blobs, config.validation, self.governance)
         self.verifier = BlobVerifier()  # blob files hashed once per process (integrity.py)
         self.blobcache = blobcache.from_config(config.storage)  # S3 blobs on local disk
-        self.mirrors = Mirrors(
-            config.mirrors,
-            self.driver,
-            self.blobs,
-            self.manifests,
-            config.redis,
-            readonly=config.storage.readonly,
-            verified=self.verifier.trust,
-        )
 
     @property
     def delete_enabled(self) -> bool:
@@ -197,5 +187,4 @@ class Registry:
 
     async def close(self) -> None:
         await self.quotas.close()
-        await self.mirrors.close()
         await self.driver.close()
