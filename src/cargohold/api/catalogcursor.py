@@ -17,9 +17,10 @@ import base64
 import binascii
 import hashlib
 import secrets
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 PARAM = "_resume"
 MAX_LENGTH = 1024  # a repository name is at most 255 characters
@@ -27,6 +28,10 @@ _NONCE = 12
 
 
 def _key(secret: str) -> AESGCM:
+    # Imported here: only a filtered page that stops early needs it, and a registry without
+    # token auth should not carry cryptography (tests/auth/test_units.py checks).
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     return AESGCM(hashlib.sha256(b"cargohold catalog resume\0" + secret.encode()).digest())
 
 
@@ -38,6 +43,8 @@ def seal(secret: str, name: str) -> str:
 
 def unseal(secret: str, token: str) -> str | None:
     """The name in ``token``; None if it is not one this secret sealed."""
+    from cryptography.exceptions import InvalidTag
+
     if len(token) > MAX_LENGTH:
         return None
     try:

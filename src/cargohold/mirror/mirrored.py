@@ -4,7 +4,7 @@ over its stores.
 Put together here, above both, and not in ``registry.core``: the mirrors read and write through
 the registry's blob and manifest stores, so ``mirror`` imports ``registry``; the registry
 needs nothing of the mirrors, and importing them from ``registry.core`` made the two packages
-point at each other (``tests/test_layers.py``)."""
+point at each other (``tests/test_import_layers.py``)."""
 
 from __future__ import annotations
 
