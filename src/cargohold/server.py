@@ -317,6 +317,9 @@ def serve(config: Config, workers: int = 1, worker_index: int | None = None) -> 
     ensure_secret(config)
     # fail fast on a bad storage, auth or TLS setup, before any process starts
     create_app(MirroredRegistry(config))
+    # That registry is cyclic garbage now: collect it at once, or its caches stay registered in
+    # cargohold.memory (and their bounds in the metrics) until the collector happens to run.
+    gc.collect()
     if config.http.tls is not None:
         ServerTLS(config.http.tls)
     host, port = parse_addr(config.http.addr)
@@ -374,10 +377,8 @@ def _start_workers(
     shared = tempfile.mkdtemp(prefix="cargohold-shared-")
     os.environ[SHARED_DIR_ENV] = shared
     # Objects made so far are never freed: keep the collector from touching (and so copying)
-    # the pages the workers share with this process. Collect first: the registry that serve()
-    # built only to check the setup is cyclic garbage, and frozen it would live (with its
-    # caches registered in cargohold.memory) in every worker.
-    gc.collect()
+    # the pages the workers share with this process (serve() collected the registry it built
+    # only to check the setup: frozen, it would live in every worker).
     gc.freeze()
     # A stop signal that arrives before the supervisor has its handlers would kill it and
     # orphan the workers: hold them back (the mask survives exec) until it is ready.
