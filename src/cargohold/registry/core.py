@@ -7,6 +7,7 @@ entry point (HTTP today, tools tomorrow) obeys them alike.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ from cargohold.storage.inmemory import InMemoryDriver
 
 FILTERED_STEP = 1000  # repositories read per step of an access-filtered catalog page
 FILTERED_SCAN = 10_000  # repositories an access-filtered catalog page reads at most (see below)
+LOCAL_WALKS = 2  # catalog walks of a local store one worker runs at once (see _page_reader)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,7 @@ def make_driver(name: str, params: dict[str, Any], redirect_expiry: float = 0.0)
 class Registry:
     def __init__(self, config: Config, driver: StorageDriver | None = None) -> None:
         self.config = config
+        self._local_walks = asyncio.Semaphore(LOCAL_WALKS)
         # Cache and repository index layered over the driver (see registry/scaleout.py).
         self.layers = layer_driver(
             config,
@@ -100,7 +103,8 @@ class Registry:
     async def repositories(self) -> list[str]:
         if self.layers.index is not None:
             return await self.layers.index.names()
-        return await list_repositories(self.layers.base)
+        async with self._local_walks:  # a whole walk: bounded like the pages' (_page_reader)
+            return await list_repositories(self.layers.base)
 
     async def repositories_page(
         self,
@@ -157,7 +161,12 @@ class Registry:
 
     def _page_reader(self) -> Callable[[str | None, int], Awaitable[list[str]]] | None:
         """Reads up to n repositories after a name, as far as that needs; None: no such reader
-        (in-memory)."""
+        (in-memory).
+
+        A local walk runs in the driver's threads, at most :data:`LOCAL_WALKS` at once per
+        worker: under the GIL more of them at once are no faster, but each holds a directory's
+        names for as long as it runs, and a burst of pages (16 at once in the bench) would
+        otherwise grow the thread pool and leave the burst's peak in the worker's heap."""
         index, base = self.layers.index, self.layers.base
         fetch: Callable[[str | None, int], Awaitable[list[str]]]
         if index is not None:
@@ -165,7 +174,8 @@ class Registry:
         elif isinstance(base, FilesystemDriver):
 
             async def fetch(after: str | None, n: int) -> list[str]:
-                return await base.run_blocking(page_local, base, after, n)
+                async with self._local_walks:
+                    return await base.run_blocking(page_local, base, after, n)
 
         else:
             return None
