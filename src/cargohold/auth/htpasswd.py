@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import bcrypt
 
 from cargohold.atomicfile import write_atomic
+from cargohold.coalesce import Coalescer
 
 log = logging.getLogger("cargohold.auth")
 
@@ -183,7 +184,7 @@ class PasswordChecker:
         self.ttl = ttl
         self._key = secrets.token_bytes(32)
         self._cache: dict[str, tuple[bytes, float]] = {}
-        self._inflight: dict[bytes, asyncio.Future[bool]] = {}
+        self._inflight: Coalescer[bytes, bool] = Coalescer()
 
     def _digest(self, user: str, password: str) -> bytes:
         parts = (user, password, self.htpasswd.version, self.htpasswd.path)
@@ -205,11 +206,9 @@ class PasswordChecker:
         digest = self._digest(user, password)
         if self._cached(user, digest):
             return True
-        task = self._inflight.get(digest)
+        task = self._inflight.running(digest)
         if task is None:
-            task = asyncio.ensure_future(self._verify(user, password, digest))
-            self._inflight[digest] = task
-            task.add_done_callback(lambda _: self._inflight.pop(digest, None))
+            task = self._inflight.start(digest, self._verify(user, password, digest))
         return await asyncio.shield(task)
 
     async def _verify(self, user: str, password: str, digest: bytes) -> bool:

@@ -22,6 +22,7 @@ from typing import Any
 
 from cargohold import mediatypes as mt
 from cargohold import memory, metrics
+from cargohold.coalesce import Coalescer
 from cargohold.config import ValidationConfig
 from cargohold.digest import TAG_RE, Digest, check_tag, is_digest_reference
 from cargohold.errors import ErrorCode, RegistryError
@@ -233,7 +234,7 @@ class ManifestStore:
         # at once, before the first answer is cached) share one read of the store. Manifests
         # are content-addressed, so a shared answer is right for every caller that gets one;
         # a caller whose shared read failed reads again itself.
-        self._loading: dict[Digest, asyncio.Future[Manifest]] = {}
+        self._loading: Coalescer[Digest, Manifest] = Coalescer()
         # Writes and deletes of one repository's manifests take turns within a process, so a
         # delete can never interleave with a push of the same manifest and strand its tags.
         self._repo_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
@@ -295,21 +296,12 @@ class ManifestStore:
         if cached is not None:
             self._cache.move_to_end(digest)
             return cached
-        task = self._loading.get(digest)
+        task = self._loading.running(digest)
         if task is not None:
             with contextlib.suppress(RegistryError):
                 return await asyncio.shield(task)
             return await self._read(digest)
-        task = asyncio.ensure_future(self._read(digest))
-        self._loading[digest] = task
-        task.add_done_callback(lambda done: self._loaded(digest, done))
-        return await asyncio.shield(task)
-
-    def _loaded(self, digest: Digest, task: asyncio.Future[Manifest]) -> None:
-        if self._loading.get(digest) is task:
-            del self._loading[digest]
-        if not task.cancelled():
-            task.exception()  # retrieved: every waiter may have gone (cancelled requests)
+        return await asyncio.shield(self._loading.start(digest, self._read(digest)))
 
     async def _read(self, digest: Digest) -> Manifest:
         try:

@@ -35,6 +35,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 
 from cargohold import memory
+from cargohold.coalesce import Coalescer
 from cargohold.storage import paths
 from cargohold.storage.driver import FileInfo, FileWriter, PathNotFoundError, StorageDriver
 from cargohold.storage.wrapper import DriverWrapper
@@ -198,7 +199,7 @@ class CachingDriver(DriverWrapper):
         # request left (by another replica). A delete or move through this layer (or another
         # process's, reported to :meth:`invalidate`) empties the table, so no caller arriving
         # after it joins a request that may predate it.
-        self._inflight: dict[str, asyncio.Future[FileInfo]] = {}
+        self._inflight: Coalescer[str, FileInfo] = Coalescer()
 
     def _key(self, path: str) -> str:
         return self.prefix + path
@@ -219,14 +220,12 @@ class CachingDriver(DriverWrapper):
             info = _decode(path, cached)
             if info is not None:
                 return info
-        task = self._inflight.get(key)
+        task = self._inflight.running(key)
         if task is not None:
             with contextlib.suppress(PathNotFoundError):
                 return await asyncio.shield(task)
             return await self.inner.stat(path)  # "absent" may be older than this request
-        task = asyncio.ensure_future(self._stat_and_fill(path, key, self.ttl[kind]))
-        self._inflight[key] = task
-        task.add_done_callback(lambda done: self._settled(key, done))
+        task = self._inflight.start(key, self._stat_and_fill(path, key, self.ttl[kind]))
         return await asyncio.shield(task)  # one caller cancelled leaves the others their answer
 
     async def exists(self, path: str) -> bool:
@@ -244,15 +243,9 @@ class CachingDriver(DriverWrapper):
     async def _stat_and_fill(self, path: str, key: str, ttl: float | None) -> FileInfo:
         info = await self.inner.stat(path)
         # Not filled when a delete emptied the table meanwhile: the answer may predate it.
-        if not info.is_dir and self._inflight.get(key) is asyncio.current_task():
+        if not info.is_dir and self._inflight.running(key) is asyncio.current_task():
             await self.backend.fill(key, _encode(info), ttl)
         return info
-
-    def _settled(self, key: str, task: asyncio.Future[FileInfo]) -> None:
-        if self._inflight.get(key) is task:
-            del self._inflight[key]
-        if not task.cancelled():
-            task.exception()  # retrieved: every waiter may have gone (cancelled requests)
 
     async def get_content(self, path: str) -> bytes:
         kind = classify(path)
